@@ -1,0 +1,34 @@
+# Two commands on a fresh machine:  make serve   |   make test
+# Everything lives in ./.venv; torch is pinned first so pip takes the CPU wheel.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup serve test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test]" -e clients/python
+	touch $@
+
+serve: setup
+	$(VENV)/bin/layerfreeze serve
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/freeze_large.py
+	$(PY) bench/http.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
