@@ -206,6 +206,12 @@ def test_pickle_op_and_depth_limits(tmp_path: Path) -> None:
     assert isinstance(err, LimitExceeded) and err.limit == "max_pickle_ops"
 
 
+def test_legacy_pickle_longer_than_the_limit(tmp_path: Path) -> None:
+    path = _saved(tmp_path, "legacy")
+    err = rejects(path, ReadLimits(max_pickle_bytes=200))
+    assert isinstance(err, LimitExceeded) and err.limit == "max_pickle_bytes"
+
+
 def test_memo_read_before_write(tmp_path: Path) -> None:
     path = tmp_path / "m.bin"
     path.write_bytes(b"\x80\x02h\x07.")
