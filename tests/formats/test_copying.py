@@ -71,3 +71,19 @@ def test_deep_names_do_not_recurse() -> None:
     name = ".".join(["m"] * 5000) + ".weight"
     modules, exact = modules_from_names([name])
     assert len(modules) == 5001 and not exact
+
+
+@pytest.mark.parametrize("patch_at", [None, 3 * CHUNK // 2, 2 * CHUNK - 1])
+def test_shared_prefix_hash(tmp_path: Path, patch_at: int | None) -> None:
+    """Late or no patches (TorchScript keeps data.pkl last): the shared-prefix shortcut stays exact."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    data = os.urandom(2 * CHUNK)
+    src.write_bytes(data)
+    patches = {} if patch_at is None else {patch_at: b"\x00\x01"[: 2 * CHUNK - patch_at]}
+    written = stream_copy(src, dst, patches)
+    expected = bytearray(data)
+    for off, value in patches.items():
+        expected[off:off + len(value)] = value
+    assert dst.read_bytes() == bytes(expected)
+    assert written.sha256 == hashlib.sha256(expected).hexdigest()
+    assert written.source_sha256 == hashlib.sha256(data).hexdigest()
