@@ -50,8 +50,8 @@ def freeze_file(
     input_filename = input_name or src.name
     if dst is None:
         size, digest = sha256_file(src)
-        return build_report(selection, parsed, input=FileRef(filename=input_filename, bytes=size, sha256=digest),
-                            output=None)
+        source = FileRef(filename=input_filename, bytes=size, sha256=digest)
+        return build_report(selection, parsed, input=source, output=None)
     dst = Path(dst)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
     os.close(fd)

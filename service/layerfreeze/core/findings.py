@@ -39,7 +39,8 @@ def state_findings(
         out.append(Finding(
             "tied_parameters",
             "tied parameters are one tensor with several names; each is listed once, under its first name, "
-            "and every name shares its state: " + "; ".join(f"{p.name} = {', '.join(p.aliases)}" for p in tied),
+            "and every name shares its state: "
+            + "; ".join(f"{p.name} = {', '.join(p.aliases)}" for p in tied),
             tuple(p.name for p in tied),
         ))
     by_storage: dict[str, list[str]] = defaultdict(list)
@@ -75,7 +76,7 @@ def _batchnorm(inventory: Inventory, params: Sequence[TensorInfo], final: Sequen
         return []
     types = {m.path: m.type for m in inventory.modules}
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # path -> [parameters, frozen]
-    for info, state in zip(params, final):
+    for info, state in zip(params, final, strict=True):
         for path in containing_modules(info.name):
             totals[path][0] += 1
             totals[path][1] += not state

@@ -51,7 +51,7 @@ def match_rule(index: int, rule: Rule, ctx: _Context) -> RuleMatch:
         else:
             sel = _params(rule.params or [], ctx, pointer, result)
         counts[selector] = sum(sel)
-        mask = [a and b for a, b in zip(mask, sel)]
+        mask = [a and b for a, b in zip(mask, sel, strict=True)]
     result.selected = [k for k in range(n) if mask[k]]
     if not result.selected and not result.errors:
         if len(counts) > 1 and all(counts.values()):
@@ -103,10 +103,7 @@ def type_matches(value: str, recorded: str) -> bool:
     name) names the recorded class or, for torch.nn classes, one of its torch.nn bases."""
     if value.startswith("nn."):
         value = "torch." + value
-    for cls in ancestors(recorded):
-        if value in (cls, cls.rsplit(".", 1)[-1], public_name(cls)):
-            return True
-    return False
+    return any(value in (cls, cls.rsplit(".", 1)[-1], public_name(cls)) for cls in ancestors(recorded))
 
 
 def _types(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:

@@ -152,16 +152,16 @@ def build_report(
             name=p.name, module=owner(p.name), module_type=types.get(owner(p.name)), shape=list(p.shape),
             dtype=p.dtype, numel=p.numel, requires_grad=state, was=was, rule=rule, aliases=list(p.aliases),
         )
-        for p, state, was, rule in zip(params, final, selection.start, selection.decided_by)
+        for p, state, was, rule in zip(params, final, selection.start, selection.decided_by, strict=True)
     ]
     buffers = [
         BufferReport(name=t.name, module=owner(t.name), shape=list(t.shape), dtype=t.dtype, numel=t.numel)
         for t in inv.tensors if t.kind == "buffer"
     ]
     numel_total = sum(p.numel for p in params)
-    numel_trainable = sum(p.numel for p, s in zip(params, final) if s)
+    numel_trainable = sum(p.numel for p, s in zip(params, final, strict=True) if s)
     bytes_total = sum(tensor_bytes(p.dtype, p.numel) for p in params)
-    bytes_trainable = sum(tensor_bytes(p.dtype, p.numel) for p, s in zip(params, final) if s)
+    bytes_trainable = sum(tensor_bytes(p.dtype, p.numel) for p, s in zip(params, final, strict=True) if s)
     bytes_frozen = bytes_total - bytes_trainable
     trainable = sum(final)
     summary = Summary(
@@ -170,7 +170,7 @@ def build_report(
         trainable_fraction=(numel_trainable / numel_total) if numel_total else 0.0,
         bytes_total=bytes_total, bytes_trainable=bytes_trainable, bytes_frozen=bytes_frozen,
         buffers=len(buffers), bytes_buffers=sum(tensor_bytes(b.dtype, b.numel) for b in buffers),
-        changed=sum(a != b for a, b in zip(selection.start, final)),
+        changed=sum(a != b for a, b in zip(selection.start, final, strict=True)),
         training_memory_saved_bytes=bytes_frozen * SAVING_FACTOR,
     )
     rules = [
@@ -198,7 +198,7 @@ def _module_tree(selection: Selection) -> list[ModuleReport]:
     """Per-module totals over every parameter inside it, counted once per module even when tied
     (``sum(p.numel() for p in module.parameters())``), in the inventory's module order."""
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # params, trainable, numel, numel_tr
-    for p, state in zip(selection.parameters, selection.final):
+    for p, state in zip(selection.parameters, selection.final, strict=True):
         paths = {m for name in (p.name, *p.aliases) for m in containing_modules(name)}
         for path in paths:
             t = totals[path]

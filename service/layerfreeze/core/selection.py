@@ -48,7 +48,7 @@ class Selection:
     def final_by_name(self) -> dict[str, bool]:
         """Final ``requires_grad`` for every parameter name, aliases included (what writers take)."""
         out: dict[str, bool] = {}
-        for info, state in zip(self.parameters, self.final):
+        for info, state in zip(self.parameters, self.final, strict=True):
             out[info.name] = state
             for alias in info.aliases:
                 out[alias] = state
@@ -93,7 +93,7 @@ def select(spec: FreezeSpec, inventory: Inventory) -> Selection:
         raise SpecError(_summary(issues), issues)
 
     outcomes = []
-    for index, (rule, match) in enumerate(zip(spec.rules, matches)):
+    for index, (rule, match) in enumerate(zip(spec.rules, matches, strict=True)):
         mine = [k for k, d in enumerate(decided) if d == index]
         outcomes.append(RuleOutcome(
             index=index, action=rule.action, selectors=rule.selectors(),

@@ -171,7 +171,8 @@ def _semantic_issues(spec: FreezeSpec) -> list[SpecIssue]:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                issues.append(SpecIssue(json_pointer((*base, "regex", j)), f"invalid regular expression: {exc}"))
+                issues.append(SpecIssue(json_pointer((*base, "regex", j)),
+                                        f"invalid regular expression: {exc}"))
         for key in ("types", "params"):
             for j, value in enumerate(getattr(rule, key) or ()):
                 if not value or any(c.isspace() for c in value):
@@ -184,7 +185,7 @@ def _semantic_issues(spec: FreezeSpec) -> list[SpecIssue]:
                                         (value.rsplit(".", 1)[1],)))
         if rule.until is not None and not rule.until:
             issues.append(SpecIssue(json_pointer((*base, "until")),
-                                    "must name a module (\"\" would be the whole model; use names: [\"**\"])"))
+                                    'must name a module ("" would be the whole model: use names ["**"])'))
     return issues
 
 
