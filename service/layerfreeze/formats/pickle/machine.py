@@ -353,6 +353,11 @@ class PickleMachine:
     def _call_opaque(self, func: Global, args: tuple[Any, ...]) -> Any:
         return Opaque(func, args, self.pos)
 
+    def _call_first(self, func: Global, args: tuple[Any, ...]) -> Any:
+        if not args:
+            raise PickleFormatError(f"{func.qualname} without arguments at byte {self.pos}", offset=self.pos)
+        return args[0]
+
     def _call_size(self, func: Global, args: tuple[Any, ...]) -> Any:
         return tuple(_ints(args[0], self.pos)) if args else ()
 
@@ -410,6 +415,7 @@ _CALLS: dict[str, Callable[[PickleMachine, Global, tuple[Any, ...]], Any]] = {
     "bytearray": PickleMachine._call_bytearray,
     "opaque": PickleMachine._call_opaque,
     "size": PickleMachine._call_size,
+    "first": PickleMachine._call_first,
     "tensor": PickleMachine._call_tensor,
     "parameter": PickleMachine._call_parameter,
     "from_type": PickleMachine._call_from_type,

@@ -36,6 +36,12 @@ ALLOWED_CALLS = {
     "numpy.core.multiarray.scalar": "opaque",
     "numpy._core.multiarray.scalar": "opaque",
     "numpy.dtype": "opaque",
+    # TorchScript's data.pkl tags typed lists; each returns its first argument unchanged.
+    "torch.jit._pickle.build_intlist": "first",
+    "torch.jit._pickle.build_tensorlist": "first",
+    "torch.jit._pickle.build_doublelist": "first",
+    "torch.jit._pickle.build_boollist": "first",
+    "torch.jit._pickle.restore_type_tag": "first",
 }
 
 # Top-level modules whose names have no place in a checkpoint: process, import and code machinery.
