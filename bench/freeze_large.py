@@ -1,6 +1,6 @@
 """Freeze a large checkpoint and compare with `cp` and with the naive torch.load + torch.save.
 
-    python bench/freeze_large.py [--size-gib 1] [--formats state_dict,module,safetensors,legacy]
+    python bench/freeze_large.py [--size-gib 1] [--formats state_dict,module,safetensors,legacy,torchscript]
 
 For each format it builds a model of about --size-gib (nn.Linear(4096, 4096) layers, 64 MiB each), saves
 it, then runs, each in its own child process on the warm file: `cp`; our freeze (open_archive + write of
@@ -56,7 +56,9 @@ def child_naive(src: str, dst: str) -> None:
 
     base = _peak_rss_mib()
     started = time.perf_counter()
-    if src.endswith(".safetensors"):
+    if src.endswith(".torchscript"):
+        torch.jit.save(torch.jit.load(src), dst)
+    elif src.endswith(".safetensors"):
         from safetensors.torch import load_file, save_file
 
         save_file(load_file(src), dst)
@@ -94,6 +96,8 @@ def _build(fmt: str, size_gib: float, path: Path) -> None:
         torch.save(model, path)
     elif fmt == "legacy":
         torch.save(model.state_dict(), path, _use_new_zipfile_serialization=False)
+    elif fmt == "torchscript":
+        torch.jit.save(torch.jit.script(model), str(path))
     elif fmt == "safetensors":
         from safetensors.torch import save_model
 
@@ -103,7 +107,7 @@ def _build(fmt: str, size_gib: float, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--size-gib", type=float, default=1.0)
-    parser.add_argument("--formats", default="state_dict,module,safetensors,legacy")
+    parser.add_argument("--formats", default="state_dict,module,safetensors,legacy,torchscript")
     parser.add_argument("--dir", default=None, help="where to put the temporary files")
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is kept")
     args = parser.parse_args(argv)

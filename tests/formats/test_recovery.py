@@ -171,3 +171,22 @@ def test_float8_and_bfloat16_dtypes(tmp_path: Path) -> None:
     inv = open_archive(path).inventory
     assert [(t.name, t.dtype) for t in inv.tensors] == [("a", "bfloat16"), ("b", "float8_e4m3fn"),
                                                         ("c", "uint16")]
+
+
+def test_checkpoint_with_numpy_values_and_a_uuid(tmp_path: Path) -> None:
+    """What training loops put next to the weights: numpy scalars and arrays, ids, nested configs."""
+    import uuid
+
+    import numpy as np
+
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model_state_dict": _net().state_dict(), "best_score": np.float64(0.93),
+                "history": np.arange(5), "run_id": uuid.UUID(int=7), "cfg": {"lr": 1e-3, "tags": {"a", "b"}},
+                "rng": torch.get_rng_state()}, path)
+    inv = open_archive(path).inventory
+    assert inv.prefix == "model_state_dict" and inv.tensors[0].name == "0.weight"
+    archive = open_archive(path)
+    archive.write(tmp_path / "out.pt", {"0.weight": False}, "0" * 64)
+    loaded = torch.load(tmp_path / "out.pt", weights_only=False)
+    assert not loaded["model_state_dict"]["0.weight"].requires_grad
+    assert loaded["best_score"] == np.float64(0.93) and loaded["run_id"] == uuid.UUID(int=7)

@@ -33,7 +33,7 @@ DEFAULT_LIMITS = ReadLimits()
 _PUSH_VALUE = frozenset(
     {"BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING", "SHORT_BINSTRING",
      "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8",
-     "FLOAT", "BINFLOAT"}
+     "FLOAT", "BINFLOAT", "BYTEARRAY8"}
 )
 
 class PickleMachine:
@@ -316,6 +316,8 @@ class PickleMachine:
         if isinstance(target, Obj):
             if target.state is not None:
                 raise PickleFormatError(f"object state set twice at byte {self.pos}", offset=self.pos)
+            target.state = state
+        elif isinstance(target, Opaque):
             target.state = state
         elif isinstance(target, OrderedDictNode) and isinstance(state, dict):
             target.attrs.update({k: v for k, v in state.items() if isinstance(k, str)})

@@ -99,6 +99,7 @@ class Opaque:
     func: Global
     args: Any
     pos: int
+    state: Any = None  # what BUILD gave it (numpy arrays and dtypes carry their data this way)
 
 
 class OrderedDictNode(dict):  # type: ignore[type-arg]
