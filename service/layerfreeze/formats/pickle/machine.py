@@ -272,6 +272,13 @@ class PickleMachine:
             raise PickleFormatError(f"unknown storage type {pid[1].qualname} at byte {self.pos}",
                                     offset=self.pos)
         ref = StorageRef(pid[2], dtype, pid[3], pid[4], self.pos)
+        view = pid[5] if len(pid) == 6 else None
+        if view is not None:  # (view key, offset, size): old legacy files saving storage views
+            if (not isinstance(view, tuple) or len(view) != 3 or type(view[1]) is not int
+                    or type(view[2]) is not int or view[1] < 0 or view[2] < 0
+                    or view[1] + view[2] > pid[4]):
+                raise PickleFormatError(f"invalid storage view at byte {self.pos}", offset=self.pos)
+            ref.view_offset, ref.view_numel = view[1], view[2]
         self.storages.append(ref)
         return ref
 
