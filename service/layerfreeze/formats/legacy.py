@@ -67,8 +67,10 @@ class LegacyArchive:
         self.inventory: Inventory = recovered.inventory
         self._flags = recovered.flags
 
-    def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str) -> WrittenFile:
-        return stream_copy(self.source, Path(dst), flag_patches(self._flags, self.inventory, final))
+    def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *,
+              source_sha256: str | None = None) -> WrittenFile:
+        return stream_copy(self.source, Path(dst), flag_patches(self._flags, self.inventory, final),
+                           source_sha256=source_sha256)
 
 
 def _storage_sizes(f: object, pos: int, size: int, keys: list[str],
