@@ -22,6 +22,7 @@ ALLOWED_CALLS = {
     "builtins.bytearray": "bytearray",
     "builtins.complex": "opaque",
     "torch._utils._rebuild_tensor_v2": "tensor",
+    "torch._utils._rebuild_tensor_v3": "tensor",
     "torch._utils._rebuild_parameter": "parameter",
     "torch._utils._rebuild_parameter_with_state": "parameter",
     "torch._tensor._rebuild_from_type_v2": "from_type",
