@@ -8,6 +8,8 @@ import pytest
 import torch
 from fixtures.live import live_inventory
 from fixtures.models import MODELS, build, tiny_bert, tiny_gpt2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from layerfreeze.core.model import Inventory, ModuleInfo, TensorInfo
 from layerfreeze.core.selection import select
 from layerfreeze.core.spec import parse_spec
@@ -300,3 +302,23 @@ def test_live_inventory_matches_torch_counts():
     params = [t for t in inv.tensors if t.kind == "parameter"]
     assert sum(t.numel for t in params) == sum(p.numel() for p in model.parameters())
     assert torch.is_tensor(next(model.parameters()))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["freeze", "unfreeze"]),
+                          st.sampled_from(["encoder", "encoder.0", "encoder.2", "heads", "heads.cls", "norm",
+                                           "heads.decode_head"]),
+                          st.sampled_from([None, "weight", "bias"])), min_size=1, max_size=6))
+def test_last_match_wins_against_a_rule_by_rule_replay(rules):
+    """Replaying the rules one by one on the live model, each with the classic loop, gives our result."""
+    model = fresh(build("nested"))
+    spec = []
+    for action, path, leaf in rules:
+        rule = {"action": action, "names": [path]}
+        if leaf:
+            rule["params"] = [leaf]
+        spec.append(rule)
+        for name, p in model.get_submodule(path).named_parameters(prefix=path):
+            if leaf is None or name.rsplit(".", 1)[1] == leaf:
+                p.requires_grad = action == "unfreeze"
+    assert ours(live_inventory(build("nested")), spec) == classic.states(model)
