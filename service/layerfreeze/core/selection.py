@@ -134,7 +134,7 @@ class _Context:
 def _summary(issues: list[SpecIssue]) -> str:
     first = issues[0]
     more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
-    return f"{first.pointer or 'spec'}: {first.message}{more}"
+    return f"the freeze spec does not fit this model: {first.pointer or '/'}: {first.message}{more}"
 
 
 __all__ = ["RuleOutcome", "Selection", "select", "start_state"]
