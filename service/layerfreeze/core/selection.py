@@ -79,8 +79,9 @@ def select(spec: FreezeSpec, inventory: Inventory) -> Selection:
         if spec.strict:
             issues.extend(match.problems)
         else:
-            findings.extend(
-                Finding("rule_problem", p.message, tuple(p.suggestions), rule=index) for p in match.problems
+            findings.extend(  # names: the nearest real names, as a strict error would suggest
+                Finding("rule_problem", f"{p.pointer}: {p.message}", tuple(p.suggestions), rule=index)
+                for p in match.problems
             )
         trainable = rule.action == "unfreeze"
         for k in match.selected:
