@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from layerfreeze.core.findings import Finding, state_findings
 from layerfreeze.core.matchers import RuleMatch, match_rule
 from layerfreeze.core.model import Inventory, TensorInfo
+from layerfreeze.core.ordering import order_known
 from layerfreeze.core.spec import FreezeSpec
 from layerfreeze.errors import SpecError, SpecIssue
 
@@ -106,7 +107,8 @@ def select(spec: FreezeSpec, inventory: Inventory) -> Selection:
             findings.append(Finding(
                 "children_from_names",
                 "this file does not record parameter-less modules, so children were counted from tensor "
-                f"names only: {', '.join(match.children_counted) or '(none)'}",
+                f"names only: {', '.join(match.children_counted) or '(none)'} (numbered children by their "
+                "index; negative positions count back from the last child that holds tensors)",
                 match.children_counted, rule=index,
             ))
     if skipped_integer:
@@ -128,6 +130,7 @@ class _Context:
         self.names = tuple((p.name, *p.aliases) for p in params)
         self.modules = {m.path: m for m in inventory.modules}
         self.module_order = {m.path: i for i, m in enumerate(inventory.modules)}
+        self.order_known = order_known(inventory.format)
         if "" not in self.modules:
             self.module_order[""] = -1
 
