@@ -154,3 +154,10 @@ def test_safetensors_order_comes_from_indices_never_from_sorting(tmp_path):
     assert "definition order" in info.value.issues[0].message
     report = freeze_file(src, {"strict": False, "rules": [{"action": "freeze", "until": "lstm"}]})
     assert report.summary.frozen == 0 and any(w.code == "rule_problem" for w in report.warnings)
+
+
+def test_safetensors_report_lists_numbered_modules_in_index_order(tmp_path):
+    _, src = saved(tmp_path, "seq12", "safetensors")
+    report = freeze_file(src, {})
+    assert [m.path for m in report.modules] == ["", *(str(i) for i in range(12))]
+    assert [p.name for p in report.parameters][:4] == ["0.bias", "0.weight", "1.bias", "1.weight"]

@@ -58,3 +58,10 @@ def until_by_names(path: str, names: Sequence[tuple[str, ...]]) -> tuple[list[bo
         return False
 
     return [any(before(ns) for ns in group) for group in split], None
+
+
+def natural_key(path: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that puts ``2`` before ``10`` and a module before what it contains."""
+    if not path:
+        return ()
+    return tuple((0, int(seg)) if is_index(seg) else (1, seg) for seg in path.split("."))
