@@ -21,7 +21,6 @@ from ._spec import SpecLike
 
 __all__ = ["AsyncClient"]
 
-CHUNK = 1 << 20
 
 
 class AsyncClient(BaseClient):
@@ -190,7 +189,7 @@ class AsyncClient(BaseClient):
                         bar = Progress(progress, total, f"download {sink.target.name}")
                     elif not resumed:
                         bar.restart()
-                    async for chunk in response.aiter_bytes(CHUNK):
+                    async for chunk in response.aiter_bytes():
                         sink.write(chunk)
                         bar.update(len(chunk))
                     break

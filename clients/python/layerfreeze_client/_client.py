@@ -20,7 +20,6 @@ from ._spec import SpecLike
 
 __all__ = ["Client"]
 
-CHUNK = 1 << 20
 
 
 class Client(BaseClient):
@@ -188,7 +187,7 @@ class Client(BaseClient):
                         bar = Progress(progress, total, f"download {sink.target.name}")
                     elif not resumed:
                         bar.restart()
-                    for chunk in response.iter_bytes(CHUNK):
+                    for chunk in response.iter_bytes():
                         sink.write(chunk)
                         bar.update(len(chunk))
                     break
