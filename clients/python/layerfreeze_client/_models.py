@@ -132,6 +132,11 @@ class Summary:
     numel_trainable: int
     numel_frozen: int
     trainable_fraction: float
+    bytes_total: int | None
+    bytes_trainable: int | None
+    bytes_frozen: int | None
+    training_memory_saved_bytes: int | None
+    training_memory_assumption: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
@@ -145,14 +150,12 @@ class Summary:
         return cls(
             parameters=_int(d.get("parameters")), trainable=_int(d.get("trainable")),
             frozen=_int(d.get("frozen")), numel_total=total, numel_trainable=trainable,
-            numel_frozen=_int(d.get("numel_frozen")), trainable_fraction=float(frac), raw=d,
+            numel_frozen=_int(d.get("numel_frozen")), trainable_fraction=float(frac),
+            bytes_total=_opt_int(d.get("bytes_total")), bytes_trainable=_opt_int(d.get("bytes_trainable")),
+            bytes_frozen=_opt_int(d.get("bytes_frozen")),
+            training_memory_saved_bytes=_opt_int(d.get("training_memory_saved_bytes")),
+            training_memory_assumption=_opt_str(d.get("training_memory_assumption")), raw=d,
         )
-
-    def extras(self) -> dict[str, Any]:
-        """Summary fields beyond the counts (bytes, memory-saving estimate, ...), as the service sent them."""
-        known = {"parameters", "trainable", "frozen", "numel_total", "numel_trainable", "numel_frozen",
-                 "trainable_fraction"}
-        return {k: v for k, v in self.raw.items() if k not in known}
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +204,7 @@ class ParameterState:
     requires_grad: bool
     was: bool | None
     rule: int | None
+    aliases: tuple[str, ...]
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
@@ -208,13 +212,15 @@ class ParameterState:
         d = _obj(data)
         shape = d.get("shape")
         was = d.get("was")
+        aliases = d.get("aliases")
         return cls(
             name=str(d.get("name", "")), module=_opt_str(d.get("module")),
             module_type=_opt_str(d.get("module_type")),
             shape=tuple(int(s) for s in shape) if isinstance(shape, list) else (),
             dtype=_opt_str(d.get("dtype")), numel=_int(d.get("numel")),
             requires_grad=bool(d.get("requires_grad", False)),
-            was=was if isinstance(was, bool) else None, rule=_opt_int(d.get("rule")), raw=d,
+            was=was if isinstance(was, bool) else None, rule=_opt_int(d.get("rule")),
+            aliases=tuple(str(a) for a in aliases) if isinstance(aliases, list) else (), raw=d,
         )
 
 
@@ -241,6 +247,8 @@ class ModuleState:
     type: str | None
     state: str | None
     parameters: int | None
+    trainable: int | None
+    frozen: int | None
     numel: int | None
     numel_trainable: int | None
     depth: int
@@ -255,6 +263,8 @@ class ModuleState:
             type=_opt_str(d.get("type", d.get("module_type"))),
             state=_opt_str(d.get("state")),
             parameters=_first_int(d, "parameters"),
+            trainable=_first_int(d, "trainable"),
+            frozen=_first_int(d, "frozen"),
             numel=_first_int(d, "numel", "numel_total"),
             numel_trainable=_first_int(d, "numel_trainable"),
             depth=depth,
@@ -292,6 +302,8 @@ def _flatten_modules(data: Any) -> list[ModuleState]:
 class ReportWarning:
     message: str
     code: str | None
+    names: tuple[str, ...]
+    rule: int | None
     raw: Any = field(repr=False, compare=False)
 
     @classmethod
@@ -299,8 +311,11 @@ class ReportWarning:
         if isinstance(data, Mapping):
             msg = data.get("message", data.get("detail", ""))
             code = data.get("code", data.get("kind", data.get("type")))
-            return cls(message=str(msg), code=_opt_str(code), raw=dict(data))
-        return cls(message=str(data), code=None, raw=data)
+            names = data.get("names")
+            return cls(message=str(msg), code=_opt_str(code),
+                       names=tuple(str(n) for n in names) if isinstance(names, list) else (),
+                       rule=_opt_int(data.get("rule")), raw=dict(data))
+        return cls(message=str(data), code=None, names=(), rule=None, raw=data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +325,7 @@ class Report:
     format: str | None
     input: FileInfo
     output: FileInfo | None
+    dry_run: bool
     summary: Summary
     rules: tuple[RuleStats, ...]
     parameters: tuple[ParameterState, ...]
@@ -331,6 +347,7 @@ class Report:
             format=_opt_str(d.get("format")),
             input=FileInfo.from_json(d.get("input")),
             output=FileInfo.from_json(out) if isinstance(out, Mapping) else None,
+            dry_run=bool(d.get("dry_run", not isinstance(out, Mapping))),
             summary=Summary.from_json(d.get("summary")),
             rules=tuple(RuleStats.from_json(r, i) for i, r in enumerate(items("rules"))),
             parameters=tuple(ParameterState.from_json(p) for p in items("parameters")),

@@ -50,9 +50,10 @@ def render_report(report: Report, *, parameters: bool = False) -> str:
         for m in report.modules:
             name = m.name or "(root)"
             total, trainable = m.numel, m.numel_trainable
-            rows.append(["  " * m.depth + name, m.type or "-", m.state or "-", _n(m.parameters),
-                         _n(trainable), _n(total)])
-        lines += table(["module", "type", "state", "params", "trainable", "elements"], rows, right=(3, 4, 5))
+            label = "  " * m.depth + (name.rpartition(".")[2] if m.depth > 1 else name)
+            rows.append([label, m.type or "-", m.state or "-", _n(m.parameters), _n(trainable), _n(total)])
+        lines += table(["module", "type", "state", "params", "trainable elements", "elements"], rows,
+                       right=(3, 4, 5))
     else:
         rows = [[p.name, p.module_type or "-", "x".join(map(str, p.shape)) or "scalar", p.dtype or "-",
                  _n(p.numel), "trainable" if p.requires_grad else "frozen",
@@ -65,10 +66,12 @@ def render_report(report: Report, *, parameters: bool = False) -> str:
         f"elements:   {s.numel_total:,}  trainable {s.numel_trainable:,} ({s.trainable_fraction:.1%})  "
         f"frozen {s.numel_frozen:,}",
     ]
-    for key, value in s.extras().items():
-        if isinstance(value, int | float | str) and not isinstance(value, bool):
-            shown = f"{value:,}" if isinstance(value, int) else str(value)
-            lines.append(f"{key}: {shown}")
+    if s.bytes_total is not None:
+        lines.append(f"bytes:      {_size(s.bytes_total)}  trainable {_size(s.bytes_trainable or 0)}  "
+                     f"frozen {_size(s.bytes_frozen or 0)}")
+    if s.training_memory_saved_bytes is not None:
+        lines.append(f"training memory saved: ~{_size(s.training_memory_saved_bytes)}"
+                     + (f" ({s.training_memory_assumption})" if s.training_memory_assumption else ""))
     if report.rules:
         lines += ["", "rules:"]
         for r in report.rules:
