@@ -18,6 +18,7 @@ from typing import Any
 
 from ._client import Client
 from ._errors import APIError, ClientError, IntegrityError, RejectedError, TransportError, WaitTimeout
+from ._retry import Retry
 from ._spec import Spec
 from ._table import render_jobs, render_report
 
@@ -71,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--url", default=sup, help="service URL (env LAYERFREEZE_URL; http://127.0.0.1:8000)")
     common.add_argument("--token", default=sup, help="bearer token (env LAYERFREEZE_TOKEN)")
     common.add_argument("--timeout", type=float, default=sup, help="seconds per network operation (60)")
+    common.add_argument("--retries", type=int, default=sup,
+                        help="retries on connection errors, 429 and 503 (4)")
     common.add_argument("--json", action="store_true", default=sup, help="print JSON instead of tables")
     common.add_argument("--no-progress", action="store_true", default=sup, help="no progress bars")
 
@@ -80,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 local failure, 2 usage, 3 input rejected by the service (4xx), "
                "4 service failure (5xx), 5 service unreachable or timed out, 6 checksum mismatch",
     )
-    parser.set_defaults(url=None, token=None, timeout=60.0, json=False, no_progress=False)
+    parser.set_defaults(url=None, token=None, timeout=60.0, retries=4, json=False, no_progress=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("freeze", parents=[common], help="freeze a checkpoint by rule and download the result")
@@ -142,7 +145,10 @@ def _spec_arg(args: argparse.Namespace) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     progress = not args.no_progress and not args.json and sys.stderr.isatty()
-    with Client(args.url, token=args.token, timeout=args.timeout) as client:
+    if args.retries < 0:
+        raise _UsageError("--retries must be >= 0")
+    retry = Retry(retries=args.retries)
+    with Client(args.url, token=args.token, timeout=args.timeout, retry=retry) as client:
         if args.command in ("freeze", "inspect"):
             if not args.model.is_file():
                 raise _UsageError(f"{args.model}: no such file")
