@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="a running service (default: start one)")
     parser.add_argument("--token", default=os.environ.get("LAYERFREEZE_TOKEN"))
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--upload-only", action="store_true", help="measure the upload alone")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="lf-bench-") as tmp:
@@ -98,15 +99,23 @@ def main(argv: list[str] | None = None) -> int:
             url = args.url or stack.enter_context(service(Path(tmp) / "data"))
             with Client(url, token=args.token, timeout=300) as client:
                 start = time.monotonic()
-                result = client.freeze(model, Spec().freeze(names=["layers.0"]), progress=False, timeout=900)
+                if args.upload_only:
+                    job = client.submit(model, Spec().freeze(names=["layers.0"]))
+                    moved, frozen = size, None
+                    assert job.input.bytes == size
+                else:
+                    result = client.freeze(model, Spec().freeze(names=["layers.0"]), progress=False,
+                                           timeout=900)
+                    assert result.output is not None and result.output.stat().st_size == size
+                    moved, frozen = 2 * size, result.report.summary.frozen
                 elapsed = time.monotonic() - start
-            assert result.output is not None and result.output.stat().st_size == size
         peak = rss_mib()
         print(json.dumps({
-            "file_mib": round(size / 2**20, 1), "round_trip_s": round(elapsed, 2),
-            "throughput_mib_s": round(2 * size / 2**20 / elapsed, 1),
+            "mode": "upload" if args.upload_only else "round trip",
+            "file_mib": round(size / 2**20, 1), "seconds": round(elapsed, 2),
+            "throughput_mib_s": round(moved / 2**20 / elapsed, 1),
             "client_rss_before_mib": round(baseline, 1), "client_peak_rss_mib": round(peak, 1),
-            "limit_mib": LIMIT_MIB, "frozen": result.report.summary.frozen,
+            "limit_mib": LIMIT_MIB, "frozen": frozen,
         }))
         if peak >= LIMIT_MIB:
             print(f"FAIL: client peak RSS {peak:.1f} MiB >= {LIMIT_MIB} MiB", file=sys.stderr)
