@@ -53,6 +53,12 @@ class Rule(_Strict):
     until: str | None = None
     params: list[str] | None = Field(default=None, min_length=1)
 
+    @model_validator(mode="after")
+    def _has_selector(self) -> Rule:
+        if not self.selectors():
+            raise ValueError(f"a rule needs at least one selector: {', '.join(SELECTORS)}")
+        return self
+
     def selectors(self) -> tuple[str, ...]:
         return tuple(s for s in SELECTORS if getattr(self, s) is not None)
 
@@ -159,9 +165,6 @@ def _semantic_issues(spec: FreezeSpec) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     for i, rule in enumerate(spec.rules):
         base = ("rules", i)
-        if not rule.selectors():
-            issues.append(SpecIssue(json_pointer(base),
-                                    f"a rule needs at least one selector: {', '.join(SELECTORS)}"))
         for j, pattern in enumerate(rule.names or ()):
             try:
                 compile_glob(pattern)
