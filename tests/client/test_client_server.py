@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,42 @@ def test_async_client_round_trip(live_server: LiveServer, tmp_path: Path) -> Non
             assert await client.health()
 
     asyncio.run(run())
+
+
+def test_finetune_example_runs_against_the_service(live_server: LiveServer, repo_root: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(repo_root / "examples" / "finetune.py"), "--steps", "3"],
+                         env=live_server.env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "frozen and bit-identical after 3 steps: 0.weight, 2.weight" in out.stdout
+    assert "trainable and updated: 0.bias, 2.bias, 4.weight, 4.bias" in out.stdout
+
+
+def test_cli_against_the_service(live_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from layerfreeze_client.cli import EXIT_OK, EXIT_REJECTED, main
+
+    for key in ("LAYERFREEZE_URL", "LAYERFREEZE_TOKEN"):
+        monkeypatch.setenv(key, live_server.env[key])
+    model = saved(tmp_path, "cnn", "module")
+    assert main(["freeze", str(model), "--freeze", "types:BatchNorm2d", "0"]) == EXIT_OK
+    out = capsys.readouterr().out
+    written = tmp_path / "cnn.frozen.pt"
+    assert f"wrote {written}" in out and written.exists()
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line[:1] == " " and line.split()}
+    assert lines["0"][1:3] == ["Conv2d", "frozen"] and lines["3"][1:3] == ["Conv2d", "trainable"]
+    assert "warnings:" in out  # frozen BatchNorm layers still update their running statistics in train()
+
+    assert main(["freeze", str(model), "--freeze", "encoder", "--json"]) == EXIT_REJECTED
+    captured = capsys.readouterr()
+    assert "/rules/0" in captured.err and "Traceback" not in captured.err and captured.out == ""
+
+    assert main(["inspect", str(model), "--json"]) == EXIT_OK
+    data = json.loads(capsys.readouterr().out)
+    assert data["output"] is None and data["report"]["summary"]["frozen"] == 0
+    job_id = data["job"]["id"]
+    assert main(["delete", job_id]) == EXIT_OK
+    assert main(["report", job_id]) == EXIT_REJECTED
+    assert "not found" in capsys.readouterr().err.lower()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._apply import *  # noqa: F403
+from ._apply import __all__ as _apply_all
 from ._async_client import *  # noqa: F403
 from ._async_client import __all__ as _async_all
 from ._client import *  # noqa: F403
@@ -27,15 +29,7 @@ from ._retry import __all__ as _retry_all
 from ._spec import *  # noqa: F403
 from ._spec import __all__ as _spec_all
 
-__all__ = sorted(
-    ["__version__", "apply", *_async_all, *_client_all, *_errors_all, *_models_all, *_retry_all, *_spec_all]
-)
-
-def __getattr__(name: str) -> object:
-    # apply() lives in _apply (it needs torch when called); import it on first use so that this package
-    # imports even where that module's optional pieces are missing.
-    if name == "apply":
-        from ._apply import apply
-
-        return apply
-    raise AttributeError(f"module 'layerfreeze_client' has no attribute {name!r}")
+__all__ = sorted([
+    "__version__",
+    *_apply_all, *_async_all, *_client_all, *_errors_all, *_models_all, *_retry_all, *_spec_all,
+])

@@ -13,6 +13,11 @@ def _n(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+def _short(qualified: str | None) -> str:
+    """``torch.nn.modules.conv.Conv2d`` -> ``Conv2d``: the table has no room for module paths."""
+    return qualified.rpartition(".")[2] if qualified else "-"
+
+
 def _size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -51,11 +56,11 @@ def render_report(report: Report, *, parameters: bool = False) -> str:
             name = m.name or "(root)"
             total, trainable = m.numel, m.numel_trainable
             label = "  " * m.depth + (name.rpartition(".")[2] if m.depth > 1 else name)
-            rows.append([label, m.type or "-", m.state or "-", _n(m.parameters), _n(trainable), _n(total)])
+            rows.append([label, _short(m.type), m.state or "-", _n(m.parameters), _n(trainable), _n(total)])
         lines += table(["module", "type", "state", "params", "trainable elements", "elements"], rows,
                        right=(3, 4, 5))
     else:
-        rows = [[p.name, p.module_type or "-", "x".join(map(str, p.shape)) or "scalar", p.dtype or "-",
+        rows = [[p.name, _short(p.module_type), "x".join(map(str, p.shape)) or "scalar", p.dtype or "-",
                  _n(p.numel), "trainable" if p.requires_grad else "frozen",
                  "-" if p.rule is None else f"#{p.rule}"] for p in report.parameters]
         lines += table(["parameter", "type", "shape", "dtype", "elements", "state", "rule"], rows, right=(4,))
@@ -70,8 +75,9 @@ def render_report(report: Report, *, parameters: bool = False) -> str:
         lines.append(f"bytes:      {_size(s.bytes_total)}  trainable {_size(s.bytes_trainable or 0)}  "
                      f"frozen {_size(s.bytes_frozen or 0)}")
     if s.training_memory_saved_bytes is not None:
-        lines.append(f"training memory saved: ~{_size(s.training_memory_saved_bytes)}"
-                     + (f" ({s.training_memory_assumption})" if s.training_memory_assumption else ""))
+        lines.append(f"training memory saved: ~{_size(s.training_memory_saved_bytes)}")
+        if s.training_memory_assumption:
+            lines.append(f"  ({s.training_memory_assumption})")
     if report.rules:
         lines += ["", "rules:"]
         for r in report.rules:
