@@ -307,3 +307,16 @@ def test_async_client_mirrors_the_sync_one(model_file: Path, tmp_path: Path) -> 
                 await client.report(result.job)
 
     asyncio.run(run())
+
+
+def test_progress_callbacks_and_bars(model_file: Path, tmp_path: Path) -> None:
+    service = FakeService()
+    seen: list[tuple[int, int | None]] = []
+    with client_for(service) as client:
+        result = client.freeze(model_file, {}, tmp_path / "p.pt", progress=lambda d, t: seen.append((d, t)))
+        size = model_file.stat().st_size
+        assert (size, size) in seen  # the upload reached its total
+        artifact = len(service.jobs[result.job.id].artifact)
+        assert seen[-1] == (artifact, artifact)  # and so did the download
+        client.freeze(model_file, {}, tmp_path / "q.pt", progress=True)  # a tqdm bar on stderr
+    assert (tmp_path / "q.pt").exists()
