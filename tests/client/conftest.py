@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,10 +35,9 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(
-    tmp_path_factory: pytest.TempPathFactory, subprocess_env: dict[str, str]
-) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("client-server")
+def live_server(request: pytest.FixtureRequest, subprocess_env: dict[str, str]) -> Iterator[LiveServer]:
+    # Its own directory, not pytest's numbered ones: kept (and named on stderr) when a test failed.
+    root = Path(tempfile.mkdtemp(prefix="layerfreeze-client-server-"))
     port = free_port()
     env = {**subprocess_env, "LAYERFREEZE_HOST": "127.0.0.1", "LAYERFREEZE_PORT": str(port),
            "LAYERFREEZE_DATA_DIR": str(root / "data"), "LAYERFREEZE_WORKERS": "1",
@@ -68,3 +69,7 @@ def live_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if request.session.testsfailed:
+            print(f"\nclient tests: the service's log and data are kept in {root}", file=sys.__stderr__)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
