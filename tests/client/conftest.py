@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 TOKEN_A, TOKEN_B = "token-alice", "token-bob"
+MAX_UPLOAD = 32 * 1024 * 1024
 
 
 def free_port() -> int:
@@ -41,7 +42,8 @@ def live_server(request: pytest.FixtureRequest, subprocess_env: dict[str, str]) 
     port = free_port()
     env = {**subprocess_env, "LAYERFREEZE_HOST": "127.0.0.1", "LAYERFREEZE_PORT": str(port),
            "LAYERFREEZE_DATA_DIR": str(root / "data"), "LAYERFREEZE_WORKERS": "1",
-           "LAYERFREEZE_TOKENS": f"{TOKEN_A}:alice,{TOKEN_B}:bob", "LAYERFREEZE_JOB_TIMEOUT_S": "120"}
+           "LAYERFREEZE_TOKENS": f"{TOKEN_A}:alice,{TOKEN_B}:bob", "LAYERFREEZE_JOB_TIMEOUT_S": "120",
+           "LAYERFREEZE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD)}
     log = root / "server.log"
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as out:

@@ -18,11 +18,12 @@ from layerfreeze_client import (
     InvalidInputError,
     JobFailedError,
     NotFoundError,
+    PayloadTooLargeError,
     RejectedError,
     Spec,
 )
 
-from .conftest import LiveServer
+from .conftest import MAX_UPLOAD, LiveServer
 
 pytestmark = pytest.mark.server
 
@@ -87,6 +88,15 @@ def test_a_file_that_is_not_a_checkpoint_fails_its_job(client: Client, tmp_path:
     assert info.value.job.status == "failed" and 400 <= info.value.status < 500
     with pytest.raises(ConflictError):
         client.report(info.value.job)
+
+
+def test_an_oversized_upload_is_refused_not_retried(client: Client, tmp_path: Path) -> None:
+    big = tmp_path / "big.pt"
+    with big.open("wb") as f:
+        f.truncate(MAX_UPLOAD + 1)  # sparse: cheap to make, read as zeros
+    with pytest.raises(PayloadTooLargeError) as info:
+        client.submit(big, {})
+    assert info.value.status == 413 and str(MAX_UPLOAD) in info.value.detail
 
 
 def test_job_calls_list_report_download_delete(client: Client, tmp_path: Path) -> None:
