@@ -102,6 +102,9 @@ def test_exit_codes(stub: FakeService, model_file: Path, tmp_path: Path,
                     capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == EXIT_USAGE
     assert main(["freeze", str(model_file)]) == EXIT_USAGE  # neither --spec nor --freeze
+    spec_file = _write(tmp_path, {})
+    assert main(["freeze", str(model_file), "--spec", spec_file, "--freeze", "0"]) == EXIT_USAGE
+    assert main(["freeze", str(model_file), "--unfreeze", "params:bias", "-o", str(tmp_path / "u.pt")]) == 0
     assert main(["freeze", str(tmp_path / "missing.pt"), "--freeze", "0"]) == EXIT_USAGE
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

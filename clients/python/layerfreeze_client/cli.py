@@ -88,9 +88,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("freeze", parents=[common], help="freeze a checkpoint by rule and download the result")
     p.add_argument("model", type=Path, help="the checkpoint to upload")
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--spec", type=Path, help="a freeze spec JSON file ('-' for stdin)")
-    group.add_argument("--freeze", dest="rules", nargs="+", action=_RuleAction, const="freeze",
+    p.add_argument("--spec", type=Path, help="a freeze spec JSON file ('-' for stdin)")
+    p.add_argument("--freeze", dest="rules", nargs="+", action=_RuleAction, const="freeze",
                        metavar="PATTERN", help="freeze what PATTERN selects (prefix params:, types:, regex:, "
                                                "until: for other selectors; default: names)")
     p.add_argument("--unfreeze", dest="rules", nargs="+", action=_RuleAction, const="unfreeze",
@@ -194,9 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 for --help
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
-    if args.command == "freeze" and args.spec is None and not args.rules:
-        parser.error("freeze needs --spec or --freeze/--unfreeze")
     try:
+        if args.command == "freeze" and (args.spec is None) == (not args.rules):
+            raise _UsageError("freeze needs either --spec or --freeze/--unfreeze rules (not both)")
         return _run(args)
     except _UsageError as exc:
         print(f"layerfreeze-client: error: {exc}", file=sys.stderr)
