@@ -110,8 +110,11 @@ def test_job_calls_list_report_download_delete(client: Client, tmp_path: Path) -
     assert ids.index(second.id) < ids.index(first.id)  # newest first, across pages
     report = client.report(second.id)
     assert report.frozen() == ["0.bias", "2.bias"]
-    out = client.download(second.id, tmp_path / "dl", sha256=report.output.sha256 if report.output else None)
-    assert out.parent == tmp_path / "dl" or out == tmp_path / "dl"
+    assert report.output is not None
+    (tmp_path / "dl").mkdir()
+    out = client.download(second.id, tmp_path / "dl", sha256=report.output.sha256)  # the service's name
+    assert out == tmp_path / "dl" / "seq3.frozen.pt"
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == report.output.sha256
     client.delete(second)
     with pytest.raises(NotFoundError):
         client.job(second.id)
