@@ -320,3 +320,31 @@ def test_progress_callbacks_and_bars(model_file: Path, tmp_path: Path) -> None:
         assert seen[-1] == (artifact, artifact)  # and so did the download
         client.freeze(model_file, {}, tmp_path / "q.pt", progress=True)  # a tqdm bar on stderr
     assert (tmp_path / "q.pt").exists()
+
+
+def test_async_client_retries_like_the_sync_one(model_file: Path) -> None:
+    answers: list[str] = ["refuse", "busy"]
+
+    def flaky(request: httpx.Request) -> httpx.Response | None:
+        if request.method != "POST" or not answers:
+            return None
+        kind = answers.pop(0)
+        if kind == "refuse":
+            raise httpx.ConnectError("connection refused", request=request)
+        return problem(429, "Too many", "queue full")
+
+    service = FakeService(faults=[flaky])
+
+    async def run() -> None:
+        async with AsyncClient("http://lf.test", transport=service.transport(), retry=FAST) as client:
+            job = await client.submit(model_file, {}, wait=5)
+            assert job.succeeded
+            assert service.jobs[job.id].upload == model_file.read_bytes()
+            service.faults[:] = [lambda r: problem(400, "Bad", "no")]
+            with pytest.raises(RejectedError):
+                await client.health()
+
+    asyncio.run(run())
+    posts = [r for r in service.requests if r.method == "POST"]
+    assert len(posts) == 3  # refused, 429, accepted: each attempt re-sent the upload
+    assert service.requests[-1].method == "GET" and len(service.requests) == 4  # the 400: not retried
