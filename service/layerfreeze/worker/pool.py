@@ -263,6 +263,6 @@ class LocalWorkerPool:
         for path in (self.blobs.output_path(job_id), self.blobs.report_path(job_id)):
             with contextlib.suppress(OSError):
                 path.unlink()
-        part = self.blobs.output_path(job_id)
-        with contextlib.suppress(OSError):
-            part.with_name(part.name + ".part").unlink()
+        for path in (self.blobs.output_path(job_id), self.blobs.report_path(job_id)):
+            with contextlib.suppress(OSError):
+                path.with_name(path.name + ".part").unlink()
