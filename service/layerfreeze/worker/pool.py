@@ -60,6 +60,10 @@ class _Slot:
     # -- process management ------------------------------------------------------------------------
 
     def spawn(self) -> None:
+        self.launch()
+        self.await_ready()
+
+    def launch(self) -> None:
         parent, child = _SPAWN.Pipe(duplex=True)
         s = self.pool.settings
         proc = _SPAWN.Process(target=worker_main, args=(child, s.worker_memory_mb, s.log_level),
@@ -67,8 +71,11 @@ class _Slot:
         proc.start()
         child.close()
         self.proc, self.conn = proc, parent
-        # Wait for the worker's imports to finish, so they never count against a job's time limit.
-        if not (parent.poll(SPAWN_TIMEOUT_S) and self._recv_ready()):
+
+    def await_ready(self) -> None:
+        """Wait for the worker's imports to finish, so they never count against a job's time limit."""
+        assert self.conn is not None
+        if not (self.conn.poll(SPAWN_TIMEOUT_S) and self._recv_ready()):
             code = self.retire(kill=True)
             raise WorkerStartError(f"worker {self.index} did not start: {_death_reason(code)}")
 
@@ -194,8 +201,10 @@ class LocalWorkerPool:
         if self._started:
             return
         self._started = True
+        for slot in self._slots:  # start them all, then wait: they import in parallel
+            slot.launch()
         for slot in self._slots:
-            slot.spawn()
+            slot.await_ready()
             slot.thread.start()
 
     def stop(self) -> None:
@@ -254,6 +263,6 @@ class LocalWorkerPool:
         for path in (self.blobs.output_path(job_id), self.blobs.report_path(job_id)):
             with contextlib.suppress(OSError):
                 path.unlink()
-        part = self.blobs.output_path(job_id)
-        with contextlib.suppress(OSError):
-            part.with_name(part.name + ".part").unlink()
+        for path in (self.blobs.output_path(job_id), self.blobs.report_path(job_id)):
+            with contextlib.suppress(OSError):
+                path.with_name(path.name + ".part").unlink()

@@ -66,7 +66,7 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 def run_task(task: Task, memory_mb: int) -> Outcome:
     from layerfreeze.api.problems import JobMemoryLimit, problem_for
-    from layerfreeze.storage.blobs import publish, write_atomic
+    from layerfreeze.storage.blobs import publish_all, write_file
 
     part = task.dst.with_name(task.dst.name + ".part") if task.dst else None
     try:
@@ -75,9 +75,13 @@ def run_task(task: Task, memory_mb: int) -> Outcome:
         report = freeze_file(task.src, task.spec, part, limits=task.limits, input_name=task.input_name,
                              output_name=task.output_name)
         body = _report_dict(report)
+        report_part = task.report.with_name(task.report.name + ".part")
+        write_file(report_part, json.dumps(body, separators=(",", ":")).encode())
+        # Both files fsynced, renamed into place, then one fsync of their directory.
+        renames = [(report_part, task.report)]
         if part is not None and task.dst is not None:
-            publish(part, task.dst)
-        write_atomic(task.report, json.dumps(body, separators=(",", ":")).encode())
+            renames.append((part, task.dst))
+        publish_all(renames)
         return Outcome(task.job_id, ok=True, output=body.get("output"))
     except LayerfreezeError as exc:
         return Outcome(task.job_id, ok=False, problem=problem_for(exc))
@@ -93,9 +97,10 @@ def run_task(task: Task, memory_mb: int) -> Outcome:
         problem["reference"] = ref
         return Outcome(task.job_id, ok=False, problem=problem)
     finally:
-        if part is not None:
-            with contextlib.suppress(OSError):
-                part.unlink()
+        for leftover in (part, task.report.with_name(task.report.name + ".part")):
+            if leftover is not None:
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
 
 def worker_main(conn: Connection, memory_mb: int, log_level: str) -> None:
