@@ -24,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "clients" / "python")]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# bench/ holds a module named http.py: keep it from shadowing the standard library's http package.
+sys.path[:] = [str(ROOT / "clients" / "python")] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 from layerfreeze_client import Client, Spec  # noqa: E402
 
