@@ -179,6 +179,15 @@ class BaseClient:
         return expected
 
     @staticmethod
+    def _range_start(response: httpx.Response) -> int | None:
+        """Where a 206 answer's bytes start (``Content-Range: bytes START-END/TOTAL``); None otherwise."""
+        if response.status_code != 206:
+            return None
+        unit, _, spec = response.headers.get("content-range", "").partition(" ")
+        start = spec.partition("-")[0]
+        return int(start) if unit.strip() == "bytes" and start.isdigit() else None
+
+    @staticmethod
     def _total_size(response: httpx.Response, offset: int) -> int | None:
         if response.status_code == 206:
             crange = response.headers.get("content-range", "")

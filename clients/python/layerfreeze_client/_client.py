@@ -179,7 +179,7 @@ class Client(BaseClient):
                         sink = DownloadSink(self._download_target(response, output))
                         expected = self._expected_digests(response, sha256)
                         etag = response.headers.get("etag")
-                    resumed = response.status_code == 206 and sink.written > 0
+                    resumed = sink.written > 0 and self._range_start(response) == sink.written
                     if not resumed and sink.written:
                         sink.restart()
                     total = self._total_size(response, sink.written if resumed else 0)
