@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from layerfreeze.core.spec import FreezeSpec, parse_spec, spec_sha256
 from layerfreeze.errors import SpecError
 
@@ -101,3 +105,37 @@ def test_error_detail_names_the_first_problem():
 def test_parse_returns_spec_objects_unchanged():
     spec = FreezeSpec()
     assert parse_spec(spec) is spec
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["rules", "strict", "action", "names", "regex", "types", "children", "until",
+                         "params", "of", "start", "stop", "indices", "x"]), inner, max_size=5),
+    max_leaves=20,
+)
+SELECTOR_KEYS = ("names", "regex", "params", "until", "children")
+rules = st.fixed_dictionaries({"action": st.sampled_from(["freeze", "unfreeze", "x"])},
+                              optional={k: json_values for k in SELECTOR_KEYS})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(json_values, st.fixed_dictionaries({"rules": st.lists(rules, max_size=3)},
+                                                    optional={"strict": json_values})))
+def test_any_json_gives_a_spec_or_a_spec_error(value):
+    for raw in (value, json.dumps(value)):
+        try:
+            spec = parse_spec(raw)
+        except SpecError as exc:
+            assert exc.issues and all(i.pointer == "" or i.pointer.startswith("/") for i in exc.issues)
+        else:
+            assert isinstance(spec, FreezeSpec) and len(spec_sha256(spec)) == 64
+
+
+def test_pathological_inputs_are_spec_errors():
+    for raw in ("[" * 100_000, b"\xff\xfe", '{"rules": [{"action": "freeze", "names": ["\\ud800"]}]}'):
+        try:
+            spec = parse_spec(raw)
+        except SpecError:
+            continue
+        assert len(spec_sha256(spec)) == 64

@@ -11,6 +11,7 @@ Errors print one line on stderr and exit with the code of their class (``cli/exi
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import tempfile
@@ -94,6 +95,8 @@ def _freeze_or_inspect(args: argparse.Namespace) -> int:
         output = args.output
         if output is not None and output.exists() and output.resolve() == args.model.resolve():
             raise UsageError("the output would overwrite the input model; choose another -o")
+    if not args.model.is_file():
+        raise FileNotFoundError(errno.ENOENT, "no such model file", str(args.model))
     report = freeze_file(args.model, spec, output)
     if getattr(args, "report", None) is not None:
         _write_text(args.report, report.model_dump_json(indent=2) + "\n")

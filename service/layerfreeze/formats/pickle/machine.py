@@ -33,7 +33,7 @@ DEFAULT_LIMITS = ReadLimits()
 _PUSH_VALUE = frozenset(
     {"BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING", "SHORT_BINSTRING",
      "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8",
-     "FLOAT", "BINFLOAT"}
+     "FLOAT", "BINFLOAT", "BYTEARRAY8"}
 )
 
 class PickleMachine:
@@ -317,6 +317,8 @@ class PickleMachine:
             if target.state is not None:
                 raise PickleFormatError(f"object state set twice at byte {self.pos}", offset=self.pos)
             target.state = state
+        elif isinstance(target, Opaque):
+            target.state = state
         elif isinstance(target, OrderedDictNode) and isinstance(state, dict):
             target.attrs.update({k: v for k, v in state.items() if isinstance(k, str)})
         else:
@@ -368,7 +370,16 @@ class PickleMachine:
         shape, stride = _ints(args[2], self.pos), _ints(args[3], self.pos)
         if type(offset) is not int or offset < 0 or len(shape) != len(stride):
             raise PickleFormatError(f"invalid tensor geometry at byte {self.pos}", offset=self.pos)
-        return TensorNode(args[0], offset, shape, stride, args[4], self.pos)
+        dtype = args[0].dtype
+        if func.name == "_rebuild_tensor_v3":
+            named = args[6] if len(args) > 6 and isinstance(args[6], Global) else None
+            dtype = storage_dtype(named.module, named.name) if named is not None else None
+            if dtype is None or dtype == "untyped":
+                raise PickleFormatError(f"tensor record without a known dtype at byte {self.pos}",
+                                        offset=self.pos)
+        elif dtype == "untyped":
+            raise PickleFormatError(f"untyped storage without a dtype at byte {self.pos}", offset=self.pos)
+        return TensorNode(args[0], offset, shape, stride, args[4], self.pos, dtype)
 
     def _call_parameter(self, func: Global, args: tuple[Any, ...]) -> Any:
         if len(args) < 3 or not isinstance(args[0], TensorNode) or not isinstance(args[1], Flag):

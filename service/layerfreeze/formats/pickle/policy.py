@@ -22,6 +22,7 @@ ALLOWED_CALLS = {
     "builtins.bytearray": "bytearray",
     "builtins.complex": "opaque",
     "torch._utils._rebuild_tensor_v2": "tensor",
+    "torch._utils._rebuild_tensor_v3": "tensor",
     "torch._utils._rebuild_parameter": "parameter",
     "torch._utils._rebuild_parameter_with_state": "parameter",
     "torch._tensor._rebuild_from_type_v2": "from_type",
@@ -57,8 +58,8 @@ REFUSED_MODULES = frozenset(
         "venv", "sysconfig", "shelve", "dbm", "sqlite3", "ftplib", "smtplib", "telnetlib", "xmlrpc",
         "requests", "urllib3", "httpx", "aiohttp", "yaml", "pydoc", "linecache", "tokenize", "ast",
         "compileall", "py_compile", "zipfile", "tarfile", "fileinput", "pathlib", "commands", "popen2",
-        "_ctypes", "mmap", "resource", "pwd", "grp", "select", "selectors", "socketserver", "uuid",
-        "contextlib", "atexit", "weakref", "_weakref", "abc", "string", "logging", "unittest", "doctest",
+        "_ctypes", "mmap", "resource", "pwd", "grp", "select", "selectors", "socketserver",
+        "contextlib", "atexit", "weakref", "_weakref", "abc", "logging", "unittest", "doctest",
         "imp", "nturl2path", "posixshmem", "_posixshmem", "cgi", "wsgiref", "numexpr", "sympy",
     }
 )
