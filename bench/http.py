@@ -4,7 +4,8 @@
 
 From one run:
 1. the raw loopback ceiling: one process ``sendfile``s the test file over a TCP socket to another that
-   discards it;
+   discards it; and, since an accepted upload is on disk (fsynced) before the 202, the disk's own
+   ceiling: the same bytes copied to a file on the same file system and fsynced;
 2. upload throughput: the same bytes as the ``model`` part of ``POST /v1/jobs`` (the service parses the
    multipart stream, hashes and writes it, fsyncs it and answers 202);
 3. download throughput: ``GET /v1/jobs/{id}/artifact`` of that job's output;
@@ -120,6 +121,21 @@ def loopback_ceiling(path: Path) -> float:
     return size / elapsed
 
 
+def disk_ceiling(path: Path, directory: Path) -> float:
+    """Copy ``path`` into ``directory`` (the service's file system) and fsync it: the durable-write bound."""
+    directory.mkdir(parents=True, exist_ok=True)
+    dst = directory / "disk-ceiling.tmp"
+    buf = memoryview(bytearray(4 * MiB))
+    t0 = time.perf_counter()
+    with open(path, "rb", buffering=0) as src, open(dst, "wb", buffering=0) as out:
+        while n := src.readinto(buf):
+            out.write(buf[:n])
+        os.fsync(out.fileno())
+    elapsed = time.perf_counter() - t0
+    dst.unlink()
+    return path.stat().st_size / elapsed
+
+
 # -- bare HTTP over a socket for the bulk transfers -----------------------------------------------
 
 
@@ -216,7 +232,8 @@ def start_server(data_dir: Path, port: int, workers: int) -> subprocess.Popen:
     pythonpath = os.pathsep.join([str(ROOT / "service"), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": pythonpath,
            "LAYERFREEZE_DATA_DIR": str(data_dir), "LAYERFREEZE_PORT": str(port),
-           "LAYERFREEZE_WORKERS": str(workers), "LAYERFREEZE_LOG_LEVEL": "WARNING",
+           "LAYERFREEZE_WORKERS": str(workers),
+           "LAYERFREEZE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
            "LAYERFREEZE_QUEUE_MAX": "1000"}
     proc = subprocess.Popen([sys.executable, "-m", "layerfreeze.server"], env=env)
     deadline = time.monotonic() + 60
@@ -257,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         size = big.stat().st_size
 
         ceiling = max(loopback_ceiling(big) for _ in range(2))
+        disk = disk_ceiling(big, tmp / "disk")
         port = int(os.environ.get("BENCH_PORT", "0")) or _free_port()
         base = f"http://127.0.0.1:{port}"
         server = start_server(tmp / "data", port, args.workers)
@@ -279,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         "loopback_MBps": round(ceiling / 1e6, 1),
         "upload_MBps": round(size / up_t / 1e6, 1),
         "upload_ratio": round(size / up_t / ceiling, 3),
+        "disk_write_fsync_MBps": round(disk / 1e6, 1),
+        "upload_ratio_to_disk": round(size / up_t / disk, 3),
         "download_MBps": round(got / down_t / 1e6, 1),
         "download_ratio": round(got / down_t / ceiling, 3),
         "small_1client_p50_ms": round(statistics.median(solo) * 1000, 2),

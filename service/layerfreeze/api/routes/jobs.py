@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import secrets
 import time
 from typing import Any
@@ -23,6 +24,7 @@ from layerfreeze.errors import JobConflict, JobNotFound
 from layerfreeze.storage.jobs import JobRecord
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger("layerfreeze.api")
 
 PROBLEM = "application/problem+json"
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -75,8 +77,10 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
         raise QueueFull(f"{health.queued} jobs are already queued; retry later",
                         retry_after=max(1, int(s.job_timeout_s // 10) or 1))
     tmp = service.blobs.temp_path()
+    t0 = time.perf_counter()
     upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
                                   max_field_bytes=s.max_form_field_bytes)
+    t1 = time.perf_counter()
     service.metrics.bytes_in.inc(upload.bytes)
     job_id = secrets.token_hex(12)
     try:
@@ -84,6 +88,9 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
         parse_spec(spec_text)  # 422 with pointers before anything is queued
         dry_run = _parse_bool("dry_run", upload.fields.get("dry_run"))
         await anyio.to_thread.run_sync(service.blobs.adopt_upload, tmp, job_id)
+        log.info("upload stored", extra={"job_id": job_id, "bytes": upload.bytes,
+                                          "receive_s": round(t1 - t0, 4),
+                                          "persist_s": round(time.perf_counter() - t1, 4)})
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
