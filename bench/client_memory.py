@@ -6,7 +6,7 @@
 
 The checkpoint is a safetensors file (one float32 tensor per 64 MiB, zeros; written without torch) so that
 the whole round trip runs: the service rewrites the header and copies the data. This process imports only
-the client, so its own peak RSS (``ru_maxrss``) is the client's; the limit checked is 100 MiB.
+the client, so its own peak RSS (VmHWM) is the client's; the limit checked is 100 MiB.
 """
 
 from __future__ import annotations
@@ -52,6 +52,14 @@ def write_safetensors(path: Path, size_mib: int) -> None:
 
 
 def rss_mib() -> float:
+    """Peak RSS of this process. Linux: VmHWM, which starts afresh at exec (``ru_maxrss`` keeps the
+    parent's peak across fork + exec, so a large parent would hide the figure); elsewhere ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
