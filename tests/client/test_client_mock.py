@@ -348,3 +348,34 @@ def test_async_client_retries_like_the_sync_one(model_file: Path) -> None:
     posts = [r for r in service.requests if r.method == "POST"]
     assert len(posts) == 3  # refused, 429, accepted: each attempt re-sent the upload
     assert service.requests[-1].method == "GET" and len(service.requests) == 4  # the 400: not retried
+
+
+def test_async_download_resumes_after_a_broken_connection(model_file: Path, tmp_path: Path) -> None:
+    service = FakeService()
+    state = {"broken": False}
+
+    def break_once(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path.endswith("/artifact") and not state["broken"]:
+            state["broken"] = True
+            data = next(iter(service.jobs.values())).artifact
+
+            async def body():
+                yield data[:777]
+                raise httpx.ReadError("connection reset")
+
+            digest = hashlib.sha256(data).hexdigest()
+            return httpx.Response(200, content=body(), headers={"ETag": f'"{digest}"',
+                                                               "Content-Length": str(len(data))})
+        return None
+
+    service.faults.append(break_once)
+
+    async def run() -> Path:
+        async with AsyncClient("http://lf.test", transport=service.transport(), retry=FAST) as client:
+            job = await client.submit(model_file, wait=5)
+            return await client.download(job, tmp_path / "resumed.pt")
+
+    path = asyncio.run(run())
+    assert path.read_bytes() == next(iter(service.jobs.values())).artifact
+    ranges = [r.headers.get("range") for r in service.requests if r.url.path.endswith("/artifact")]
+    assert ranges == [None, "bytes=777-"]
