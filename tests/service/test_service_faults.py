@@ -144,3 +144,17 @@ def test_retention_removes_old_jobs_and_their_files(make_server, tmp_path: Path)
             assert time.monotonic() < deadline, "retention did not remove the job"
             time.sleep(0.2)
         assert not job_dir.exists()
+
+
+def test_idle_worker_that_dies_is_replaced_without_a_job(make_server) -> None:
+    server = make_server(workers="2")
+    with server.client() as c:
+        for pid in server.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        time.sleep(0.2)
+        while c.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "workers not replaced"
+            time.sleep(0.1)
+        assert len(server.worker_pids()) == 2
+        assert 'layerfreeze_worker_restarts_total{reason="died_idle"} 2.0' in c.get("/metrics").text

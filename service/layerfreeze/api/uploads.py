@@ -24,7 +24,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from layerfreeze.api.problems import BadRequest, UnsupportedMediaType, UploadTooLarge
+from layerfreeze.api.problems import BadRequest, UnsupportedMediaType, UploadTooLarge, storage_error
 
 BATCH_BYTES = 4 * 1024 * 1024  # hand the writer thread this much at a time
 WRITEBACK_BYTES = 16 * 1024 * 1024  # start the disk writeback of every this much, without waiting
@@ -240,11 +240,14 @@ async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: in
             raise BadRequest(f"the form has no '{file_field}' file part")
         await sink.flush(force=True)
         await sink.close()
-    except BaseException:
+    except BaseException as exc:
         if sink is not None:
-            await sink.close()
+            with contextlib.suppress(OSError):
+                await sink.close()
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and (ours := storage_error(exc)) is not None:
+            raise ours from exc
         raise
     text = {}
     for k, v in fields.items():

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from layerfreeze.errors import JobConflict, JobError, JobNotFound
+from layerfreeze.errors import JobConflict, JobNotFound, LayerfreezeError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -45,8 +45,8 @@ CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at 
 STATUSES = ("queued", "running", "succeeded", "failed")
 
 
-class StoreError(JobError):
-    """The job database failed (disk full, corruption, ...)."""
+class StoreError(LayerfreezeError):
+    """The job database failed (disk full, corruption, ...): the service cannot take work right now."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,7 +65,7 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 
 def run_task(task: Task, memory_mb: int) -> Outcome:
-    from layerfreeze.api.problems import JobMemoryLimit, problem_for
+    from layerfreeze.api.problems import JobMemoryLimit, problem_for, storage_error
     from layerfreeze.storage.blobs import publish_all, write_file
 
     part = task.dst.with_name(task.dst.name + ".part") if task.dst else None
@@ -89,18 +89,30 @@ def run_task(task: Task, memory_mb: int) -> Outcome:
         exc2 = JobMemoryLimit(f"memory limit {memory_mb} MiB exceeded", limit="worker_memory_mb",
                               maximum=memory_mb)
         return Outcome(task.job_id, ok=False, problem=problem_for(exc2), retire=True)
-    except Exception as exc:  # a bug: log it with a reference, tell the client only the reference
-        ref = uuid.uuid4().hex
-        log.error("job %s failed unexpectedly (reference %s): %s\n%s", task.job_id, ref, exc,
-                  traceback.format_exc())
-        problem = problem_for(exc)
-        problem["reference"] = ref
-        return Outcome(task.job_id, ok=False, problem=problem)
+    except OSError as exc:
+        ours = storage_error(exc)
+        if ours is None:
+            return _internal(task, exc)
+        return Outcome(task.job_id, ok=False, problem=problem_for(ours))
+    except Exception as exc:
+        return _internal(task, exc)
     finally:
         for leftover in (part, task.report.with_name(task.report.name + ".part")):
             if leftover is not None:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
+
+
+def _internal(task: Task, exc: Exception) -> Outcome:
+    """A bug: log it with a reference, tell the client only the reference."""
+    from layerfreeze.api.problems import problem_for
+
+    ref = uuid.uuid4().hex
+    log.error("job %s failed unexpectedly (reference %s): %s\n%s", task.job_id, ref, exc,
+              traceback.format_exc())
+    problem = problem_for(exc)
+    problem["reference"] = ref
+    return Outcome(task.job_id, ok=False, problem=problem)
 
 
 def worker_main(conn: Connection, memory_mb: int, log_level: str) -> None:

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.downloads import ArtifactResponse
-from layerfreeze.api.problems import BadRequest, NotReady, QueueFull
+from layerfreeze.api.problems import BadRequest, NotReady, QueueFull, storage_error
 from layerfreeze.api.schemas import JobPublic, JobsPublic, job_public
 from layerfreeze.api.uploads import output_filename, receive_upload
 from layerfreeze.core.spec import parse_spec
@@ -91,9 +91,12 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
         log.info("upload stored", extra={"job_id": job_id, "bytes": upload.bytes,
                                           "receive_s": round(t1 - t0, 4),
                                           "persist_s": round(time.perf_counter() - t1, 4)})
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        service.blobs.remove_job(job_id)
+        if isinstance(exc, OSError) and (ours := storage_error(exc)) is not None:
+            raise ours from exc
         raise
     record = JobRecord(
         id=job_id, tenant=tenant or "", status="queued", created_at=time.time(), dry_run=dry_run,
