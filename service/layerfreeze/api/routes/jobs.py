@@ -71,8 +71,8 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
     """Upload a checkpoint and a freeze spec; the job runs in a worker process."""
     s = service.settings
     health = service.pool.health()
-    if health.alive == 0:
-        raise NotReady("no worker process is alive; retry shortly", retry_after=5)
+    if not service.pool.running:  # shutting down; dead workers are replaced, so jobs can still queue
+        raise NotReady("the service is shutting down; retry shortly", retry_after=5)
     if health.queued >= s.queue_max:
         raise QueueFull(f"{health.queued} jobs are already queued; retry later",
                         retry_after=max(1, int(s.job_timeout_s // 10) or 1))
