@@ -75,7 +75,7 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
         raise NotReady("the service is shutting down; retry shortly", retry_after=5)
     if health.queued >= s.queue_max:
         raise QueueFull(f"{health.queued} jobs are already queued; retry later",
-                        retry_after=max(1, int(s.job_timeout_s // 10) or 1))
+                        retry_after=max(1, min(30, health.queued // max(1, health.workers))))
     tmp = service.blobs.temp_path()
     t0 = time.perf_counter()
     upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
