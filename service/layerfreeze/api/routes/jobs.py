@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.downloads import ArtifactResponse
@@ -165,11 +165,11 @@ def _finished(service: Any, job_id: str, tenant: str | None) -> JobRecord:
 def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
     """The parameter-state report of a finished job."""
     _finished(service, job_id, tenant)
-    try:
-        data = service.blobs.report_path(job_id).read_bytes()
-    except FileNotFoundError as exc:
-        raise JobNotFound(f"the report of job {job_id} is gone", job_id=job_id) from exc
-    return Response(data, media_type="application/json")
+    path = service.blobs.report_path(job_id)
+    if not path.is_file():
+        raise JobNotFound(f"the report of job {job_id} is gone", job_id=job_id)
+    # Streamed from disk: the report of a model with 100k parameters runs to tens of megabytes.
+    return FileResponse(path, media_type="application/json")
 
 
 @router.head("/{job_id}/artifact", include_in_schema=False)
