@@ -58,6 +58,9 @@ def write_file(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+FINAL_NAMES = ("input", "output", "report.json")
+
+
 class BlobStore:
     """Paths of job files under one data directory."""
 
@@ -76,6 +79,28 @@ class BlobStore:
             else:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
+
+    def sweep(self, known_ids: set[str]) -> int:
+        """At start-up, before any worker runs: remove job directories without a record (a crash
+        between storing an upload and recording its job, or during a deletion) and half-written
+        ``.part`` files. Returns how many directories were removed."""
+        removed = 0
+        for entry in self.jobs_dir.iterdir():
+            if entry.name not in known_ids:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+                continue
+            self.discard_partials(entry.name)
+        return removed
+
+    def discard_partials(self, job_id: str, keep: tuple[str, ...] = FINAL_NAMES) -> None:
+        """Remove whatever a job's directory holds besides its final files (temporary names of an
+        interrupted write, whoever wrote them)."""
+        with contextlib.suppress(OSError):
+            for entry in self.job_dir(job_id).iterdir():
+                if entry.name not in keep:
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
 
     @property
     def db_path(self) -> Path:
