@@ -8,6 +8,7 @@ opcode) -> legacy torch.save or a plain pickle; an 8-byte length followed by ``{
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -24,14 +25,23 @@ DEFAULT_LIMITS = ReadLimits()
 _PICKLE_0_1_STARTS = frozenset(b"(]})cILFSVNK")
 
 
-def sniff(head: bytes) -> str:
-    """``zip``, ``pickle``, ``safetensors`` or ``unknown`` for a file starting with ``head`` (>= 9 bytes)."""
+def sniff(head: bytes, size: int | None = None) -> str:
+    """``zip``, ``pickle``, ``safetensors`` or ``unknown`` for a file of ``size`` bytes starting with
+    ``head`` (>= 9 bytes).
+
+    safetensors is tried before pickle: a header length such as 384 starts with the byte ``\x80``, the
+    pickle protocol marker. A length that fits the file, followed by ``{``, is not how a pickle starts.
+    """
     if head.startswith(b"PK\x03\x04"):
         return "zip"
-    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+    looks_pickled = head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5
+    if len(head) >= 9 and head[8:9] == b"{":
+        length = struct.unpack("<Q", head[:8])[0]
+        fits = length >= 2 and (size is None or length <= size - 8)
+        if fits or not looks_pickled:
+            return "safetensors"
+    if looks_pickled:
         return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] >= 2:
-        return "safetensors"
     if head[:1] and head[0] in _PICKLE_0_1_STARTS:
         return "pickle"
     return "unknown"
@@ -43,7 +53,8 @@ def open_archive(path: Path, limits: ReadLimits = DEFAULT_LIMITS) -> Archive:
     try:
         with open(path, "rb") as f:
             head = f.read(16)
-        kind = sniff(head)
+            size = os.fstat(f.fileno()).st_size
+        kind = sniff(head, size)
         if kind == "zip":
             return TorchZipArchive(path, limits)
         if kind == "pickle":
