@@ -28,10 +28,10 @@ test: lint
 
 bench: setup
 	$(PY) bench/freeze_large.py
-	$(PY) bench/http.py
+	$(PY) bench/http_throughput.py
 
 bench-http: setup
-	$(PY) bench/http.py
+	$(PY) bench/http_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -26,8 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# bench/ holds a module named http.py: keep it from shadowing the standard library's http package.
-sys.path[:] = [str(ROOT / "clients" / "python")] + [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(ROOT / "clients" / "python"))
 
 from layerfreeze_client import Client, Spec  # noqa: E402
 

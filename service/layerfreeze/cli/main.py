@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     _output_options(inspect)
 
     serve = commands.add_parser("serve", help="start the HTTP service")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", help="interface to listen on (default: LAYERFREEZE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: LAYERFREEZE_PORT or 8000)")
     return parser
 
 
@@ -131,7 +131,7 @@ def _write_text(path: Path, text: str) -> None:
         raise
 
 
-def _serve(host: str, port: int) -> int:
+def _serve(host: str | None, port: int | None) -> int:
     try:
         from layerfreeze.server import serve
     except ImportError as exc:

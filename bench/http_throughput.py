@@ -1,6 +1,6 @@
 """HTTP benchmark of the layerfreeze service, against the loopback ceiling of this machine.
 
-    python bench/http.py [--size-mib 1024] [--jobs 200] [--clients 8] [--json out.json]
+    python bench/http_throughput.py [--size-mib 1024] [--jobs 200] [--clients 8] [--json out.json]
 
 From one run:
 1. the raw loopback ceiling: one process ``sendfile``s the test file over a TCP socket to another that
@@ -19,27 +19,22 @@ p50 <= 20 ms.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import struct
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# This file is named http.py: keep its directory off sys.path so ``import http`` finds the standard library.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import multiprocessing  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import struct  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import httpx  # noqa: E402
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
