@@ -1,0 +1,156 @@
+"""``create_app(settings)``: the FastAPI application, its lifespan, and its error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from layerfreeze import __version__
+from layerfreeze.api.middleware import RequestIdMiddleware
+from layerfreeze.api.problems import WorkerLost, problem, problem_for
+from layerfreeze.api.routes import health, jobs
+from layerfreeze.api.service import Service
+from layerfreeze.errors import LayerfreezeError
+from layerfreeze.metrics import Metrics
+from layerfreeze.settings import Settings
+from layerfreeze.storage.blobs import BlobStore
+from layerfreeze.storage.jobs import JobStore
+from layerfreeze.worker.pool import LocalWorkerPool
+
+log = logging.getLogger("layerfreeze.api")
+PROBLEM = "application/problem+json"
+
+
+def _problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=body["status"], media_type=PROBLEM, headers=headers)
+
+
+async def _on_layerfreeze_error(request: Request, exc: Exception) -> JSONResponse:
+    body = problem_for(exc, instance=request.url.path)
+    headers: dict[str, str] = {}
+    status = body["status"]
+    if status == 401:
+        headers["www-authenticate"] = 'Bearer realm="layerfreeze"'
+    if status in (429, 503):
+        headers["retry-after"] = str(getattr(exc, "retry_after", 5))
+    if status == 416:
+        headers["content-range"] = f"bytes */{getattr(exc, 'size', 0)}"
+    if status >= 500:
+        log.error("request failed: %s", exc, exc_info=exc)
+    return _problem_response(body, headers)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    body = problem(exc.status_code, _TITLES.get(exc.status_code, "Error"), detail, request.url.path)
+    return _problem_response(body, dict(exc.headers or {}))
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"pointer": "/" + "/".join(str(p) for p in err.get("loc", ())[1:]) if err.get("loc") else "",
+               "message": err.get("msg", "invalid"), "suggestions": []} for err in exc.errors()]
+    body = problem(422, "Invalid request", "the request's parameters are invalid", request.url.path,
+                   slug="invalid-request", errors=errors)
+    return _problem_response(body)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    rid = getattr(request.state, "request_id", None)
+    log.error("unhandled error (request %s)", rid, exc_info=exc)
+    body = problem(500, "Internal server error", "An internal error occurred; it has been logged.",
+                   request.url.path, slug="internal-error", request_id=rid)
+    return _problem_response(body)
+
+
+_TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 413: "Upload too large",
+           415: "Unsupported media type", 422: "Invalid request"}
+
+
+async def _cleanup_loop(service: Service) -> None:
+    """Every ``cleanup_interval_s``: delete finished jobs older than ``retention_s`` and their files."""
+    s = service.settings
+    while True:
+        await asyncio.sleep(s.cleanup_interval_s)
+        if s.retention_s <= 0:
+            continue
+        try:
+            ids = await anyio.to_thread.run_sync(service.store.expired, time.time() - s.retention_s)
+            for job_id in ids:
+                await anyio.to_thread.run_sync(service.store.purge, job_id)
+                await anyio.to_thread.run_sync(service.blobs.remove_job, job_id)
+            if ids:
+                log.info("retention: removed %d jobs", len(ids))
+        except Exception:
+            log.exception("retention cleanup failed")
+
+
+def _start(settings: Settings, metrics: Metrics) -> Service:
+    blobs = BlobStore(settings.data_dir)
+    blobs.prepare()
+    store = JobStore(blobs.db_path)
+    interrupted = problem_for(WorkerLost("interrupted by restart: the service stopped while the job ran"))
+    queued = store.recover(interrupted)
+    service_ref: list[Service] = []
+    pool = LocalWorkerPool(settings, store, blobs, metrics,
+                           on_finished=lambda job_id: service_ref[0].waiters.notify(job_id))
+    service = Service(settings=settings, blobs=blobs, store=store, pool=pool, metrics=metrics)
+    service_ref.append(service)
+    pool.start()
+    for job_id in queued:
+        if blobs.input_path(job_id).exists():
+            pool.submit(job_id)
+        else:
+            store.fail(job_id, problem_for(WorkerLost("the upload of this job was lost in a restart")))
+    if queued:
+        log.info("re-queued %d jobs after restart", len(queued))
+    return service
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = await anyio.to_thread.run_sync(_start, settings, metrics)
+        service.waiters.loop = asyncio.get_running_loop()
+        metrics.watch(service.store.count_by_status, service.pool.health)
+        app.state.service = service
+        cleaner = asyncio.create_task(_cleanup_loop(service))
+        log.info("layerfreeze ready", extra={"data_dir": str(service.blobs.root),
+                                              "workers": settings.workers})
+        try:
+            yield
+        finally:
+            cleaner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cleaner
+            await anyio.to_thread.run_sync(service.pool.stop)
+            service.store.close()
+
+    app = FastAPI(
+        title="layerfreeze", version=__version__, lifespan=lifespan,
+        description="Freeze PyTorch checkpoints by rule, without ever executing them.",
+    )
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.add_exception_handler(LayerfreezeError, _on_layerfreeze_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(RequestIdMiddleware, metrics=metrics)
+    return app
+
+
+__all__ = ["create_app"]

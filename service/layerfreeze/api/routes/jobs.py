@@ -1,0 +1,191 @@
+"""``/v1/jobs``: submit, poll, list, fetch the report and the artifact, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+import time
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from layerfreeze.api.deps import ServiceDep, TenantDep
+from layerfreeze.api.downloads import ArtifactResponse
+from layerfreeze.api.problems import BadRequest, NotReady, QueueFull
+from layerfreeze.api.schemas import JobPublic, JobsPublic, job_public
+from layerfreeze.api.uploads import output_filename, receive_upload
+from layerfreeze.core.spec import parse_spec
+from layerfreeze.errors import JobConflict, JobNotFound
+from layerfreeze.storage.jobs import JobRecord
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+PROBLEM = "application/problem+json"
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    s: {"content": {PROBLEM: {}}, "description": d}
+    for s, d in ((401, "Missing or invalid token"), (404, "Unknown job"), (409, "Job not in that state"))
+}
+
+
+def _parse_bool(name: str, value: str | None) -> bool:
+    if value is None or value.strip() == "":
+        return False
+    v = value.strip().lower()
+    if v in ("true", "1", "yes", "on"):
+        return True
+    if v in ("false", "0", "no", "off"):
+        return False
+    raise BadRequest(f"form field '{name}' must be 'true' or 'false'", pointer=f"/{name}")
+
+
+def _cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
+
+
+def _uncursor(cursor: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except ValueError as exc:
+        raise BadRequest("invalid cursor", pointer="/cursor") from exc
+
+
+@router.post("", status_code=202, response_model=JobPublic,
+             responses={**_RESPONSES, 413: {"description": "Upload too large"},
+                        415: {"description": "Not multipart/form-data"},
+                        422: {"description": "Invalid spec or checkpoint"},
+                        429: {"description": "Queue full"}, 503: {"description": "Not ready"}},
+             openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
+                 "schema": {"type": "object", "required": ["model"], "properties": {
+                     "model": {"type": "string", "format": "binary"},
+                     "spec": {"type": "string", "default": "{}", "description": "freeze spec (JSON)"},
+                     "dry_run": {"type": "boolean", "default": False}}}}}}})
+async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
+                     wait: float = Query(0, description="seconds to wait for the result (clamped to 0..60)"),
+                     ) -> Response:
+    """Upload a checkpoint and a freeze spec; the job runs in a worker process."""
+    s = service.settings
+    health = service.pool.health()
+    if health.alive == 0:
+        raise NotReady("no worker process is alive; retry shortly", retry_after=5)
+    if health.queued >= s.queue_max:
+        raise QueueFull(f"{health.queued} jobs are already queued; retry later",
+                        retry_after=max(1, int(s.job_timeout_s // 10) or 1))
+    tmp = service.blobs.temp_path()
+    upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
+                                  max_field_bytes=s.max_form_field_bytes)
+    service.metrics.bytes_in.inc(upload.bytes)
+    job_id = secrets.token_hex(12)
+    try:
+        spec_text = upload.fields.get("spec", "").strip() or "{}"
+        parse_spec(spec_text)  # 422 with pointers before anything is queued
+        dry_run = _parse_bool("dry_run", upload.fields.get("dry_run"))
+        await anyio.to_thread.run_sync(service.blobs.adopt_upload, tmp, job_id)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    record = JobRecord(
+        id=job_id, tenant=tenant or "", status="queued", created_at=time.time(), dry_run=dry_run,
+        spec=spec_text, input_filename=upload.filename, input_bytes=upload.bytes,
+        input_sha256=upload.sha256, output_filename=None if dry_run else output_filename(upload.filename),
+    )
+    wait_s = min(max(wait, 0.0), s.wait_max_s, 60.0)
+    event = service.waiters.register(job_id) if wait_s > 0 else None
+    try:
+        try:
+            record = await anyio.to_thread.run_sync(service.store.create, record)
+        except BaseException:
+            service.blobs.remove_job(job_id)
+            raise
+        service.pool.submit(job_id)
+        if event is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), wait_s)
+            record = service.store.get(job_id)
+    finally:
+        if event is not None:
+            service.waiters.unregister(job_id, event)
+    return _job_response(record, request)
+
+
+def _job_response(record: JobRecord, request: Request) -> Response:
+    body = job_public(record).model_dump(mode="json")
+    location = {"location": body["links"]["self"]}
+    if record.status == "succeeded":
+        return JSONResponse(body, status_code=200, headers=location)
+    if record.status == "failed" and record.error:
+        status = int(record.error.get("status") or 500)
+        payload = {**record.error, "instance": str(request.url.path), "job": body}
+        return JSONResponse(payload, status_code=status, headers=location, media_type=PROBLEM)
+    return JSONResponse(body, status_code=202, headers=location)
+
+
+@router.get("", response_model=JobsPublic, responses=_RESPONSES)
+def list_jobs(service: ServiceDep, tenant: TenantDep, limit: int = Query(20, ge=1, le=200),
+              cursor: str | None = None) -> JobsPublic:
+    """Jobs, newest first, a page at a time; follow ``next`` for the following page."""
+    records = service.store.list(tenant, limit + 1, _uncursor(cursor) if cursor else None)
+    more = len(records) > limit
+    records = records[:limit]
+    nxt = f"/v1/jobs?limit={limit}&cursor={_cursor(records[-1].seq)}" if more and records else None
+    return JobsPublic(items=[job_public(r) for r in records], next=nxt)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=_RESPONSES)
+def get_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> JobPublic:
+    return job_public(service.store.get(job_id, tenant))
+
+
+def _finished(service: Any, job_id: str, tenant: str | None) -> JobRecord:
+    record = service.store.get(job_id, tenant)
+    if record.status in ("queued", "running"):
+        raise JobConflict(f"job {job_id} is {record.status}; try again when it has finished",
+                          job_id=job_id, status=record.status)
+    if record.status == "failed":
+        raise JobConflict(f"job {job_id} failed: {(record.error or {}).get('detail', 'no detail')}",
+                          job_id=job_id, status=record.status)
+    return record
+
+
+@router.get("/{job_id}/report", responses=_RESPONSES)
+def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
+    """The parameter-state report of a finished job."""
+    _finished(service, job_id, tenant)
+    try:
+        data = service.blobs.report_path(job_id).read_bytes()
+    except FileNotFoundError as exc:
+        raise JobNotFound(f"the report of job {job_id} is gone", job_id=job_id) from exc
+    return Response(data, media_type="application/json")
+
+
+@router.api_route("/{job_id}/artifact", methods=["GET", "HEAD"], responses={
+    **_RESPONSES, 206: {"description": "Partial content"}, 304: {"description": "Not modified"},
+    416: {"description": "Range not satisfiable"},
+    200: {"content": {"application/octet-stream": {}}, "description": "The modified checkpoint"}})
+def get_artifact(job_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
+    """The modified checkpoint: strong ETag and Repr-Digest from its sha256, Range support."""
+    record = service.store.get(job_id, tenant)
+    if record.dry_run:
+        raise JobNotFound(f"job {job_id} was a dry run: it has no artifact", job_id=job_id)
+    record = _finished(service, job_id, tenant)
+    path = service.blobs.output_path(job_id)
+    if record.output_sha256 is None or record.output_bytes is None or not path.exists():
+        raise JobNotFound(f"the artifact of job {job_id} is gone", job_id=job_id)
+    return ArtifactResponse(path, size=record.output_bytes, sha256=record.output_sha256,
+                            filename=record.output_filename or "model.frozen", method=request.method,
+                            request_headers=dict(request.headers),
+                            on_sent=service.metrics.bytes_out.inc)
+
+
+@router.delete("/{job_id}", status_code=204, responses=_RESPONSES)
+def delete_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
+    """Remove a job and its files (409 while it runs)."""
+    service.store.delete(job_id, tenant)
+    service.blobs.remove_job(job_id)
+    return Response(status_code=204)
+
+

@@ -1,0 +1,54 @@
+"""The running service's parts, held by the app (``app.state.service``) and handed to routes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from layerfreeze.metrics import Metrics
+from layerfreeze.settings import Settings
+from layerfreeze.storage.blobs import BlobStore
+from layerfreeze.storage.jobs import JobStore
+from layerfreeze.worker.pool import LocalWorkerPool
+
+
+class Waiters:
+    """Lets requests await a job's end; notified from worker supervisor threads."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def register(self, job_id: str) -> asyncio.Event:
+        event = asyncio.Event()
+        with self._lock:
+            self._events[job_id].add(event)
+        return event
+
+    def unregister(self, job_id: str, event: asyncio.Event) -> None:
+        with self._lock:
+            events = self._events.get(job_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._events[job_id]
+
+    def notify(self, job_id: str) -> None:
+        with self._lock:
+            events = list(self._events.get(job_id, ()))
+        if events and self.loop is not None and not self.loop.is_closed():
+            for event in events:
+                self.loop.call_soon_threadsafe(event.set)
+
+
+@dataclass
+class Service:
+    settings: Settings
+    blobs: BlobStore
+    store: JobStore
+    pool: LocalWorkerPool
+    metrics: Metrics
+    waiters: Waiters = field(default_factory=Waiters)

@@ -1,0 +1,191 @@
+"""Evaluate one rule's selectors over the parameters of an inventory.
+
+Each selector yields a boolean mask over the parameters; a rule selects the parameters every one of its
+selectors selects (AND); inside one selector the values are alternatives (OR). Besides the selection,
+``match_rule`` reports *problems* (a value or the whole rule selecting nothing, a path that does not exist:
+errors under ``strict``, warnings otherwise) and *errors* (always fatal: ``types`` on a file without types).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from layerfreeze.core.patterns import NameMatcher, RegexMatcher, containing_modules, leaf, owner
+from layerfreeze.core.spec import Children, Rule, json_pointer
+from layerfreeze.core.torch_classes import ancestors, public_name
+from layerfreeze.errors import SpecIssue
+
+if TYPE_CHECKING:
+    from layerfreeze.core.selection import _Context
+
+
+@dataclass(slots=True)
+class RuleMatch:
+    selected: list[int]
+    errors: list[SpecIssue] = field(default_factory=list)
+    problems: list[SpecIssue] = field(default_factory=list)
+    children_counted: tuple[str, ...] | None = None
+
+
+def match_rule(index: int, rule: Rule, ctx: _Context) -> RuleMatch:
+    n = len(ctx.params)
+    base = ("rules", index)
+    result = RuleMatch(selected=[])
+    mask = [True] * n
+    counts: dict[str, int] = {}
+    for selector in rule.selectors():
+        pointer = (*base, selector)
+        if selector == "names":
+            sel = _names(rule.names or [], ctx, pointer, result)
+        elif selector == "regex":
+            sel = _regex(rule.regex or [], ctx, pointer, result)
+        elif selector == "types":
+            sel = _types(rule.types or [], ctx, pointer, result)
+        elif selector == "children":
+            assert rule.children is not None
+            sel = _children(rule.children, ctx, pointer, result)
+        elif selector == "until":
+            sel = _until(rule.until or "", ctx, pointer, result)
+        else:
+            sel = _params(rule.params or [], ctx, pointer, result)
+        counts[selector] = sum(sel)
+        mask = [a and b for a, b in zip(mask, sel, strict=True)]
+    result.selected = [k for k in range(n) if mask[k]]
+    if not result.selected and not result.errors:
+        if len(counts) > 1 and all(counts.values()):
+            detail = ", ".join(f"{s} selects {c}" for s, c in counts.items())
+            message = f"rule {index} selects no parameter: {detail}, but no parameter satisfies all of them"
+        else:
+            message = f"rule {index} selects no parameter"
+        suggestions = next((p.suggestions for p in result.problems if p.suggestions), ())
+        result.problems.insert(0, SpecIssue(json_pointer(base), message, suggestions))
+    return result
+
+
+def _suggest(value: str, candidates: list[str] | set[str]) -> tuple[str, ...]:
+    return tuple(difflib.get_close_matches(value, sorted(candidates), n=5, cutoff=0.6))
+
+
+def _all_paths(ctx: _Context) -> set[str]:
+    paths = {p for p in ctx.modules if p}
+    for names in ctx.names:
+        paths.update(names)
+    return paths
+
+
+def _names(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+    matcher = NameMatcher(values)
+    sel = [any(matcher.matches(name) for name in names) for names in ctx.names]
+    for j, compiled in enumerate(matcher.compiled):
+        if not _any_hit(compiled.fullmatch, ("." + nm for names in ctx.names for nm in names)):
+            result.problems.append(SpecIssue(
+                json_pointer((*pointer, j)), f"name pattern {values[j]!r} matches no parameter or module",
+                _suggest(values[j], _all_paths(ctx))))
+    return sel
+
+
+def _regex(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+    matcher = RegexMatcher(values)
+    sel = [any(matcher.matches(name) for name in names) for names in ctx.names]
+    for j, compiled in enumerate(matcher.compiled):
+        if not _any_hit(compiled.fullmatch, (nm for names in ctx.names for nm in names)):
+            result.problems.append(SpecIssue(
+                json_pointer((*pointer, j)),
+                f"regular expression {values[j]!r} matches no whole parameter name",
+                _suggest(values[j], {nm for names in ctx.names for nm in names})))
+    return sel
+
+
+def type_matches(value: str, recorded: str) -> bool:
+    """``isinstance`` by name: ``value`` (``Linear``, ``torch.nn.Linear``, ``nn.Linear`` or the qualified
+    name) names the recorded class or, for torch.nn classes, one of its torch.nn bases."""
+    if value.startswith("nn."):
+        value = "torch." + value
+    return any(value in (cls, cls.rsplit(".", 1)[-1], public_name(cls)) for cls in ancestors(recorded))
+
+
+def _types(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+    if not ctx.inventory.types_known:
+        result.errors.append(SpecIssue(
+            json_pointer(pointer),
+            f"this checkpoint ({ctx.inventory.format}) records no module types, so a rule cannot select by "
+            "type; select by names, regex, params, children or until instead"))
+        return [False] * len(ctx.params)
+    types = {m.type for m in ctx.modules.values() if m.type}
+    hits_by_value = [{t for t in types if type_matches(v, t)} for v in values]
+    matching = set().union(*hits_by_value)
+    paths = {path for path, m in ctx.modules.items() if m.type in matching}
+    for j, hits in enumerate(hits_by_value):
+        if not hits:
+            shorts = {t.rsplit(".", 1)[-1] for t in types}
+            result.problems.append(SpecIssue(
+                json_pointer((*pointer, j)), f"no module of type {values[j]!r} in this model",
+                _suggest(values[j].rsplit(".", 1)[-1], shorts)))
+    return [_inside(names, paths) for names in ctx.names]
+
+
+def _inside(names: tuple[str, ...], paths: set[str]) -> bool:
+    return any(m in paths for name in names for m in containing_modules(name))
+
+
+def _children(spec: Children, ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+    module = ctx.modules.get(spec.of)
+    if module is None and spec.of != "":
+        result.problems.append(SpecIssue(
+            json_pointer((*pointer, "of")), f"no module {spec.of!r} in this model",
+            _suggest(spec.of, [p for p in ctx.modules if p])))
+        return [False] * len(ctx.params)
+    children = list(module.children) if module is not None else []
+    if spec.indices is not None:
+        picked = []
+        for j, i in enumerate(spec.indices):
+            if -len(children) <= i < len(children):
+                picked.append(children[i])
+            else:
+                result.problems.append(SpecIssue(
+                    json_pointer((*pointer, "indices", j)),
+                    f"index {i} out of range: {spec.of or 'the root'} has {len(children)} children"))
+    else:
+        picked = children[spec.start:spec.stop]
+    result.children_counted = tuple(_join(spec.of, c) for c in children)
+    paths = {_join(spec.of, c) for c in picked}
+    return [_inside(names, paths) for names in ctx.names]
+
+
+def _join(parent: str, child: str) -> str:
+    return f"{parent}.{child}" if parent else child
+
+
+def _until(path: str, ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+    n = len(ctx.params)
+    last = -1
+    for k, names in enumerate(ctx.names):
+        if any(name == path or name.startswith(path + ".") for name in names):
+            last = k
+    if last >= 0:
+        return [k <= last for k in range(n)]
+    if path in ctx.modules:  # a parameter-less module: everything registered before it
+        position = ctx.module_order[path]
+        return [ctx.module_order.get(owner(p.name), n) < position for p in ctx.params]
+    result.problems.append(SpecIssue(
+        json_pointer(pointer), f"no module or parameter {path!r} in this model",
+        _suggest(path, _all_paths(ctx))))
+    return [False] * n
+
+
+def _params(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+    wanted = set(values)
+    leaves = [{leaf(name) for name in names} for names in ctx.names]
+    present = set().union(*leaves) if leaves else set()
+    for j, value in enumerate(values):
+        if value not in present:
+            result.problems.append(SpecIssue(
+                json_pointer((*pointer, j)), f"no parameter is named {value!r} (leaf name)",
+                _suggest(value, present)))
+    return [not wanted.isdisjoint(ls) for ls in leaves]
+
+
+def _any_hit(predicate, items) -> bool:  # type: ignore[no-untyped-def]
+    return any(predicate(item) is not None for item in items)

@@ -1,0 +1,224 @@
+"""The parameter-state report (CONTRACT section 2) as Pydantic models with a stable JSON schema.
+
+    report = build_report(selection, spec, input=FileRef(...), output=None)
+    report.model_dump(mode="json")
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from layerfreeze import __version__
+from layerfreeze.core.patterns import containing_modules, owner
+from layerfreeze.core.selection import Selection
+from layerfreeze.core.spec import FreezeSpec, spec_sha256
+
+REPORT_VERSION = 1
+
+DTYPE_BYTES = {
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128": 16, "complex64": 8,
+    "complex32": 4, "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
+    "float8_e8m0fnu": 1, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "uint16": 2,
+    "uint32": 4, "uint64": 8, "bool": 1, "qint8": 1, "quint8": 1, "qint32": 4, "quint4x2": 1,
+}
+
+# Per frozen parameter, AdamW training would hold a gradient and two moments of the parameter's own size.
+SAVING_FACTOR = 3
+SAVING_ASSUMPTION = (
+    "frozen bytes x 3: no gradient and no AdamW exp_avg / exp_avg_sq for frozen parameters, each the size "
+    "and dtype of the parameter; activations, master weights and mixed-precision copies not included"
+)
+
+State = Literal["trainable", "frozen", "partial"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileRef(_Model):
+    filename: str
+    bytes: int
+    sha256: str
+
+
+class Summary(_Model):
+    parameters: int
+    trainable: int
+    frozen: int
+    numel_total: int
+    numel_trainable: int
+    numel_frozen: int
+    trainable_fraction: float = Field(description="numel_trainable / numel_total (0 for no parameters)")
+    bytes_total: int
+    bytes_trainable: int
+    bytes_frozen: int
+    buffers: int
+    bytes_buffers: int
+    changed: int = Field(description="parameters whose requires_grad differs from the start state")
+    training_memory_saved_bytes: int
+    training_memory_assumption: str = SAVING_ASSUMPTION
+
+
+class RuleReport(_Model):
+    index: int
+    action: Literal["freeze", "unfreeze"]
+    selectors: list[str]
+    selected: int
+    selected_numel: int
+    decided: int
+    decided_numel: int
+    children_counted: list[str] | None = Field(
+        default=None, description="for a children rule: the children list that was sliced, in order")
+
+
+class ParameterReport(_Model):
+    name: str
+    module: str
+    module_type: str | None
+    shape: list[int]
+    dtype: str
+    numel: int
+    requires_grad: bool
+    was: bool
+    rule: int | None
+    aliases: list[str]
+
+
+class BufferReport(_Model):
+    name: str
+    module: str
+    shape: list[int]
+    dtype: str
+    numel: int
+
+
+class ModuleReport(_Model):
+    path: str
+    type: str | None
+    depth: int
+    parameters: int
+    trainable: int
+    frozen: int
+    numel: int
+    numel_trainable: int
+    numel_frozen: int
+    state: State | None = Field(description="null for modules without parameters")
+
+
+class WarningReport(_Model):
+    code: str
+    message: str
+    names: list[str] = Field(default_factory=list)
+    rule: int | None = None
+
+
+class Report(_Model):
+    report_version: int = REPORT_VERSION
+    generator: str = f"layerfreeze {__version__}"
+    format: str
+    input: FileRef
+    output: FileRef | None
+    dry_run: bool
+    spec: dict[str, Any]
+    spec_sha256: str
+    types_known: bool
+    children_exact: bool
+    prefix: str | None
+    summary: Summary
+    rules: list[RuleReport]
+    parameters: list[ParameterReport]
+    buffers: list[BufferReport]
+    modules: list[ModuleReport]
+    warnings: list[WarningReport]
+
+
+def tensor_bytes(dtype: str, numel: int) -> int:
+    return DTYPE_BYTES.get(dtype, 0) * numel
+
+
+def build_report(
+    selection: Selection, spec: FreezeSpec, *, input: FileRef, output: FileRef | None,
+) -> Report:
+    inv = selection.inventory
+    types = {m.path: m.type for m in inv.modules}
+    params = selection.parameters
+    final = selection.final
+    parameters = [
+        ParameterReport(
+            name=p.name, module=owner(p.name), module_type=types.get(owner(p.name)), shape=list(p.shape),
+            dtype=p.dtype, numel=p.numel, requires_grad=state, was=was, rule=rule, aliases=list(p.aliases),
+        )
+        for p, state, was, rule in zip(params, final, selection.start, selection.decided_by, strict=True)
+    ]
+    buffers = [
+        BufferReport(name=t.name, module=owner(t.name), shape=list(t.shape), dtype=t.dtype, numel=t.numel)
+        for t in inv.tensors if t.kind == "buffer"
+    ]
+    numel_total = sum(p.numel for p in params)
+    numel_trainable = sum(p.numel for p, s in zip(params, final, strict=True) if s)
+    bytes_total = sum(tensor_bytes(p.dtype, p.numel) for p in params)
+    bytes_trainable = sum(tensor_bytes(p.dtype, p.numel) for p, s in zip(params, final, strict=True) if s)
+    bytes_frozen = bytes_total - bytes_trainable
+    trainable = sum(final)
+    summary = Summary(
+        parameters=len(params), trainable=trainable, frozen=len(params) - trainable,
+        numel_total=numel_total, numel_trainable=numel_trainable, numel_frozen=numel_total - numel_trainable,
+        trainable_fraction=(numel_trainable / numel_total) if numel_total else 0.0,
+        bytes_total=bytes_total, bytes_trainable=bytes_trainable, bytes_frozen=bytes_frozen,
+        buffers=len(buffers), bytes_buffers=sum(tensor_bytes(b.dtype, b.numel) for b in buffers),
+        changed=sum(a != b for a, b in zip(selection.start, final, strict=True)),
+        training_memory_saved_bytes=bytes_frozen * SAVING_FACTOR,
+    )
+    rules = [
+        RuleReport(
+            index=r.index, action=r.action, selectors=list(r.selectors), selected=r.selected,  # type: ignore[arg-type]
+            selected_numel=r.selected_numel, decided=r.decided, decided_numel=r.decided_numel,
+            children_counted=list(r.children_counted) if r.children_counted is not None else None,
+        )
+        for r in selection.rules
+    ]
+    warnings = [
+        WarningReport(code=f.code, message=f.message, names=list(f.names), rule=f.rule)
+        for f in selection.findings
+    ]
+    return Report(
+        format=inv.format, input=input, output=output, dry_run=output is None,
+        spec=spec.model_dump(mode="json", exclude_none=True), spec_sha256=spec_sha256(spec),
+        types_known=inv.types_known, children_exact=inv.children_exact, prefix=inv.prefix,
+        summary=summary, rules=rules, parameters=parameters, buffers=buffers,
+        modules=_module_tree(selection), warnings=warnings,
+    )
+
+
+def _module_tree(selection: Selection) -> list[ModuleReport]:
+    """Per-module totals over every parameter inside it, counted once per module even when tied
+    (``sum(p.numel() for p in module.parameters())``), in the inventory's module order."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # params, trainable, numel, numel_tr
+    for p, state in zip(selection.parameters, selection.final, strict=True):
+        paths = {m for name in (p.name, *p.aliases) for m in containing_modules(name)}
+        for path in paths:
+            t = totals[path]
+            t[0] += 1
+            t[1] += state
+            t[2] += p.numel
+            t[3] += p.numel if state else 0
+    order = [m.path for m in selection.inventory.modules]
+    types = {m.path: m.type for m in selection.inventory.modules}
+    known = set(order)
+    order += sorted(p for p in totals if p not in known)  # modules the reader did not list
+    out = []
+    for path in order:
+        count, trainable, numel, numel_tr = totals.get(path, (0, 0, 0, 0))
+        state: State | None = None
+        if count:
+            state = "trainable" if trainable == count else "frozen" if trainable == 0 else "partial"
+        out.append(ModuleReport(
+            path=path, type=types.get(path), depth=path.count(".") + 1 if path else 0,
+            parameters=count, trainable=trainable, frozen=count - trainable, numel=numel,
+            numel_trainable=numel_tr, numel_frozen=numel - numel_tr, state=state,
+        ))
+    return out

@@ -1,0 +1,52 @@
+"""Dtype names as torch spells them (without ``torch.``), from storage classes and safetensors codes."""
+
+from __future__ import annotations
+
+STORAGE_DTYPES = {
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+    "QInt8Storage": "qint8",
+    "QUInt8Storage": "quint8",
+    "QInt32Storage": "qint32",
+    "QUInt4x2Storage": "quint4x2",
+    "QUInt2x4Storage": "quint2x4",
+}
+
+ITEMSIZE = {
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128": 16, "complex64": 8,
+    "complex32": 4, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1,
+    "uint16": 2, "uint32": 4, "uint64": 8, "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1,
+    "float8_e5m2fnuz": 1, "float8_e8m0fnu": 1, "qint8": 1, "quint8": 1, "qint32": 4, "quint4x2": 1,
+    "quint2x4": 1, "bits8": 1, "bits16": 2,
+}
+
+# dtypes torch >= 2.3 names directly in a storage's persistent id (no legacy storage class exists)
+DIRECT_DTYPES = frozenset(ITEMSIZE) - frozenset(STORAGE_DTYPES.values())
+
+SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+    "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "U16": "uint16",
+    "U32": "uint32", "U64": "uint64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+    "C64": "complex64", "C128": "complex128", "F8_E8M0": "float8_e8m0fnu",
+}
+
+
+def storage_dtype(module: str, name: str) -> str | None:
+    """The dtype a storage-type global stands for (``torch.FloatStorage``, ``torch.float8_e4m3fn``)."""
+    if module not in ("torch", "torch.storage", "torch.cuda"):
+        return None
+    if name in STORAGE_DTYPES:
+        return STORAGE_DTYPES[name]
+    if name in DIRECT_DTYPES:
+        return name
+    return None

@@ -1,0 +1,91 @@
+"""The legacy (non-zip) torch.save format and plain pickles.
+
+Legacy layout: a magic-number pickle, a protocol-version pickle, a sys_info pickle, the main pickle
+(tensors refer to storages by key), a pickle listing the storage keys, then for each key an 8-byte
+little-endian element count followed by the raw bytes. Flags are patched inside the main pickle; there
+is no checksum to fix.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+
+from layerfreeze.core.model import Inventory
+from layerfreeze.errors import FormatError
+from layerfreeze.formats.base import WrittenFile
+from layerfreeze.formats.copying import stream_copy
+from layerfreeze.formats.dtypes import ITEMSIZE
+from layerfreeze.formats.pickle.machine import PickleMachine
+from layerfreeze.formats.pickle.nodes import Flag, StorageRef
+from layerfreeze.formats.pickle.reader import BoundedReader
+from layerfreeze.formats.torch_objects import flag_patches, recover_model
+from layerfreeze.limits import ReadLimits
+
+DEFAULT_LIMITS = ReadLimits()
+
+MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+PROTOCOL_VERSION = 1001
+
+
+class LegacyArchive:
+    def __init__(self, source: Path, limits: ReadLimits = DEFAULT_LIMITS) -> None:
+        self.source = Path(source)
+        size = self.source.stat().st_size
+        with open(self.source, "rb") as f:
+
+            def next_pickle(start: int) -> tuple[object, PickleMachine, int]:
+                reader = BoundedReader(f, start, min(limits.max_pickle_bytes, size - start))
+                machine = PickleMachine(limits)
+                value = machine.run(reader)  # type: ignore[arg-type]
+                return value, machine, reader.tell()
+
+            magic, _, pos = next_pickle(0)
+            if magic != MAGIC_NUMBER:
+                # A single plain pickle: parse it all (refusing anything unsafe), then say what it is.
+                raise FormatError(
+                    "a plain pickle is not a PyTorch checkpoint: torch.save writes a zip archive or the "
+                    "legacy format, and a plain pickle cannot hold tensor data without running code"
+                )
+            protocol, _, pos = next_pickle(pos)
+            if protocol != PROTOCOL_VERSION:
+                raise FormatError(f"legacy torch file has protocol version {protocol!r}, expected 1001")
+            sys_info, _, pos = next_pickle(pos)
+            little = sys_info.get("little_endian") if isinstance(sys_info, dict) else None
+            if not isinstance(little, Flag) or not little.value:
+                raise FormatError("legacy torch file is not little-endian")
+            root, main, pos = next_pickle(pos)
+            keys, _, pos = next_pickle(pos)
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise FormatError("legacy torch file has a malformed storage key list")
+            self._sizes = _storage_sizes(f, pos, size, keys, main.storages)
+        recovered = recover_model(root, storage_bytes=self._sizes.get, storage_prefix="legacy", limits=limits)
+        self.inventory: Inventory = recovered.inventory
+        self._flags = recovered.flags
+
+    def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str) -> WrittenFile:
+        return stream_copy(self.source, Path(dst), flag_patches(self._flags, self.inventory, final))
+
+
+def _storage_sizes(f: object, pos: int, size: int, keys: list[str],
+                   refs: list[StorageRef]) -> dict[str, int]:
+    """Byte size of each raw storage after the key list, checked against the declared element counts."""
+    dtypes = {ref.key: ref.dtype for ref in refs}
+    sizes: dict[str, int] = {}
+    for key in keys:
+        if key not in dtypes or key in sizes:
+            raise FormatError(f"legacy torch file lists storage {key!r} that no tensor uses, or twice")
+        f.seek(pos)  # type: ignore[attr-defined]
+        head = f.read(8)  # type: ignore[attr-defined]
+        if len(head) != 8:
+            raise FormatError("legacy torch file is truncated in its storages")
+        (count,) = struct.unpack("<q", head)
+        nbytes = count * ITEMSIZE.get(dtypes[key], 1)
+        if count < 0 or pos + 8 + nbytes > size:
+            raise FormatError(f"legacy storage {key!r} declares {count} elements, beyond the end of the file")
+        sizes[key] = nbytes
+        pos += 8 + nbytes
+    if pos != size:
+        raise FormatError(f"legacy torch file has {size - pos} unexpected bytes after its storages")
+    return sizes

@@ -1,0 +1,1 @@
+"""Symbolic reading of pickle streams: opcodes become inert nodes; nothing is imported or called."""

@@ -1,0 +1,460 @@
+"""A symbolic pickle machine: runs the opcode stream over inert nodes, never importing or calling anything.
+
+    root = PickleMachine(limits).run(reader)      # reader: a bounded binary file positioned at the pickle
+
+Opcodes come from ``pickletools.genops`` (with their file offsets); the stack, the MARK stack and the memo
+behave as in the real unpickler, so shared objects stay shared (tied parameters keep one identity).
+Calls (REDUCE, INST, OBJ) go through ``policy.call_kind``; everything else a call could do is refused.
+"""
+
+from __future__ import annotations
+
+import pickletools
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+from layerfreeze.errors import LimitExceeded, PickleFormatError, UnsafePickleError
+from layerfreeze.formats.dtypes import storage_dtype
+from layerfreeze.formats.pickle import policy
+from layerfreeze.formats.pickle.nodes import (
+    Flag,
+    Global,
+    Obj,
+    Opaque,
+    OrderedDictNode,
+    ParamNode,
+    StorageRef,
+    TensorNode,
+)
+from layerfreeze.limits import ReadLimits
+
+DEFAULT_LIMITS = ReadLimits()
+
+_PUSH_VALUE = frozenset(
+    {"BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING", "SHORT_BINSTRING",
+     "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8",
+     "FLOAT", "BINFLOAT"}
+)
+
+class PickleMachine:
+    def __init__(self, limits: ReadLimits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self.stack: list[Any] = []
+        self.metastack: list[list[Any]] = []
+        self.memo: dict[int, Any] = {}
+        self.pos = 0
+        self.storages: list[StorageRef] = []
+        self._ops: dict[str, Callable[[Any], None]] = {
+            name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")
+        }
+
+    # -- driver -------------------------------------------------------------------------------------
+    def run(self, reader: BinaryIO, start: int = 0) -> Any:
+        """Execute one pickle (up to STOP) from ``reader`` and return its symbolic value."""
+        count = 0
+        for name, arg, pos in self._genops(reader, start):
+            count += 1
+            if count > self.limits.max_pickle_ops:
+                raise LimitExceeded(
+                    f"pickle has more than {self.limits.max_pickle_ops} opcodes",
+                    limit="max_pickle_ops", maximum=self.limits.max_pickle_ops,
+                )
+            self.pos = pos
+            if name == "STOP":
+                if len(self.stack) != 1 or self.metastack:
+                    raise PickleFormatError(f"pickle ends at byte {pos} with a malformed stack", offset=pos)
+                return self.stack.pop()
+            handler = self._ops.get(name)
+            if handler is None:
+                if name in _PUSH_VALUE:
+                    self.push(arg)
+                    continue
+                raise UnsafePickleError(
+                    f"pickle uses opcode {name} at byte {pos}; a checkpoint never needs it",
+                    global_name=None, offset=pos,
+                )
+            try:
+                handler(arg)
+            except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise PickleFormatError(
+                    f"malformed pickle at byte {pos} ({name}): {type(exc).__name__}", offset=pos
+                ) from exc
+        raise PickleFormatError(f"pickle ends at byte {self.pos} without STOP", offset=self.pos)
+
+    def _genops(self, reader: BinaryIO, start: int) -> Iterator[tuple[str, Any, int]]:
+        ops = pickletools.genops(reader)
+        while True:
+            try:
+                op, arg, pos = next(ops)
+            except StopIteration:
+                return
+            except (ValueError, EOFError, UnicodeDecodeError, OverflowError, MemoryError) as exc:
+                where = _tell(reader)
+                raise PickleFormatError(
+                    f"malformed pickle near byte {where + start}: {exc}", offset=where + start
+                ) from exc
+            yield op.name, arg, (pos or 0) + start
+            if op.name == "STOP":
+                return
+
+    # -- stack helpers -------------------------------------------------------------------------------
+    def push(self, value: Any) -> None:
+        self.stack.append(value)
+
+    def pop(self) -> Any:
+        if not self.stack:
+            raise PickleFormatError(f"pickle pops an empty stack at byte {self.pos}", offset=self.pos)
+        return self.stack.pop()
+
+    def pop_mark(self) -> list[Any]:
+        if not self.metastack:
+            raise PickleFormatError(f"pickle has no MARK to close at byte {self.pos}", offset=self.pos)
+        items = self.stack
+        self.stack = self.metastack.pop()
+        return items
+
+    # -- framing, marks, memo ------------------------------------------------------------------------
+    def op_PROTO(self, arg: Any) -> None:
+        if not 0 <= arg <= 5:
+            raise PickleFormatError(f"unsupported pickle protocol {arg} at byte {self.pos}", offset=self.pos)
+
+    def op_FRAME(self, arg: Any) -> None:
+        pass
+
+    def op_MARK(self, arg: Any) -> None:
+        if len(self.metastack) >= self.limits.max_pickle_depth:
+            raise LimitExceeded(
+                f"pickle nests deeper than {self.limits.max_pickle_depth} at byte {self.pos}",
+                limit="max_pickle_depth", maximum=self.limits.max_pickle_depth,
+            )
+        self.metastack.append(self.stack)
+        self.stack = []
+
+    def op_POP(self, arg: Any) -> None:
+        if self.stack:
+            self.stack.pop()
+        else:
+            self.pop_mark()
+
+    def op_POP_MARK(self, arg: Any) -> None:
+        self.pop_mark()
+
+    def op_DUP(self, arg: Any) -> None:
+        self.push(self.stack[-1])
+
+    def _memo_put(self, index: int) -> None:
+        if index < 0:
+            raise PickleFormatError(f"negative memo index at byte {self.pos}", offset=self.pos)
+        self.memo[index] = self.stack[-1]
+
+    def op_PUT(self, arg: Any) -> None:
+        self._memo_put(int(arg))
+
+    op_BINPUT = op_LONG_BINPUT = op_PUT
+
+    def op_MEMOIZE(self, arg: Any) -> None:
+        self._memo_put(len(self.memo))
+
+    def op_GET(self, arg: Any) -> None:
+        index = int(arg)
+        if index not in self.memo:
+            raise PickleFormatError(f"pickle reads memo {index} before writing it, at byte {self.pos}",
+                                    offset=self.pos)
+        self.push(self.memo[index])
+
+    op_BINGET = op_LONG_BINGET = op_GET
+
+    # -- values ---------------------------------------------------------------------------------------
+    def op_NONE(self, arg: Any) -> None:
+        self.push(None)
+
+    def op_NEWTRUE(self, arg: Any) -> None:
+        self.push(Flag(True, self.pos))
+
+    def op_NEWFALSE(self, arg: Any) -> None:
+        self.push(Flag(False, self.pos))
+
+    def op_INT(self, arg: Any) -> None:
+        self.push(Flag(arg, self.pos, text=True) if isinstance(arg, bool) else arg)
+
+    # -- containers -----------------------------------------------------------------------------------
+    def op_EMPTY_LIST(self, arg: Any) -> None:
+        self.push([])
+
+    def op_EMPTY_TUPLE(self, arg: Any) -> None:
+        self.push(())
+
+    def op_EMPTY_DICT(self, arg: Any) -> None:
+        self.push({})
+
+    def op_EMPTY_SET(self, arg: Any) -> None:
+        self.push(set())
+
+    def op_LIST(self, arg: Any) -> None:
+        self.push(self.pop_mark())
+
+    def op_TUPLE(self, arg: Any) -> None:
+        self.push(tuple(self.pop_mark()))
+
+    def op_TUPLE1(self, arg: Any) -> None:
+        self.push((self.pop(),))
+
+    def op_TUPLE2(self, arg: Any) -> None:
+        b, a = self.pop(), self.pop()
+        self.push((a, b))
+
+    def op_TUPLE3(self, arg: Any) -> None:
+        c, b, a = self.pop(), self.pop(), self.pop()
+        self.push((a, b, c))
+
+    def op_DICT(self, arg: Any) -> None:
+        items = self.pop_mark()
+        self.push({_key(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)})
+
+    def op_FROZENSET(self, arg: Any) -> None:
+        self.push(frozenset(_key(x) for x in self.pop_mark()))
+
+    def op_APPEND(self, arg: Any) -> None:
+        value = self.pop()
+        _extend(self.stack[-1], [value], self.pos)
+
+    def op_APPENDS(self, arg: Any) -> None:
+        items = self.pop_mark()
+        _extend(self.stack[-1], items, self.pos)
+
+    def op_SETITEM(self, arg: Any) -> None:
+        value, key = self.pop(), self.pop()
+        _setitems(self.stack[-1], [key, value], self.pos)
+
+    def op_SETITEMS(self, arg: Any) -> None:
+        items = self.pop_mark()
+        _setitems(self.stack[-1], items, self.pos)
+
+    def op_ADDITEMS(self, arg: Any) -> None:
+        items = self.pop_mark()
+        target = self.stack[-1]
+        if not isinstance(target, set):
+            raise PickleFormatError(f"ADDITEMS on a non-set at byte {self.pos}", offset=self.pos)
+        target.update(_key(x) for x in items)
+
+    # -- names and objects ----------------------------------------------------------------------------
+    def _global(self, module: Any, name: Any) -> None:
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise UnsafePickleError(
+                f"pickle builds a global name from computed values at byte {self.pos}",
+                global_name=None, offset=self.pos,
+            )
+        policy.check_global(module, name, self.pos)
+        self.push(Global(module, name, self.pos))
+
+    def op_GLOBAL(self, arg: Any) -> None:
+        module, _, name = str(arg).partition(" ")
+        self._global(module, name)
+
+    def op_STACK_GLOBAL(self, arg: Any) -> None:
+        name, module = self.pop(), self.pop()
+        self._global(module, name)
+
+    def op_PERSID(self, arg: Any) -> None:
+        self.push(self._storage(arg))
+
+    def op_BINPERSID(self, arg: Any) -> None:
+        self.push(self._storage(self.pop()))
+
+    def _storage(self, pid: Any) -> StorageRef:
+        """``('storage', <storage type or dtype global>, key, location, numel[, view])``."""
+        if (not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] != "storage"
+                or not isinstance(pid[1], Global) or not isinstance(pid[2], str)
+                or not isinstance(pid[3], str) or type(pid[4]) is not int or pid[4] < 0):
+            raise PickleFormatError(f"unsupported persistent id at byte {self.pos}", offset=self.pos)
+        dtype = storage_dtype(pid[1].module, pid[1].name)
+        if dtype is None:
+            raise PickleFormatError(f"unknown storage type {pid[1].qualname} at byte {self.pos}",
+                                    offset=self.pos)
+        ref = StorageRef(pid[2], dtype, pid[3], pid[4], self.pos)
+        self.storages.append(ref)
+        return ref
+
+    def op_NEWOBJ(self, arg: Any) -> None:
+        args, cls = self.pop(), self.pop()
+        self.push(self._new(cls, args, {}))
+
+    def op_NEWOBJ_EX(self, arg: Any) -> None:
+        kwargs, args, cls = self.pop(), self.pop(), self.pop()
+        self.push(self._new(cls, args, kwargs))
+
+    def _new(self, cls: Any, args: Any, kwargs: Any) -> Obj:
+        if not isinstance(cls, Global):
+            raise UnsafePickleError(f"pickle constructs a computed class at byte {self.pos}",
+                                    global_name=None, offset=self.pos)
+        if args != () or kwargs != {}:
+            raise UnsafePickleError(
+                f"pickle constructs {cls.qualname} with arguments at byte {self.pos}; checkpoint classes "
+                "are rebuilt from their state only", global_name=cls.qualname, offset=self.pos,
+            )
+        return Obj(cls, self.pos)
+
+    def op_REDUCE(self, arg: Any) -> None:
+        args, func = self.pop(), self.pop()
+        self.push(self._call(func, args))
+
+    def op_OBJ(self, arg: Any) -> None:
+        items = self.pop_mark()
+        if not items:
+            raise PickleFormatError(f"OBJ without a class at byte {self.pos}", offset=self.pos)
+        self.push(self._call(items[0], tuple(items[1:])))
+
+    def op_INST(self, arg: Any) -> None:
+        module, _, name = str(arg).partition(" ")
+        self._global(module, name)
+        func = self.pop()
+        self.push(self._call(func, tuple(self.pop_mark())))
+
+    def op_BUILD(self, arg: Any) -> None:
+        state = self.pop()
+        target = self.stack[-1]
+        if isinstance(target, Obj):
+            if target.state is not None:
+                raise PickleFormatError(f"object state set twice at byte {self.pos}", offset=self.pos)
+            target.state = state
+        elif isinstance(target, OrderedDictNode) and isinstance(state, dict):
+            target.attrs.update({k: v for k, v in state.items() if isinstance(k, str)})
+        else:
+            raise UnsafePickleError(
+                f"pickle sets state on {type(target).__name__} at byte {self.pos}; a checkpoint never "
+                "needs that",
+                global_name=None, offset=self.pos,
+            )
+
+    def _call(self, func: Any, args: Any) -> Any:
+        if not isinstance(func, Global):
+            raise UnsafePickleError(f"pickle calls a computed value at byte {self.pos}; a checkpoint never "
+                                    "needs that", global_name=None, offset=self.pos)
+        kind = policy.call_kind(func.qualname, self.pos)
+        if not isinstance(args, tuple):
+            raise PickleFormatError(f"call arguments are not a tuple at byte {self.pos}", offset=self.pos)
+        return _CALLS[kind](self, func, args)
+
+    # -- symbolic versions of the allowlisted calls ---------------------------------------------------
+    def _call_ordered_dict(self, func: Global, args: tuple[Any, ...]) -> Any:
+        node = OrderedDictNode(self.pos)
+        if args:
+            for pair in args[0]:
+                node[_key(pair[0])] = pair[1]
+        return node
+
+    def _call_set(self, func: Global, args: tuple[Any, ...]) -> Any:
+        items = args[0] if args else ()
+        return set(_key(x) for x in items) if func.name == "set" else frozenset(_key(x) for x in items)
+
+    def _call_bytearray(self, func: Global, args: tuple[Any, ...]) -> Any:
+        return _call_encode(self, func, args) if len(args) == 2 else bytes(args[0] if args else b"")
+
+    def _call_opaque(self, func: Global, args: tuple[Any, ...]) -> Any:
+        return Opaque(func, args, self.pos)
+
+    def _call_size(self, func: Global, args: tuple[Any, ...]) -> Any:
+        return tuple(_ints(args[0], self.pos)) if args else ()
+
+    def _call_tensor(self, func: Global, args: tuple[Any, ...]) -> Any:
+        if len(args) < 6 or not isinstance(args[0], StorageRef) or not isinstance(args[4], Flag):
+            raise PickleFormatError(f"unsupported tensor record at byte {self.pos}", offset=self.pos)
+        offset = args[1]
+        shape, stride = _ints(args[2], self.pos), _ints(args[3], self.pos)
+        if type(offset) is not int or offset < 0 or len(shape) != len(stride):
+            raise PickleFormatError(f"invalid tensor geometry at byte {self.pos}", offset=self.pos)
+        return TensorNode(args[0], offset, shape, stride, args[4], self.pos)
+
+    def _call_parameter(self, func: Global, args: tuple[Any, ...]) -> Any:
+        if len(args) < 3 or not isinstance(args[0], TensorNode) or not isinstance(args[1], Flag):
+            raise PickleFormatError(f"unsupported parameter record at byte {self.pos}", offset=self.pos)
+        return ParamNode(args[0], args[1], self.pos)
+
+    def _call_from_type(self, func: Global, args: tuple[Any, ...]) -> Any:
+        # _rebuild_from_type_v2(func, new_type, args, state): a tensor (subclass) rebuilt by ``func``.
+        if (len(args) != 4 or not isinstance(args[0], Global) or not isinstance(args[1], Global)
+                or not isinstance(args[2], tuple)):
+            raise PickleFormatError(f"unsupported tensor subclass record at byte {self.pos}", offset=self.pos)
+        if args[1].qualname not in ("torch.Tensor", "torch.nn.parameter.Parameter",
+                                    "torch.nn.parameter.Buffer"):
+            raise UnsafePickleError(
+                f"pickle rebuilds a tensor as {args[1].qualname} at byte {self.pos}; a checkpoint never "
+                "needs that", global_name=args[1].qualname, offset=self.pos,
+            )
+        return self._call(args[0], args[2])
+
+    def _call_encode(self, func: Global, args: tuple[Any, ...]) -> Any:
+        return _call_encode(self, func, args)
+
+    def _call_reconstructor(self, func: Global, args: tuple[Any, ...]) -> Any:
+        # copyreg._reconstructor(cls, object, None) is object.__new__(cls): an opaque record.
+        if (len(args) != 3 or not isinstance(args[0], Global) or not isinstance(args[1], Global)
+                or args[1].qualname not in ("builtins.object", "__builtin__.object") or args[2] is not None):
+            raise UnsafePickleError(f"pickle reconstructs an object through a base class at byte {self.pos}",
+                                    global_name=func.qualname, offset=self.pos)
+        return Obj(args[0], self.pos)
+
+
+def _call_encode(machine: PickleMachine, func: Global, args: tuple[Any, ...]) -> bytes:
+    # _codecs.encode(text, "latin1") is how protocol 2 pickles bytes.
+    if len(args) != 2 or not isinstance(args[0], str) or args[1] not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"pickle encodes with unexpected arguments at byte {machine.pos}",
+                                global_name=func.qualname, offset=machine.pos)
+    return args[0].encode("latin1")
+
+
+_CALLS: dict[str, Callable[[PickleMachine, Global, tuple[Any, ...]], Any]] = {
+    "ordered_dict": PickleMachine._call_ordered_dict,
+    "set": PickleMachine._call_set,
+    "frozenset": PickleMachine._call_set,
+    "bytearray": PickleMachine._call_bytearray,
+    "opaque": PickleMachine._call_opaque,
+    "size": PickleMachine._call_size,
+    "tensor": PickleMachine._call_tensor,
+    "parameter": PickleMachine._call_parameter,
+    "from_type": PickleMachine._call_from_type,
+    "encode": PickleMachine._call_encode,
+    "reconstructor": PickleMachine._call_reconstructor,
+}
+
+
+def _key(value: Any) -> Any:
+    """A dict key / set member; a Flag (a bool in the real pickle) keys by its value."""
+    if isinstance(value, Flag):
+        return value.value
+    hash(value)  # TypeError for unhashable keys, as the real unpickler
+    return value
+
+
+def _ints(value: Any, pos: int) -> tuple[int, ...]:
+    if not isinstance(value, tuple) or not all(type(v) is int and v >= 0 for v in value):
+        raise PickleFormatError(f"expected a tuple of sizes at byte {pos}", offset=pos)
+    return value
+
+
+def _extend(target: Any, items: list[Any], pos: int) -> None:
+    if isinstance(target, list):
+        target.extend(items)
+    elif isinstance(target, Obj):
+        target.items.extend(items)
+    else:
+        raise PickleFormatError(f"APPEND to a {type(target).__name__} at byte {pos}", offset=pos)
+
+
+def _setitems(target: Any, items: list[Any], pos: int) -> None:
+    if len(items) % 2:
+        raise PickleFormatError(f"SETITEMS with an odd number of items at byte {pos}", offset=pos)
+    if isinstance(target, dict):
+        for i in range(0, len(items), 2):
+            target[_key(items[i])] = items[i + 1]
+    elif isinstance(target, Obj):
+        target.items.extend(zip(items[::2], items[1::2], strict=False))
+    else:
+        raise PickleFormatError(f"SETITEM on a {type(target).__name__} at byte {pos}", offset=pos)
+
+
+def _tell(reader: BinaryIO) -> int:
+    try:
+        return reader.tell()
+    except (OSError, ValueError):
+        return 0

@@ -1,0 +1,267 @@
+"""Recovering the model from a torch.save pickle tree: a state dict, a checkpoint dict, or a whole module.
+
+    recovered = recover_model(root, storage_bytes=..., storage_prefix="zip", limits=...)
+
+The result is an Inventory for the core plus, for every parameter, the flag bytes that record its
+``requires_grad`` (what the writers patch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from layerfreeze.core.kinds import tensor_kind
+from layerfreeze.core.model import FLOATING_DTYPES, Inventory, ModuleInfo, TensorInfo
+from layerfreeze.errors import FormatError, LimitExceeded
+from layerfreeze.formats.dtypes import ITEMSIZE
+from layerfreeze.formats.module_tree import modules_from_names
+from layerfreeze.formats.pickle.nodes import Flag, Obj, OrderedDictNode, ParamNode, TensorNode
+from layerfreeze.limits import ReadLimits
+
+DEFAULT_LIMITS = ReadLimits()
+
+# Keys under which training loops and libraries keep the model in a checkpoint dict, most specific first.
+MODEL_KEYS = (
+    "state_dict", "model_state_dict", "model_state", "model", "module", "net", "network", "ema",
+    "model_ema", "state_dict_ema", "ema_state_dict", "params", "weights", "generator", "student", "teacher",
+)
+
+
+@dataclass
+class Recovered:
+    inventory: Inventory
+    flags: dict[str, list[Flag]] = field(default_factory=dict)  # parameter name -> its flag(s), aliases too
+
+
+@dataclass
+class _Entry:
+    name: str
+    kind: str
+    node: TensorNode
+    flag: Flag
+    is_param_node: bool
+    aliases: list[str] = field(default_factory=list)
+    alias_flags: list[Flag] = field(default_factory=list)
+
+
+StorageBytes = Callable[[str], "int | None"]
+
+
+def recover_model(root: Any, *, storage_bytes: StorageBytes, storage_prefix: str,
+                  limits: ReadLimits = DEFAULT_LIMITS) -> Recovered:
+    """Find the model in ``root``; raise FormatError when the pickle is not a torch checkpoint."""
+    sd = as_state_dict(root)
+    if sd is not None:
+        return _from_state_dict(sd, "torch.state_dict", None, (), storage_bytes, storage_prefix, limits)
+    if is_module(root):
+        return _from_module(root, "torch.module", None, (), storage_bytes, storage_prefix, limits)
+    if isinstance(root, dict) and root and all(isinstance(k, str) for k in root):
+        return _from_checkpoint(root, storage_bytes, storage_prefix, limits)
+    raise FormatError(f"the pickle holds a {_describe(root)}, not a state dict, checkpoint or module")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Obj):
+        return f"{value.type_name} object"
+    return type(value).__name__
+
+
+def as_state_dict(value: Any) -> dict[str, Any] | None:
+    """``value`` if it is a mapping of names to tensors (a state dict), else None."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return None
+    tensors = 0
+    for key, item in value.items():
+        if isinstance(item, (TensorNode, ParamNode)):
+            tensors += 1
+        elif not key.endswith("_extra_state"):
+            return None
+    if tensors or (isinstance(value, OrderedDictNode) and "_metadata" in value.attrs):
+        return value
+    return None
+
+
+def is_module(value: Any) -> bool:
+    return (isinstance(value, Obj) and isinstance(value.state, dict)
+            and isinstance(value.state.get("_parameters"), dict) and "_modules" in value.state)
+
+
+def _from_checkpoint(root: dict[str, Any], storage_bytes: StorageBytes, prefix: str,
+                     limits: ReadLimits) -> Recovered:
+    candidates = [k for k in MODEL_KEYS if k in root] + [k for k in root if k not in MODEL_KEYS]
+    for key in candidates:
+        value = root[key]
+        others = tuple(k for k in root if k != key)
+        note = f"model found under '{key}'" + (f"; also present: {', '.join(others)}" if others else "")
+        sd = as_state_dict(value)
+        if sd is not None and (key in MODEL_KEYS or sd):
+            return _from_state_dict(sd, "torch.checkpoint", key, (note,), storage_bytes, prefix, limits)
+        if is_module(value):
+            return _from_module(value, "torch.checkpoint", key, (note,), storage_bytes, prefix, limits)
+    raise FormatError(
+        "the checkpoint dict holds no state dict or module (keys: " + ", ".join(list(root)[:20]) + ")"
+    )
+
+
+def _tensor_of(value: TensorNode | ParamNode) -> tuple[TensorNode, Flag, bool]:
+    if isinstance(value, ParamNode):
+        return value.tensor, value.flag, True
+    return value, value.flag, False
+
+
+def _check_extent(name: str, node: TensorNode, storage_bytes: StorageBytes) -> None:
+    st = node.storage
+    size = storage_bytes(st.key)
+    itemsize = ITEMSIZE.get(st.dtype)
+    if size is None:
+        raise FormatError(f"tensor {name!r} refers to storage {st.key!r}, which the archive does not hold")
+    if itemsize is not None and size != st.numel * itemsize:
+        raise FormatError(f"storage {st.key!r} holds {size} bytes, but {st.numel} x {st.dtype} are declared")
+    if all(node.shape):
+        extent = node.offset + sum((d - 1) * s for d, s in zip(node.shape, node.stride, strict=True)) + 1
+        if extent > st.numel:
+            raise FormatError(f"tensor {name!r} reaches beyond its storage ({extent} > {st.numel} elements)")
+
+
+def _info(entry: _Entry, prefix: str, recorded: bool) -> TensorInfo:
+    node = entry.node
+    return TensorInfo(
+        name=entry.name, kind=entry.kind,  # type: ignore[arg-type]
+        shape=node.shape, dtype=node.storage.dtype,
+        requires_grad=entry.flag.value if recorded else None,
+        aliases=tuple(entry.aliases), storage=f"{prefix}:{node.storage.key}",
+    )
+
+
+def _from_state_dict(sd: dict[str, Any], fmt: str, key: str | None, notes: tuple[str, ...],
+                     storage_bytes: StorageBytes, prefix: str, limits: ReadLimits) -> Recovered:
+    if len(sd) > limits.max_tensors:
+        raise LimitExceeded(f"more than {limits.max_tensors} tensors", limit="max_tensors",
+                            value=len(sd), maximum=limits.max_tensors)
+    entries: list[_Entry] = []
+    by_identity: dict[int, _Entry] = {}
+    by_view: dict[tuple[Any, ...], _Entry] = {}
+    for name, value in sd.items():
+        if not isinstance(value, (TensorNode, ParamNode)):
+            continue  # *_extra_state
+        node, flag, is_param = _tensor_of(value)
+        _check_extent(name, node, storage_bytes)
+        view = (node.storage.key, node.offset, node.shape, node.stride, node.storage.dtype)
+        first = by_identity.get(id(value)) or by_view.get(view)
+        if first is not None:
+            first.aliases.append(name)
+            first.alias_flags.append(flag)
+            continue
+        entry = _Entry(name, tensor_kind(name, node.storage.dtype), node, flag, is_param)
+        by_identity[id(value)] = entry
+        by_view[view] = entry
+        entries.append(entry)
+    # Nothing recorded: plain tensors (state_dict() drops requires_grad) whose flags are all False.
+    # Our own outputs set every parameter's flag, so any True flag or any Parameter means "recorded".
+    recorded = any(e.is_param_node for e in entries) or any(
+        e.kind == "parameter" and (e.flag.value or any(f.value for f in e.alias_flags)) for e in entries
+    )
+    tensors = tuple(_info(e, prefix, recorded) for e in entries)
+    metadata = sd.attrs.get("_metadata") if isinstance(sd, OrderedDictNode) else None
+    paths = list(metadata) if isinstance(metadata, dict) else None
+    modules, exact = modules_from_names([t.name for t in tensors] + [a for t in tensors for a in t.aliases],
+                                        paths)
+    flags = {e.name: [e.flag, *e.alias_flags] for e in entries if e.kind == "parameter"}
+    inventory = Inventory(format=fmt, tensors=tensors, modules=modules, types_known=False,
+                          children_exact=exact, prefix=key, notes=notes)
+    return Recovered(inventory, flags)
+
+
+def _module_state(obj: Obj) -> dict[str, Any]:
+    state = obj.state
+    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):
+        state = state[0]  # (dict state, slot state)
+    return state if isinstance(state, dict) else {}
+
+
+def _named_modules(root: Obj, limits: ReadLimits) -> list[tuple[str, Obj]]:
+    """``named_modules()``: pre-order, children in definition order, shared modules once."""
+    out: list[tuple[str, Obj]] = []
+    seen: set[int] = set()
+    todo: list[tuple[str, Obj]] = [("", root)]
+    while todo:
+        path, module = todo.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        out.append((path, module))
+        if path.count(".") >= limits.max_pickle_depth:
+            raise LimitExceeded("module tree nests too deep", limit="max_pickle_depth",
+                                maximum=limits.max_pickle_depth)
+        children = _module_state(module).get("_modules") or {}
+        if not isinstance(children, dict):
+            raise FormatError(f"module {path or '<root>'} has a malformed _modules record")
+        kids = [(f"{path}.{n}" if path else str(n), m) for n, m in children.items() if m is not None]
+        for child_path, child in reversed(kids):
+            if not is_module(child):
+                raise FormatError(f"module child {child_path!r} is not a module record")
+            todo.append((child_path, child))
+    return out
+
+
+def _from_module(root: Obj, fmt: str, key: str | None, notes: tuple[str, ...],
+                 storage_bytes: StorageBytes, prefix: str, limits: ReadLimits) -> Recovered:
+    modules = _named_modules(root, limits)
+    infos: list[ModuleInfo] = []
+    entries: list[_Entry] = []
+    for slot, kind in (("_parameters", "parameter"), ("_buffers", "buffer")):
+        seen: dict[int, _Entry] = {}
+        for path, module in modules:
+            table = _module_state(module).get(slot) or {}
+            if not isinstance(table, dict):
+                raise FormatError(f"module {path or '<root>'} has a malformed {slot} record")
+            for leaf, value in table.items():
+                if value is None:
+                    continue  # e.g. bias=False
+                if not isinstance(value, (TensorNode, ParamNode)):
+                    raise FormatError(f"{slot[1:-1]} {leaf!r} of {path or '<root>'} is not a tensor")
+                name = f"{path}.{leaf}" if path else str(leaf)
+                node, flag, is_param = _tensor_of(value)
+                _check_extent(name, node, storage_bytes)
+                if id(value) in seen:
+                    seen[id(value)].aliases.append(name)
+                    seen[id(value)].alias_flags.append(flag)
+                    continue
+                entry = _Entry(name, kind, node, flag, is_param)
+                seen[id(value)] = entry
+                entries.append(entry)
+                if len(entries) > limits.max_tensors:
+                    raise LimitExceeded(f"more than {limits.max_tensors} tensors", limit="max_tensors",
+                                        maximum=limits.max_tensors)
+    for path, module in modules:
+        children = _module_state(module).get("_modules") or {}
+        infos.append(ModuleInfo(path, module.type_name,
+                                tuple(str(n) for n, m in children.items() if m is not None)))
+    tensors = tuple(_info(e, prefix, True) for e in entries)
+    flags = {e.name: [e.flag, *e.alias_flags] for e in entries if e.kind == "parameter"}
+    inventory = Inventory(format=fmt, tensors=tensors, modules=tuple(infos), types_known=True,
+                          children_exact=True, prefix=key, notes=notes)
+    return Recovered(inventory, flags)
+
+
+def flag_patches(flags: Mapping[str, list[Flag]], inventory: Inventory,
+                 final: Mapping[str, bool]) -> dict[int, bytes]:
+    """File offset -> replacement bytes that set every parameter's recorded flag to ``final``.
+
+    A flag is never set True on a buffer or a non-floating tensor; a parameter missing from ``final``
+    keeps its flag.
+    """
+    patches: dict[int, bytes] = {}
+    floating = {t.name: t.dtype in FLOATING_DTYPES for t in inventory.tensors}
+    for name, sites in flags.items():
+        if name not in final:
+            continue
+        value = bool(final[name]) and floating.get(name, False)
+        for site in sites:
+            offset, data = site.patch(value)
+            if patches.get(offset, data) != data:
+                raise FormatError(f"parameter {name!r} shares its flag bytes with another parameter")
+            patches[offset] = data
+    return patches

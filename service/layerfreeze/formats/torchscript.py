@@ -1,0 +1,150 @@
+"""Recovering the module tree of a TorchScript archive from its data.pkl and its class code.
+
+Objects in data.pkl are typed ``__torch__.<qualified name>`` (traced ones with ``___torch_mangle_N``).
+Which attributes are parameters and buffers is declared in the class source under ``code/``
+(``__parameters__ = ["weight", "bias", ]``); we read those two lines as literals and never run the code.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from layerfreeze.core.model import Inventory, ModuleInfo, TensorInfo
+from layerfreeze.errors import FormatError, LimitExceeded
+from layerfreeze.formats.pickle.nodes import Flag, Obj, TensorNode
+from layerfreeze.formats.torch_objects import Recovered, StorageBytes, _check_extent
+from layerfreeze.limits import ReadLimits
+
+_MANGLE = re.compile(r"^___torch_mangle_\d+$")
+_CLASS = re.compile(r"^class (\w+)\(([\w.]*)\):\s*$")
+_DECL = re.compile(r"^  (__parameters__|__buffers__) = (\[.*\])\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class ClassDecl:
+    parameters: tuple[str, ...]
+    buffers: tuple[str, ...]
+
+
+def normalize_type(qualname: str) -> str:
+    """``__torch__.torch.nn.modules.linear.___torch_mangle_0.Linear`` -> ``torch.nn...linear.Linear``."""
+    parts = qualname.split(".")
+    if parts and parts[0] == "__torch__":
+        parts = parts[1:]
+    return ".".join(p for p in parts if not _MANGLE.match(p))
+
+
+def parse_class_decls(source: str) -> dict[str, ClassDecl]:
+    """Class name -> declared parameters and buffers, for every module class in one code file."""
+    decls: dict[str, dict[str, tuple[str, ...]]] = {}
+    current: str | None = None
+    for line in source.splitlines():
+        match = _CLASS.match(line)
+        if match:
+            current = match.group(1)
+            decls[current] = {}
+            continue
+        if line and not line.startswith(" "):
+            current = None
+            continue
+        decl = _DECL.match(line)
+        if current is not None and decl:
+            try:
+                names = ast.literal_eval(decl.group(2))
+            except (ValueError, SyntaxError) as exc:
+                raise FormatError(f"TorchScript class {current} declares {decl.group(1)} oddly") from exc
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise FormatError(f"TorchScript class {current} declares {decl.group(1)} oddly")
+            decls[current][decl.group(1)] = tuple(names)
+    return {
+        name: ClassDecl(d.get("__parameters__", ()), d.get("__buffers__", ()))
+        for name, d in decls.items() if "__parameters__" in d
+    }
+
+
+class CodeIndex:
+    """Finds the declaration of an ``__torch__`` class in ``code/``; files are read on first use."""
+
+    def __init__(self, read_code: Callable[[str], str | None]) -> None:
+        self._read = read_code
+        self._files: dict[str, dict[str, ClassDecl]] = {}
+
+    def decl(self, obj: Obj) -> ClassDecl | None:
+        module = obj.cls.module
+        if not module.startswith("__torch__"):
+            return None
+        if module not in self._files:
+            source = self._read("code/" + module.replace(".", "/") + ".py")
+            self._files[module] = parse_class_decls(source) if source is not None else {}
+        return self._files[module].get(obj.cls.name)
+
+
+def recover_torchscript(root: Any, code: CodeIndex, *, storage_bytes: StorageBytes,
+                        storage_prefix: str, limits: ReadLimits) -> Recovered:
+    if not isinstance(root, Obj) or code.decl(root) is None:
+        raise FormatError("TorchScript archive holds no module object in data.pkl")
+    modules = _named_modules(root, code, limits)
+    infos: list[ModuleInfo] = []
+    tensors: list[TensorInfo] = []
+    flags: dict[str, list[Flag]] = {}
+    for kind in ("parameter", "buffer"):
+        seen: dict[int, int] = {}
+        for path, _obj, decl, attrs in modules:
+            declared = decl.parameters if kind == "parameter" else decl.buffers
+            for attr, value in attrs.items():
+                if attr not in declared or value is None:
+                    continue
+                if not isinstance(value, TensorNode):
+                    raise FormatError(f"TorchScript {kind} {attr!r} of {path or '<root>'} is not a tensor")
+                name = f"{path}.{attr}" if path else attr
+                _check_extent(name, value, storage_bytes)
+                if id(value) in seen:
+                    index = seen[id(value)]
+                    first = tensors[index]
+                    tensors[index] = TensorInfo(first.name, first.kind, first.shape, first.dtype,
+                                                first.requires_grad, (*first.aliases, name), first.storage)
+                    if kind == "parameter":
+                        flags[first.name].append(value.flag)
+                    continue
+                seen[id(value)] = len(tensors)
+                tensors.append(TensorInfo(name, kind, value.shape, value.storage.dtype,  # type: ignore[arg-type]
+                                          value.flag.value, (), f"{storage_prefix}:{value.storage.key}"))
+                if kind == "parameter":
+                    flags[name] = [value.flag]
+                if len(tensors) > limits.max_tensors:
+                    raise LimitExceeded(f"more than {limits.max_tensors} tensors", limit="max_tensors",
+                                        maximum=limits.max_tensors)
+    for path, obj, _decl, attrs in modules:
+        children = tuple(a for a, v in attrs.items() if isinstance(v, Obj) and code.decl(v) is not None)
+        infos.append(ModuleInfo(path, normalize_type(obj.type_name), children))
+    inventory = Inventory(format="torchscript", tensors=tuple(tensors), modules=tuple(infos),
+                          types_known=True, children_exact=True)
+    return Recovered(inventory, flags)
+
+
+def _named_modules(root: Obj, code: CodeIndex, limits: ReadLimits
+                   ) -> list[tuple[str, Obj, ClassDecl, dict[str, Any]]]:
+    out: list[tuple[str, Obj, ClassDecl, dict[str, Any]]] = []
+    seen: set[int] = set()
+    todo: list[tuple[str, Obj]] = [("", root)]
+    while todo:
+        path, obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        decl = code.decl(obj)
+        attrs = obj.state if isinstance(obj.state, dict) else None
+        if decl is None or attrs is None or not all(isinstance(k, str) for k in attrs):
+            raise FormatError(f"TorchScript module {path or '<root>'} has no readable attributes")
+        out.append((path, obj, decl, attrs))
+        if path.count(".") >= limits.max_pickle_depth:
+            raise LimitExceeded("module tree nests too deep", limit="max_pickle_depth",
+                                maximum=limits.max_pickle_depth)
+        kids = [(f"{path}.{a}" if path else a, v) for a, v in attrs.items()
+                if isinstance(v, Obj) and code.decl(v) is not None]
+        todo.extend(reversed(kids))
+    return out

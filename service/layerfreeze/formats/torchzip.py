@@ -1,0 +1,110 @@
+"""torch.save zip archives and TorchScript archives: read data.pkl as data, patch flags in place.
+
+Writing copies the file byte for byte except the flag bytes inside data.pkl and that member's CRC-32
+(local header, central directory, data descriptor), so every tensor record stays byte-identical and
+aligned for ``torch.load(mmap=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from layerfreeze.core.model import Inventory
+from layerfreeze.errors import ArchiveError, FormatError
+from layerfreeze.formats.base import WrittenFile
+from layerfreeze.formats.copying import stream_copy
+from layerfreeze.formats.pickle.machine import PickleMachine
+from layerfreeze.formats.pickle.nodes import Flag
+from layerfreeze.formats.torch_objects import flag_patches, recover_model
+from layerfreeze.formats.torchscript import CodeIndex, recover_torchscript
+from layerfreeze.formats.zipread import Member, ZipListing, read_listing, read_member
+from layerfreeze.limits import ReadLimits
+
+DEFAULT_LIMITS = ReadLimits()
+
+
+class TorchZipArchive:
+    """A torch.save (``torch.state_dict`` / ``torch.checkpoint`` / ``torch.module``) or TorchScript zip."""
+
+    def __init__(self, source: Path, limits: ReadLimits = DEFAULT_LIMITS) -> None:
+        self.source = Path(source)
+        size = self.source.stat().st_size
+        with open(self.source, "rb") as f:
+            listing = read_listing(f, size, limits)
+            self._listing = listing
+            members = listing.members
+            if "data.pkl" not in members:
+                if "archive_format" in members or any(n.startswith("models/") for n in members):
+                    raise FormatError("torch.export (.pt2) archives are not supported; save a state dict")
+                raise FormatError("zip archive is not a PyTorch checkpoint: it has no data.pkl")
+            self._pickle = members["data.pkl"]
+            data = read_member(f, self._pickle, limits.max_pickle_bytes, "max_pickle_bytes")
+            self._writable = self._pickle.method == 0
+            start = self._pickle.data_offset if self._writable else 0
+            root = PickleMachine(limits).run(io.BytesIO(data), start)
+            is_script = "constants.pkl" in members or any(n.startswith("code/") for n in members)
+            if is_script:
+                constants = read_member(f, members["constants.pkl"], limits.max_pickle_bytes,
+                                        "max_pickle_bytes") if "constants.pkl" in members else None
+                if constants is not None:  # never used for the inventory, but it must be safe too
+                    PickleMachine(limits).run(io.BytesIO(constants), 0)
+                code = CodeIndex(lambda rel: self._read_code(f, rel, limits))
+                recovered = recover_torchscript(root, code, storage_bytes=self._storage_bytes,
+                                                storage_prefix="zip", limits=limits)
+            else:
+                recovered = recover_model(root, storage_bytes=self._storage_bytes, storage_prefix="zip",
+                                          limits=limits)
+        self.inventory: Inventory = recovered.inventory
+        self._flags: dict[str, list[Flag]] = recovered.flags
+
+    def _storage_bytes(self, key: str) -> int | None:
+        member = self._listing.members.get(f"data/{key}")
+        return member.size if member is not None else None
+
+    def _read_code(self, f: object, rel: str, limits: ReadLimits) -> str | None:
+        member = self._listing.members.get(rel)
+        if member is None:
+            return None
+        data = read_member(f, member, limits.max_member_bytes)  # type: ignore[arg-type]
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"TorchScript code {rel!r} is not UTF-8 text") from exc
+
+    def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str) -> WrittenFile:
+        patches = flag_patches(self._flags, self.inventory, final)
+        if patches and not self._writable:
+            raise ArchiveError("data.pkl is compressed in this archive; only stored data.pkl can be patched")
+        if patches:
+            patches.update(_crc_patches(self.source, self._pickle, patches))
+        return stream_copy(self.source, Path(dst), patches)
+
+
+def _crc_patches(source: Path, member: Member, patches: Mapping[int, bytes]) -> dict[int, bytes]:
+    """New CRC-32 of the patched member, at every place the archive records it."""
+    with open(source, "rb") as f:
+        f.seek(member.data_offset)
+        data = bytearray(f.read(member.size))
+        for offset, value in patches.items():
+            rel = offset - member.data_offset
+            if not 0 <= rel < len(data):
+                raise ArchiveError("a flag lies outside data.pkl")
+            data[rel:rel + len(value)] = value
+        crc = zlib.crc32(data).to_bytes(4, "little")
+        out = {member.central_crc_offset: crc}
+        # Writers that use a data descriptor may leave the local header's CRC zero: keep what was there.
+        for offset in (member.local_crc_offset, member.descriptor_crc_offset):
+            if offset is None:
+                continue
+            f.seek(offset)
+            if int.from_bytes(f.read(4), "little") == member.crc:
+                out[offset] = crc
+    return out
+
+
+def listing_of(path: Path, limits: ReadLimits = DEFAULT_LIMITS) -> ZipListing:
+    with open(path, "rb") as f:
+        return read_listing(f, Path(path).stat().st_size, limits)

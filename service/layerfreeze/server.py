@@ -1,0 +1,47 @@
+"""``serve(host, port)``: run the service under uvicorn (uvloop + httptools), as ``layerfreeze serve`` does.
+
+    python -m layerfreeze.server [--host H] [--port P]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import uvicorn
+
+from layerfreeze.api.app import create_app
+from layerfreeze.logs import configure_logging
+from layerfreeze.settings import Settings, get_settings
+
+
+def serve(host: str | None = None, port: int | None = None, settings: Settings | None = None,
+          **overrides: Any) -> None:
+    """Serve until interrupted. ``host``/``port`` override the settings (default 127.0.0.1:8000)."""
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if settings is None:
+        settings = get_settings(**overrides)
+    elif overrides:
+        settings = settings.model_copy(update=overrides)
+    configure_logging(settings.log_level)
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        log_config=None, access_log=False, server_header=False, timeout_graceful_shutdown=10,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+    uvicorn.Server(config).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="layerfreeze-server", description=__doc__)
+    parser.add_argument("--host", default=None, help="interface (default: LAYERFREEZE_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: LAYERFREEZE_PORT or 8000)")
+    args = parser.parse_args(argv)
+    serve(args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Durable state: job records (SQLite) and job files (the data directory)."""

@@ -1,0 +1,236 @@
+"""Job records in SQLite (WAL). The only module that imports sqlite3.
+
+One connection shared by the API's event loop and the worker supervisors, serialized by a lock;
+every statement is a short transaction, so holding the lock costs microseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from layerfreeze.errors import JobConflict, JobError, JobNotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT NOT NULL UNIQUE,
+    tenant          TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
+    created_at      REAL NOT NULL,
+    started_at      REAL,
+    finished_at     REAL,
+    dry_run         INTEGER NOT NULL,
+    spec            TEXT NOT NULL,
+    input_filename  TEXT NOT NULL,
+    input_bytes     INTEGER NOT NULL,
+    input_sha256    TEXT NOT NULL,
+    output_filename TEXT,
+    output_bytes    INTEGER,
+    output_sha256   TEXT,
+    error           TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_tenant_seq ON jobs (tenant, seq);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
+"""
+
+STATUSES = ("queued", "running", "succeeded", "failed")
+
+
+class StoreError(JobError):
+    """The job database failed (disk full, corruption, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: str
+    tenant: str
+    status: str
+    created_at: float
+    dry_run: bool
+    spec: str
+    input_filename: str
+    input_bytes: int
+    input_sha256: str
+    seq: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    output_filename: str | None = None
+    output_bytes: int | None = None
+    output_sha256: str | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed")
+
+
+_COLUMNS = (
+    "seq, id, tenant, status, created_at, started_at, finished_at, dry_run, spec, input_filename, "
+    "input_bytes, input_sha256, output_filename, output_bytes, output_sha256, error"
+)
+
+
+def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
+    (seq, id_, tenant, status, created, started, finished, dry_run, spec, in_name, in_bytes, in_sha,
+     out_name, out_bytes, out_sha, error) = row
+    return JobRecord(
+        id=id_, tenant=tenant, status=status, created_at=created, dry_run=bool(dry_run), spec=spec,
+        input_filename=in_name, input_bytes=in_bytes, input_sha256=in_sha, seq=seq, started_at=started,
+        finished_at=finished, output_filename=out_name, output_bytes=out_bytes, output_sha256=out_sha,
+        error=json.loads(error) if error else None,
+    )
+
+
+class JobStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                       timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the job database at {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"job database error: {exc}") from exc
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"job database error: {exc}") from exc
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def create(self, job: JobRecord) -> JobRecord:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO jobs (id, tenant, status, created_at, dry_run, spec, input_filename, "
+                "input_bytes, input_sha256, output_filename) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                (job.id, job.tenant, job.created_at, int(job.dry_run), job.spec, job.input_filename,
+                 job.input_bytes, job.input_sha256, job.output_filename),
+            )
+            return replace(job, seq=cur.lastrowid or 0, status="queued")
+
+    def claim(self, job_id: str) -> JobRecord | None:
+        """queued -> running; None when the job is gone or no longer queued (deleted meanwhile)."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE jobs SET status='running', started_at=? WHERE id=? AND status='queued'",
+                             (time.time(), job_id))
+            if cur.rowcount != 1:
+                return None
+            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _row_to_record(row)
+
+    def succeed(self, job_id: str, *, output_bytes: int | None, output_sha256: str | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET status='succeeded', finished_at=?, output_bytes=?, output_sha256=?, "
+                "error=NULL WHERE id=? AND status='running'",
+                (time.time(), output_bytes, output_sha256, job_id),
+            )
+
+    def fail(self, job_id: str, problem: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET status='failed', finished_at=?, error=? WHERE id=? "
+                "AND status IN ('queued', 'running')",
+                (time.time(), json.dumps(problem), job_id),
+            )
+
+    def delete(self, job_id: str, tenant: str | None) -> JobRecord:
+        """Remove a job's record unless it is running (JobConflict). The caller removes its files."""
+        with self._tx() as db:
+            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None or (tenant is not None and row[2] != tenant):
+                raise JobNotFound(f"no job {job_id}", job_id=job_id)
+            record = _row_to_record(row)
+            if record.status == "running":
+                raise JobConflict(f"job {job_id} is running; delete it once it has finished",
+                                  job_id=job_id, status=record.status)
+            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+        return record
+
+    def recover(self, problem: dict[str, Any]) -> list[str]:
+        """After a restart: fail jobs that were running (with ``problem``), return the queued ones
+        oldest first."""
+        with self._tx() as db:
+            for (job_id,) in db.execute("SELECT id FROM jobs WHERE status='running'").fetchall():
+                db.execute("UPDATE jobs SET status='failed', finished_at=?, error=? WHERE id=?",
+                           (time.time(), json.dumps(problem), job_id))
+            rows = db.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY seq").fetchall()
+        return [r[0] for r in rows]
+
+    def expired(self, before: float) -> list[str]:
+        rows = self._query("SELECT id FROM jobs WHERE status IN ('succeeded', 'failed') AND finished_at < ?",
+                           (before,))
+        return [r[0] for r in rows]
+
+    def purge(self, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE id=? AND status IN ('succeeded', 'failed')", (job_id,))
+
+    def writable(self) -> bool:
+        try:
+            with self._tx() as db:
+                db.execute("INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, ?)", (time.time(),))
+        except StoreError:
+            return False
+        return True
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def get(self, job_id: str, tenant: str | None = None) -> JobRecord:
+        """The job, or JobNotFound (also for another tenant's job: its existence is not disclosed)."""
+        rows = self._query(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,))
+        if not rows or (tenant is not None and rows[0][2] != tenant):
+            raise JobNotFound(f"no job {job_id}", job_id=job_id)
+        return _row_to_record(rows[0])
+
+    def list(self, tenant: str | None, limit: int, before_seq: int | None) -> list[JobRecord]:
+        """Newest first; ``before_seq`` is the cursor (the seq of the last job of the previous page)."""
+        where, args = [], []
+        if tenant is not None:
+            where.append("tenant=?")
+            args.append(tenant)
+        if before_seq is not None:
+            where.append("seq<?")
+            args.append(before_seq)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._query(f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ?",
+                           (*args, limit))
+        return [_row_to_record(r) for r in rows]
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for status, n in self._query("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
+            counts[status] = n
+        return counts

@@ -1,0 +1,237 @@
+"""``LocalWorkerPool``: worker processes on this machine, each driven by one supervisor thread.
+
+A supervisor takes a job id from the in-memory queue, claims the job in the store (queued -> running),
+hands the task to its process and waits for the answer, the process's death, or the time limit,
+whichever comes first. A dead or overdue process fails only its own job, with the reason, and is
+replaced. The event loop never runs a job and never waits for one except through ``on_finished``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+
+from layerfreeze.api.problems import JobTimeLimit, WorkerLost, problem_for
+from layerfreeze.metrics import Metrics
+from layerfreeze.settings import Settings
+from layerfreeze.storage.blobs import BlobStore
+from layerfreeze.storage.jobs import JobRecord, JobStore, StoreError
+from layerfreeze.worker.queue import PoolHealth
+from layerfreeze.worker.runner import Outcome, Task, worker_main
+
+log = logging.getLogger("layerfreeze.pool")
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"worker killed by signal {-exitcode} ({name})"
+    return f"worker exited unexpectedly with code {exitcode}"
+
+
+class _Slot:
+    """One worker process and the thread that feeds it."""
+
+    def __init__(self, pool: LocalWorkerPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.proc: BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.busy = False
+        self.thread = threading.Thread(target=self._loop, name=f"layerfreeze-worker-{index}", daemon=True)
+
+    # -- process management ------------------------------------------------------------------------
+
+    def spawn(self) -> None:
+        parent, child = _SPAWN.Pipe(duplex=True)
+        s = self.pool.settings
+        proc = _SPAWN.Process(target=worker_main, args=(child, s.worker_memory_mb, s.log_level),
+                              name=f"layerfreeze-worker-{self.index}", daemon=True)
+        proc.start()
+        child.close()
+        self.proc, self.conn = proc, parent
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.is_alive()
+
+    def retire(self, kill: bool) -> int | None:
+        proc, conn = self.proc, self.conn
+        self.proc = self.conn = None
+        if conn is not None:
+            if not kill:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
+            conn.close()
+        if proc is None:
+            return None
+        if kill:
+            proc.kill()
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        return proc.exitcode
+
+    # -- job loop ---------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        pool = self.pool
+        while True:
+            job_id = pool.jobs.get()
+            if job_id is None:
+                return
+            try:
+                record = pool.store.claim(job_id)
+            except StoreError:
+                log.exception("cannot claim job %s", job_id)
+                continue
+            if record is None:  # deleted or already handled
+                continue
+            self.busy = True
+            started = time.monotonic()
+            try:
+                outcome = self._run(record)
+            except Exception as exc:  # never let a supervisor thread die
+                log.exception("supervisor failed on job %s", job_id)
+                outcome = Outcome(job_id, ok=False, problem=problem_for(exc))
+            finally:
+                self.busy = False
+            pool.finish(record, outcome, time.monotonic() - started)
+
+    def _run(self, record: JobRecord) -> Outcome:
+        pool = self.pool
+        if not self.alive():
+            self.retire(kill=True)
+            self.spawn()
+        assert self.proc is not None and self.conn is not None
+        blobs = pool.blobs
+        task = Task(
+            job_id=record.id, src=blobs.input_path(record.id), spec=record.spec,
+            dst=None if record.dry_run else blobs.output_path(record.id),
+            report=blobs.report_path(record.id), input_name=record.input_filename,
+            output_name=record.output_filename, limits=pool.settings.read_limits(),
+        )
+        limit = pool.settings.job_timeout_s
+        with contextlib.suppress(OSError):  # a dead process is found below
+            self.conn.send(task)
+        ready = wait([self.conn, self.proc.sentinel], timeout=limit)
+        if self.conn in ready:
+            try:
+                outcome: Outcome = self.conn.recv()
+            except (EOFError, OSError):
+                outcome = None  # type: ignore[assignment]
+            if outcome is not None:
+                if outcome.retire:
+                    self.retire(kill=False)
+                    pool.replaced("retired")
+                    self.spawn()
+                return outcome
+        if not ready:  # time limit
+            self.retire(kill=True)
+            pool.replaced("time_limit")
+            self.spawn()
+            secs = f"{limit:g}"
+            exc = JobTimeLimit(f"time limit {secs} s exceeded", limit="job_timeout_s", maximum=int(limit))
+            return Outcome(record.id, ok=False, problem=problem_for(exc))
+        code = self.retire(kill=True)
+        reason = _death_reason(code)
+        log.warning("job %s: %s", record.id, reason)
+        pool.replaced("died")
+        self.spawn()
+        return Outcome(record.id, ok=False, problem=problem_for(WorkerLost(reason)))
+
+
+class LocalWorkerPool:
+    """``JobQueue`` over ``settings.workers`` local processes."""
+
+    def __init__(self, settings: Settings, store: JobStore, blobs: BlobStore, metrics: Metrics,
+                 on_finished: Callable[[str], None] = lambda _id: None) -> None:
+        self.settings = settings
+        self.store = store
+        self.blobs = blobs
+        self.metrics = metrics
+        self.on_finished = on_finished
+        self.jobs: queue.Queue[str | None] = queue.Queue()
+        self._slots = [_Slot(self, i) for i in range(settings.workers)]
+        self._restarts = 0
+        self._started = False
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        for slot in self._slots:
+            slot.spawn()
+            slot.thread.start()
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        for _ in self._slots:
+            self.jobs.put(None)
+        for slot in self._slots:
+            if not slot.busy:
+                slot.retire(kill=False)
+        for slot in self._slots:
+            slot.thread.join(timeout=2)
+            slot.retire(kill=True)
+        self._started = False
+
+    def submit(self, job_id: str) -> None:
+        self.jobs.put(job_id)
+
+    def health(self) -> PoolHealth:
+        return PoolHealth(
+            workers=len(self._slots), alive=sum(s.alive() for s in self._slots),
+            busy=sum(s.busy for s in self._slots), queued=self.jobs.qsize(), restarts=self._restarts,
+        )
+
+    def worker_pids(self) -> list[int]:
+        return [s.proc.pid for s in self._slots if s.proc is not None and s.proc.pid is not None]
+
+    # -- called by slots --------------------------------------------------------------------------
+
+    def replaced(self, reason: str) -> None:
+        self._restarts += 1
+        self.metrics.worker_restarts.labels(reason).inc()
+
+    def finish(self, record: JobRecord, outcome: Outcome, elapsed: float) -> None:
+        try:
+            if outcome.ok:
+                out = outcome.output or None
+                self.store.succeed(
+                    record.id,
+                    output_bytes=out.get("bytes") if out else None,
+                    output_sha256=out.get("sha256") if out else None,
+                )
+            else:
+                self._discard_outputs(record.id)
+                self.store.fail(record.id, outcome.problem or {})
+        except StoreError:
+            log.exception("cannot record the outcome of job %s", record.id)
+        status = "succeeded" if outcome.ok else "failed"
+        self.metrics.jobs_finished.labels(status).inc()
+        self.metrics.job_duration.observe(elapsed)
+        log.info("job finished", extra={"job_id": record.id, "status": status,
+                                         "seconds": round(elapsed, 4)})
+        self.on_finished(record.id)
+
+    def _discard_outputs(self, job_id: str) -> None:
+        for path in (self.blobs.output_path(job_id), self.blobs.report_path(job_id)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        part = self.blobs.output_path(job_id)
+        with contextlib.suppress(OSError):
+            part.with_name(part.name + ".part").unlink()

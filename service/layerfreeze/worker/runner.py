@@ -1,0 +1,121 @@
+"""The worker process: receives a task, runs ``freeze_file`` on it, publishes the files, answers.
+
+Runs in a process started with the ``spawn`` method, so it shares nothing with the API process but the
+pipe. Its address space is capped (``RLIMIT_AS``) so a hostile file cannot exhaust the machine's memory;
+the parent enforces the time limit and replaces the process when it dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import resource
+import signal
+import traceback
+import uuid
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from layerfreeze.errors import LayerfreezeError
+from layerfreeze.limits import ReadLimits
+
+log = logging.getLogger("layerfreeze.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    job_id: str
+    src: Path
+    spec: str
+    dst: Path | None  # None: dry run
+    report: Path
+    input_name: str
+    output_name: str | None
+    limits: ReadLimits
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    job_id: str
+    ok: bool
+    output: dict[str, Any] | None = None  # {filename, bytes, sha256} of the artifact
+    problem: dict[str, Any] | None = None
+    retire: bool = False  # the process should be replaced (e.g. after a MemoryError)
+
+
+def _cap_memory(memory_mb: int) -> None:
+    if memory_mb <= 0:
+        return
+    limit = memory_mb * 1024 * 1024
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _report_dict(report: Any) -> dict[str, Any]:
+    if hasattr(report, "model_dump"):
+        return report.model_dump(mode="json")
+    return dict(report)
+
+
+def run_task(task: Task, memory_mb: int) -> Outcome:
+    from layerfreeze.api.problems import JobMemoryLimit, problem_for
+    from layerfreeze.storage.blobs import publish, write_atomic
+
+    part = task.dst.with_name(task.dst.name + ".part") if task.dst else None
+    try:
+        from layerfreeze.freeze import freeze_file
+
+        report = freeze_file(task.src, task.spec, part, limits=task.limits, input_name=task.input_name,
+                             output_name=task.output_name)
+        body = _report_dict(report)
+        if part is not None and task.dst is not None:
+            publish(part, task.dst)
+        write_atomic(task.report, json.dumps(body, separators=(",", ":")).encode())
+        return Outcome(task.job_id, ok=True, output=body.get("output"))
+    except LayerfreezeError as exc:
+        return Outcome(task.job_id, ok=False, problem=problem_for(exc))
+    except MemoryError:
+        exc2 = JobMemoryLimit(f"memory limit {memory_mb} MiB exceeded", limit="worker_memory_mb",
+                              maximum=memory_mb)
+        return Outcome(task.job_id, ok=False, problem=problem_for(exc2), retire=True)
+    except Exception as exc:  # a bug: log it with a reference, tell the client only the reference
+        ref = uuid.uuid4().hex
+        log.error("job %s failed unexpectedly (reference %s): %s\n%s", task.job_id, ref, exc,
+                  traceback.format_exc())
+        problem = problem_for(exc)
+        problem["reference"] = ref
+        return Outcome(task.job_id, ok=False, problem=problem)
+    finally:
+        if part is not None:
+            with contextlib.suppress(OSError):
+                part.unlink()
+
+
+def worker_main(conn: Connection, memory_mb: int, log_level: str) -> None:
+    """Entry point of a worker process: serve tasks until the pipe closes or a ``None`` arrives."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    from layerfreeze.logs import configure_logging
+
+    configure_logging(log_level)
+    _cap_memory(memory_mb)
+    log.debug("worker %d ready", os.getpid())
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        outcome = run_task(task, memory_mb)
+        try:
+            conn.send(outcome)
+        except (BrokenPipeError, OSError):
+            return
+        if outcome.retire:
+            return
