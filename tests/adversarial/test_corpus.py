@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from adversarial._support import require
-from stress.corpus import Case, run_controls
+from stress.corpus import KNOWN_FINDINGS, Case, run_controls
 from stress.refusal import refuse_in_process, refuse_over_http
 
 
@@ -24,6 +24,7 @@ def test_corpus_covers_the_brief(corpus: list[Case]) -> None:
         "polyglot",
         "odd extension",
         "torch.save",
+        "pickle bomb",
     } <= groups
     assert len({c.name for c in corpus}) == len(corpus)
     assert len({c.marker for c in corpus if c.marker}) == sum(1 for c in corpus if c.marker)
@@ -38,20 +39,41 @@ def test_every_payload_is_live(corpus: list[Case], subprocess_env: dict[str, str
     assert not any(c.marker.exists() for c in corpus if c.marker)
 
 
+def _failures(tally, max_seconds: float = 1.0) -> list[str]:  # type: ignore[no-untyped-def]
+    return [f"{o.case}: {o.detail} ({o.seconds:.2f}s)" for o in tally.failures(max_seconds)]
+
+
 def test_readers_refuse_every_case(corpus: list[Case], tmp_path: Path) -> None:
     require("layerfreeze.formats.detect", "layerfreeze.freeze")
-    tally = refuse_in_process(corpus, tmp_path)
+    tally = refuse_in_process([c for c in corpus if c.name not in KNOWN_FINDINGS], tmp_path)
     print(tally.summary())
-    bad = [f"{o.case}: {o.detail} ({o.seconds:.2f}s)" for o in tally.failures(max_seconds=1.0)]
     assert tally.ran == 0
-    assert not bad, "\n".join(bad)
+    assert not _failures(tally), "\n".join(_failures(tally))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=r)) for n, r in KNOWN_FINDINGS.items()],
+)
+def test_known_findings(name: str, corpus: list[Case], tmp_path: Path) -> None:
+    """Cases the readers currently refuse too slowly (or not cleanly); see KNOWN_FINDINGS."""
+    require("layerfreeze.formats.detect", "layerfreeze.freeze")
+    (case,) = [c for c in corpus if c.name == name]
+    tally = refuse_in_process([case], tmp_path)
+    assert tally.ran == 0
+    assert not _failures(tally), "\n".join(_failures(tally))
 
 
 @pytest.mark.server
 def test_service_refuses_every_case(corpus: list[Case], service) -> None:  # type: ignore[no-untyped-def]
     tally = refuse_over_http(corpus, service.url)
     print(tally.summary())
-    bad = [f"{o.case}: {o.detail} ({o.seconds:.2f}s)" for o in tally.failures(max_seconds=1.0)]
     assert tally.ran == 0
+    # known findings may be slow or refused for another reason here; they must still be refused
+    bad = [
+        f"{o.case}: {o.detail} ({o.seconds:.2f}s)"
+        for o in tally.failures(1.0)
+        if o.case not in KNOWN_FINDINGS or not o.refused
+    ]
     assert not bad, "\n".join(bad)
     assert service.alive()
