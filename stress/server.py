@@ -131,6 +131,24 @@ class Service:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def warm_up(self) -> None:
+        """One small job per worker, so first-request imports do not count against timing checks."""
+        import io
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(torch.nn.Linear(2, 2).state_dict(), buf)
+        with httpx.Client(base_url=self.url, timeout=120) as client:
+            for _ in range(int(self.settings.get("LAYERFREEZE_WORKERS", "2"))):
+                r = client.post(
+                    "/v1/jobs",
+                    params={"wait": 60},
+                    data={"spec": "{}"},
+                    files={"model": ("warm.pt", buf.getvalue())},
+                )
+                r.raise_for_status()
+
     # -- inspection ----------------------------------------------------------------------------------------
     @property
     def pid(self) -> int:

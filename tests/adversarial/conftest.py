@@ -36,6 +36,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     root = tmp_path_factory.mktemp("svc")
     svc = Service(root / "data", {"LAYERFREEZE_MAX_UPLOAD_BYTES": str(256 << 20)})
     svc.start()
+    svc.warm_up()
     try:
         yield svc
     finally:
