@@ -8,16 +8,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import uvicorn
-
-from layerfreeze.api.app import create_app
-from layerfreeze.logs import configure_logging
 from layerfreeze.settings import Settings, get_settings
 
 
 def serve(host: str | None = None, port: int | None = None, settings: Settings | None = None,
           **overrides: Any) -> None:
     """Serve until interrupted. ``host``/``port`` override the settings (default 127.0.0.1:8000)."""
+    # Imported here: worker processes import this module as their __main__ and need none of it.
+    import uvicorn
+
+    from layerfreeze.api.app import create_app
+    from layerfreeze.logs import configure_logging
+
     if host is not None:
         overrides["host"] = host
     if port is not None:

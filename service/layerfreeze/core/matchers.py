@@ -159,16 +159,19 @@ def _join(parent: str, child: str) -> str:
 
 
 def _until(path: str, ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+    """Everything registered up to and including ``path``: a prefix of ``named_parameters()`` order,
+    which is module order (each module's own parameters, module by module)."""
     n = len(ctx.params)
-    last = -1
-    for k, names in enumerate(ctx.names):
-        if any(name == path or name.startswith(path + ".") for name in names):
-            last = k
-    if last >= 0:
-        return [k <= last for k in range(n)]
-    if path in ctx.modules:  # a parameter-less module: everything registered before it
-        position = ctx.module_order[path]
-        return [ctx.module_order.get(owner(p.name), n) < position for p in ctx.params]
+    order = ctx.module_order
+    owners = [[order.get(owner(name)) for name in names] for names in ctx.names]
+    if path in ctx.modules and all(None not in positions for positions in owners):
+        last = max(order[p] for p in ctx.modules if p == path or p.startswith(path + "."))
+        return [min(positions) <= last for positions in owners]  # type: ignore[type-var]
+    # a parameter's own name, or a file without module records: the parameters' own order
+    hits = [k for k, names in enumerate(ctx.names)
+            if any(name == path or name.startswith(path + ".") for name in names)]
+    if hits:
+        return [k <= hits[-1] for k in range(n)]
     result.problems.append(SpecIssue(
         json_pointer(pointer), f"no module or parameter {path!r} in this model",
         _suggest(path, _all_paths(ctx))))

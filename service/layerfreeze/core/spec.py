@@ -53,6 +53,12 @@ class Rule(_Strict):
     until: str | None = None
     params: list[str] | None = Field(default=None, min_length=1)
 
+    @model_validator(mode="after")
+    def _has_selector(self) -> Rule:
+        if not self.selectors():
+            raise ValueError(f"a rule needs at least one selector: {', '.join(SELECTORS)}")
+        return self
+
     def selectors(self) -> tuple[str, ...]:
         return tuple(s for s in SELECTORS if getattr(self, s) is not None)
 
@@ -69,7 +75,7 @@ def parse_spec(raw: str | bytes | Mapping[str, Any] | FreezeSpec) -> FreezeSpec:
     if isinstance(raw, (str, bytes, bytearray)):
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise SpecError("the spec is not valid JSON", [SpecIssue("", f"not valid JSON: {exc}")]) from exc
     else:
         data = raw
@@ -77,6 +83,8 @@ def parse_spec(raw: str | bytes | Mapping[str, Any] | FreezeSpec) -> FreezeSpec:
         raise SpecError("the spec must be a JSON object", [SpecIssue("", "expected an object")])
     try:
         spec = FreezeSpec.model_validate(_plain(data))
+    except RecursionError as exc:
+        raise SpecError("the spec is nested too deeply", [SpecIssue("", "nested too deeply")]) from exc
     except ValidationError as exc:
         issues = [_issue_from_pydantic(err) for err in exc.errors()]
         raise SpecError(_summary(issues), issues) from exc
@@ -91,8 +99,7 @@ def spec_sha256(spec: FreezeSpec) -> str:
     equal specs hash equally however they were written (``{}`` == ``{"rules": [], "strict": true}``)."""
     canonical = json.dumps(
         spec.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    )  # ASCII escapes: any string hashes, lone surrogates included
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -159,9 +166,6 @@ def _semantic_issues(spec: FreezeSpec) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     for i, rule in enumerate(spec.rules):
         base = ("rules", i)
-        if not rule.selectors():
-            issues.append(SpecIssue(json_pointer(base),
-                                    f"a rule needs at least one selector: {', '.join(SELECTORS)}"))
         for j, pattern in enumerate(rule.names or ()):
             try:
                 compile_glob(pattern)

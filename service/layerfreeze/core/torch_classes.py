@@ -253,7 +253,8 @@ BASES: dict[str, tuple[str, ...]] = {
 
 @lru_cache(maxsize=4096)
 def ancestors(qualified: str) -> tuple[str, ...]:
-    """The class itself and every torch.nn class it derives from, nearest first (MODULE last when known)."""
+    """The class itself and every torch.nn class it derives from, nearest first, MODULE last: every class
+    recorded in a module tree is an ``nn.Module``, even one this table does not know."""
     seen: list[str] = []
     stack = [qualified]
     while stack:
@@ -262,7 +263,7 @@ def ancestors(qualified: str) -> tuple[str, ...]:
             continue
         seen.append(name)
         stack.extend(BASES.get(name, ()))
-    if qualified in BASES and MODULE not in seen:
+    if MODULE not in seen:
         seen.append(MODULE)
     return tuple(seen)
 

@@ -1,7 +1,9 @@
 """Copy a file while patching a few bytes and hashing source and output, in constant memory.
 
-The copy runs in fixed-size chunks; two hashing threads (hashlib releases the GIL) overlap with the
-reads and writes, so hashing both sides costs little more than the copy itself.
+Three things run at once: the kernel copies the bytes (``os.copy_file_range``, falling back to
+``os.sendfile`` and then to plain reads and writes), one thread hashes the source and one thread hashes
+the output as it will be (the same bytes with the patches applied). hashlib and the copy release the GIL,
+so on two cores this costs about as much as hashing alone; memory stays at a few chunk buffers.
 """
 
 from __future__ import annotations
@@ -9,60 +11,109 @@ from __future__ import annotations
 import bisect
 import hashlib
 import os
-from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from layerfreeze.formats.base import WrittenFile
 
-CHUNK = 8 * 1024 * 1024
-_IN_FLIGHT = 3  # chunks whose hashing may still be running
+CHUNK = 4 * 1024 * 1024
 
 
 def stream_copy(
-    src: Path, dst: Path, patches: Mapping[int, bytes] | None = None, *, head: bytes | None = None,
-    skip: int = 0,
+    src: Path, dst: Path, patches: Mapping[int, bytes] | None = None, *, head: bytes = b"", skip: int = 0,
 ) -> WrittenFile:
-    """Write ``head`` (if any) then ``src[skip:]`` to ``dst`` with ``patches`` (source offset -> bytes)
-    applied; return the output's size and sha256 and the whole source's sha256."""
+    """Write ``head`` then ``src[skip:]`` to ``dst`` with ``patches`` (source offset -> bytes) applied;
+    return the output's size and sha256 and the whole source's sha256."""
     byte_patches = _by_byte(patches or {})
-    offsets = sorted(byte_patches)
+    size = os.stat(src).st_size
     src_hash, out_hash = hashlib.sha256(), hashlib.sha256()
-    written = 0
-    pending: list[Future[None]] = []
-    with ThreadPoolExecutor(1) as src_pool, ThreadPoolExecutor(1) as out_pool, \
-            open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
-        if head is not None:
-            pending.append(out_pool.submit(out_hash.update, head))
-            fout.write(head)
-            written += len(head)
-        position = 0
-        while True:
-            chunk = fin.read(CHUNK)
-            if not chunk:
-                break
-            pending.append(src_pool.submit(src_hash.update, chunk))
-            end = position + len(chunk)
-            out = chunk
-            if end > skip:
-                lo = bisect.bisect_left(offsets, max(position, skip))
-                hi = bisect.bisect_left(offsets, end)
-                if lo < hi:
-                    buf = bytearray(chunk)
-                    for off in offsets[lo:hi]:
-                        buf[off - position] = byte_patches[off]
-                    out = bytes(buf)
-                if position < skip:
-                    out = out[skip - position:]
-                pending.append(out_pool.submit(out_hash.update, out))
-                _write_all(fout, out)
-                written += len(out)
-            position = end
-            while len(pending) > 2 * _IN_FLIGHT:
-                pending.pop(0).result()
-        for fut in pending:
-            fut.result()
-    return WrittenFile(bytes=written, sha256=out_hash.hexdigest(), source_sha256=src_hash.hexdigest())
+    errors: list[BaseException] = []
+
+    def hash_source() -> None:
+        for _, chunk in _chunks(src, 0, size):
+            src_hash.update(chunk)
+
+    def hash_output() -> None:
+        out_hash.update(head)
+        offsets = sorted(byte_patches)
+        for position, chunk in _chunks(src, skip, size):
+            lo = bisect.bisect_left(offsets, position)
+            hi = bisect.bisect_left(offsets, position + len(chunk))
+            for off in offsets[lo:hi]:
+                chunk[off - position] = byte_patches[off]
+            out_hash.update(chunk)
+
+    threads = [threading.Thread(target=_guard(fn, errors), daemon=True) for fn in (hash_source, hash_output)]
+    for thread in threads:
+        thread.start()
+    try:
+        with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
+            _write_all(fout.fileno(), head)
+            _copy_range(fin.fileno(), fout.fileno(), skip, size - skip)
+            for off, value in byte_patches.items():
+                if off >= skip:
+                    os.pwrite(fout.fileno(), bytes([value]), off - skip + len(head))
+    finally:
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return WrittenFile(bytes=len(head) + size - skip, sha256=out_hash.hexdigest(),
+                       source_sha256=src_hash.hexdigest())
+
+
+def _guard(fn: Callable[[], None], errors: list[BaseException]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    return run
+
+
+def _chunks(path: Path, start: int, end: int):  # type: ignore[no-untyped-def]
+    """(offset, bytearray) chunks of ``path[start:end]``; the buffer is reused between chunks."""
+    buf = bytearray(CHUNK)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        position = start
+        while position < end:
+            n = f.readinto(memoryview(buf)[: min(CHUNK, end - position)])
+            if not n:
+                raise OSError(f"{path} shrank while being copied")
+            yield position, buf if n == CHUNK else buf[:n]
+            position += n
+
+
+def _copy_range(fin: int, fout: int, start: int, count: int) -> None:
+    offset = start
+    end = start + count
+    try:
+        while offset < end:
+            n = os.copy_file_range(fin, fout, min(end - offset, 1 << 30), offset)
+            if n == 0:
+                raise OSError("source ended early")
+            offset += n
+        return
+    except (AttributeError, OSError):
+        pass  # not supported here (other platform, file systems): fall back
+    try:
+        while offset < end:
+            n = os.sendfile(fout, fin, offset, min(end - offset, 1 << 30))
+            if n == 0:
+                raise OSError("source ended early")
+            offset += n
+        return
+    except (AttributeError, OSError):
+        pass
+    while offset < end:
+        data = os.pread(fin, min(CHUNK, end - offset), offset)
+        if not data:
+            raise OSError("source ended early")
+        _write_all(fout, data)
+        offset += len(data)
 
 
 def _by_byte(patches: Mapping[int, bytes]) -> dict[int, int]:
@@ -73,12 +124,7 @@ def _by_byte(patches: Mapping[int, bytes]) -> dict[int, int]:
     return out
 
 
-def _write_all(fd: object, data: bytes) -> None:
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        n = fd.write(view)  # type: ignore[attr-defined]
-        view = view[n:]
-
-
-def file_size(path: Path) -> int:
-    return os.stat(path).st_size
+        view = view[os.write(fd, view):]

@@ -27,11 +27,11 @@ ITEMSIZE = {
     "complex32": 4, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1,
     "uint16": 2, "uint32": 4, "uint64": 8, "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1,
     "float8_e5m2fnuz": 1, "float8_e8m0fnu": 1, "qint8": 1, "quint8": 1, "qint32": 4, "quint4x2": 1,
-    "quint2x4": 1, "bits8": 1, "bits16": 2,
+    "quint2x4": 1, "bits8": 1, "bits16": 2, "untyped": 1,
 }
 
 # dtypes torch >= 2.3 names directly in a storage's persistent id (no legacy storage class exists)
-DIRECT_DTYPES = frozenset(ITEMSIZE) - frozenset(STORAGE_DTYPES.values())
+DIRECT_DTYPES = frozenset(ITEMSIZE) - frozenset(STORAGE_DTYPES.values()) - {"untyped"}
 
 SAFETENSORS_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
@@ -45,6 +45,8 @@ def storage_dtype(module: str, name: str) -> str | None:
     """The dtype a storage-type global stands for (``torch.FloatStorage``, ``torch.float8_e4m3fn``)."""
     if module not in ("torch", "torch.storage", "torch.cuda"):
         return None
+    if name == "UntypedStorage":
+        return "untyped"  # plain bytes; the tensor record names its dtype (_rebuild_tensor_v3)
     if name in STORAGE_DTYPES:
         return STORAGE_DTYPES[name]
     if name in DIRECT_DTYPES:

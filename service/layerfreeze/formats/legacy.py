@@ -36,7 +36,10 @@ class LegacyArchive:
         with open(self.source, "rb") as f:
 
             def next_pickle(start: int) -> tuple[object, PickleMachine, int]:
-                reader = BoundedReader(f, start, min(limits.max_pickle_bytes, size - start))
+                room = size - start
+                capped = limits.max_pickle_bytes < room
+                reader = BoundedReader(f, start, min(limits.max_pickle_bytes, room),
+                                       "max_pickle_bytes" if capped else None)
                 machine = PickleMachine(limits)
                 value = machine.run(reader)  # type: ignore[arg-type]
                 return value, machine, reader.tell()

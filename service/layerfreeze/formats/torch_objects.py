@@ -121,15 +121,16 @@ def _check_extent(name: str, node: TensorNode, storage_bytes: StorageBytes) -> N
         raise FormatError(f"storage {st.key!r} holds {size} bytes, but {st.numel} x {st.dtype} are declared")
     if all(node.shape):
         extent = node.offset + sum((d - 1) * s for d, s in zip(node.shape, node.stride, strict=True)) + 1
-        if extent > st.numel:
-            raise FormatError(f"tensor {name!r} reaches beyond its storage ({extent} > {st.numel} elements)")
+        extent_bytes = extent * ITEMSIZE.get(node.dtype, 1)
+        if extent_bytes > st.numel * ITEMSIZE.get(st.dtype, 1):
+            raise FormatError(f"tensor {name!r} reaches beyond its storage {st.key!r}")
 
 
 def _info(entry: _Entry, prefix: str, recorded: bool) -> TensorInfo:
     node = entry.node
     return TensorInfo(
         name=entry.name, kind=entry.kind,  # type: ignore[arg-type]
-        shape=node.shape, dtype=node.storage.dtype,
+        shape=node.shape, dtype=node.dtype,
         requires_grad=entry.flag.value if recorded else None,
         aliases=tuple(entry.aliases), storage=f"{prefix}:{node.storage.key}",
     )
@@ -148,13 +149,13 @@ def _from_state_dict(sd: dict[str, Any], fmt: str, key: str | None, notes: tuple
             continue  # *_extra_state
         node, flag, is_param = _tensor_of(value)
         _check_extent(name, node, storage_bytes)
-        view = (node.storage.key, node.offset, node.shape, node.stride, node.storage.dtype)
+        view = (node.storage.key, node.offset, node.shape, node.stride, node.dtype)
         first = by_identity.get(id(value)) or by_view.get(view)
         if first is not None:
             first.aliases.append(name)
             first.alias_flags.append(flag)
             continue
-        entry = _Entry(name, tensor_kind(name, node.storage.dtype), node, flag, is_param)
+        entry = _Entry(name, tensor_kind(name, node.dtype), node, flag, is_param)
         by_identity[id(value)] = entry
         by_view[view] = entry
         entries.append(entry)

@@ -111,7 +111,7 @@ def recover_torchscript(root: Any, code: CodeIndex, *, storage_bytes: StorageByt
                         flags[first.name].append(value.flag)
                     continue
                 seen[id(value)] = len(tensors)
-                tensors.append(TensorInfo(name, kind, value.shape, value.storage.dtype,  # type: ignore[arg-type]
+                tensors.append(TensorInfo(name, kind, value.shape, value.dtype,  # type: ignore[arg-type]
                                           value.flag.value, (), f"{storage_prefix}:{value.storage.key}"))
                 if kind == "parameter":
                     flags[name] = [value.flag]

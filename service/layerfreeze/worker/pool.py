@@ -25,10 +25,15 @@ from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobRecord, JobStore, StoreError
 from layerfreeze.worker.queue import PoolHealth
-from layerfreeze.worker.runner import Outcome, Task, worker_main
+from layerfreeze.worker.runner import READY, Outcome, Task, worker_main
 
 log = logging.getLogger("layerfreeze.pool")
 _SPAWN = multiprocessing.get_context("spawn")
+SPAWN_TIMEOUT_S = 120.0
+
+
+class WorkerStartError(RuntimeError):
+    pass
 
 
 def _death_reason(exitcode: int | None) -> str:
@@ -55,6 +60,10 @@ class _Slot:
     # -- process management ------------------------------------------------------------------------
 
     def spawn(self) -> None:
+        self.launch()
+        self.await_ready()
+
+    def launch(self) -> None:
         parent, child = _SPAWN.Pipe(duplex=True)
         s = self.pool.settings
         proc = _SPAWN.Process(target=worker_main, args=(child, s.worker_memory_mb, s.log_level),
@@ -62,6 +71,20 @@ class _Slot:
         proc.start()
         child.close()
         self.proc, self.conn = proc, parent
+
+    def await_ready(self) -> None:
+        """Wait for the worker's imports to finish, so they never count against a job's time limit."""
+        assert self.conn is not None
+        if not (self.conn.poll(SPAWN_TIMEOUT_S) and self._recv_ready()):
+            code = self.retire(kill=True)
+            raise WorkerStartError(f"worker {self.index} did not start: {_death_reason(code)}")
+
+    def _recv_ready(self) -> bool:
+        assert self.conn is not None
+        try:
+            return self.conn.recv() == READY
+        except (EOFError, OSError):
+            return False
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive()
@@ -101,16 +124,27 @@ class _Slot:
                 continue
             self.busy = True
             started = time.monotonic()
+            replace: str | None = None
             try:
-                outcome = self._run(record)
+                outcome, replace = self._run(record)
             except Exception as exc:  # never let a supervisor thread die
                 log.exception("supervisor failed on job %s", job_id)
                 outcome = Outcome(job_id, ok=False, problem=problem_for(exc))
             finally:
                 self.busy = False
             pool.finish(record, outcome, time.monotonic() - started)
+            if replace is not None:  # after the job is recorded: its client need not wait for this
+                pool.replaced(replace)
+                self.respawn()
 
-    def _run(self, record: JobRecord) -> Outcome:
+    def respawn(self) -> None:
+        try:
+            self.spawn()
+        except WorkerStartError:
+            log.exception("cannot replace worker %d; retrying with the next job", self.index)
+
+    def _run(self, record: JobRecord) -> tuple[Outcome, str | None]:
+        """Run one job; returns its outcome and, when the process had to go, why."""
         pool = self.pool
         if not self.alive():
             self.retire(kill=True)
@@ -128,29 +162,24 @@ class _Slot:
             self.conn.send(task)
         ready = wait([self.conn, self.proc.sentinel], timeout=limit)
         if self.conn in ready:
+            outcome: Outcome | None
             try:
-                outcome: Outcome = self.conn.recv()
+                outcome = self.conn.recv()
             except (EOFError, OSError):
-                outcome = None  # type: ignore[assignment]
+                outcome = None
             if outcome is not None:
                 if outcome.retire:
                     self.retire(kill=False)
-                    pool.replaced("retired")
-                    self.spawn()
-                return outcome
+                    return outcome, "retired"
+                return outcome, None
         if not ready:  # time limit
             self.retire(kill=True)
-            pool.replaced("time_limit")
-            self.spawn()
-            secs = f"{limit:g}"
-            exc = JobTimeLimit(f"time limit {secs} s exceeded", limit="job_timeout_s", maximum=int(limit))
-            return Outcome(record.id, ok=False, problem=problem_for(exc))
-        code = self.retire(kill=True)
-        reason = _death_reason(code)
+            exc = JobTimeLimit(f"time limit {limit:g} s exceeded", limit="job_timeout_s",
+                               maximum=int(limit))
+            return Outcome(record.id, ok=False, problem=problem_for(exc)), "time_limit"
+        reason = _death_reason(self.retire(kill=True))
         log.warning("job %s: %s", record.id, reason)
-        pool.replaced("died")
-        self.spawn()
-        return Outcome(record.id, ok=False, problem=problem_for(WorkerLost(reason)))
+        return Outcome(record.id, ok=False, problem=problem_for(WorkerLost(reason))), "died"
 
 
 class LocalWorkerPool:
@@ -172,8 +201,10 @@ class LocalWorkerPool:
         if self._started:
             return
         self._started = True
+        for slot in self._slots:  # start them all, then wait: they import in parallel
+            slot.launch()
         for slot in self._slots:
-            slot.spawn()
+            slot.await_ready()
             slot.thread.start()
 
     def stop(self) -> None:

@@ -24,6 +24,7 @@ from layerfreeze.errors import LayerfreezeError
 from layerfreeze.limits import ReadLimits
 
 log = logging.getLogger("layerfreeze.worker")
+READY = "ready"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,14 @@ def worker_main(conn: Connection, memory_mb: int, log_level: str) -> None:
     from layerfreeze.logs import configure_logging
 
     configure_logging(log_level)
+    # Import the freezing core now, so a job's time limit never pays for it; then say we are ready.
+    import layerfreeze.freeze  # noqa: F401
+
     _cap_memory(memory_mb)
+    try:
+        conn.send(READY)
+    except (BrokenPipeError, OSError):
+        return
     log.debug("worker %d ready", os.getpid())
     while True:
         try:

@@ -162,7 +162,8 @@ def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
     return Response(data, media_type="application/json")
 
 
-@router.api_route("/{job_id}/artifact", methods=["GET", "HEAD"], responses={
+@router.head("/{job_id}/artifact", include_in_schema=False)
+@router.get("/{job_id}/artifact", responses={
     **_RESPONSES, 206: {"description": "Partial content"}, 304: {"description": "Not modified"},
     416: {"description": "Range not satisfiable"},
     200: {"content": {"application/octet-stream": {}}, "description": "The modified checkpoint"}})

@@ -353,6 +353,11 @@ class PickleMachine:
     def _call_opaque(self, func: Global, args: tuple[Any, ...]) -> Any:
         return Opaque(func, args, self.pos)
 
+    def _call_first(self, func: Global, args: tuple[Any, ...]) -> Any:
+        if not args:
+            raise PickleFormatError(f"{func.qualname} without arguments at byte {self.pos}", offset=self.pos)
+        return args[0]
+
     def _call_size(self, func: Global, args: tuple[Any, ...]) -> Any:
         return tuple(_ints(args[0], self.pos)) if args else ()
 
@@ -363,7 +368,16 @@ class PickleMachine:
         shape, stride = _ints(args[2], self.pos), _ints(args[3], self.pos)
         if type(offset) is not int or offset < 0 or len(shape) != len(stride):
             raise PickleFormatError(f"invalid tensor geometry at byte {self.pos}", offset=self.pos)
-        return TensorNode(args[0], offset, shape, stride, args[4], self.pos)
+        dtype = args[0].dtype
+        if func.name == "_rebuild_tensor_v3":
+            named = args[6] if len(args) > 6 and isinstance(args[6], Global) else None
+            dtype = storage_dtype(named.module, named.name) if named is not None else None
+            if dtype is None or dtype == "untyped":
+                raise PickleFormatError(f"tensor record without a known dtype at byte {self.pos}",
+                                        offset=self.pos)
+        elif dtype == "untyped":
+            raise PickleFormatError(f"untyped storage without a dtype at byte {self.pos}", offset=self.pos)
+        return TensorNode(args[0], offset, shape, stride, args[4], self.pos, dtype)
 
     def _call_parameter(self, func: Global, args: tuple[Any, ...]) -> Any:
         if len(args) < 3 or not isinstance(args[0], TensorNode) or not isinstance(args[1], Flag):
@@ -410,6 +424,7 @@ _CALLS: dict[str, Callable[[PickleMachine, Global, tuple[Any, ...]], Any]] = {
     "bytearray": PickleMachine._call_bytearray,
     "opaque": PickleMachine._call_opaque,
     "size": PickleMachine._call_size,
+    "first": PickleMachine._call_first,
     "tensor": PickleMachine._call_tensor,
     "parameter": PickleMachine._call_parameter,
     "from_type": PickleMachine._call_from_type,

@@ -52,7 +52,8 @@ class StorageRef:
 
 @dataclass(eq=False, slots=True)
 class TensorNode:
-    """``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)``."""
+    """``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)`` (or v3,
+    which adds the dtype for storages saved untyped)."""
 
     storage: StorageRef
     offset: int
@@ -60,6 +61,11 @@ class TensorNode:
     stride: tuple[int, ...]
     flag: Flag
     pos: int
+    dtype: str = ""  # the tensor's dtype: the storage's, or the one _rebuild_tensor_v3 names
+
+    def __post_init__(self) -> None:
+        if not self.dtype:
+            self.dtype = self.storage.dtype
 
 
 @dataclass(eq=False, slots=True)

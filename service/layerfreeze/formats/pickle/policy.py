@@ -22,6 +22,7 @@ ALLOWED_CALLS = {
     "builtins.bytearray": "bytearray",
     "builtins.complex": "opaque",
     "torch._utils._rebuild_tensor_v2": "tensor",
+    "torch._utils._rebuild_tensor_v3": "tensor",
     "torch._utils._rebuild_parameter": "parameter",
     "torch._utils._rebuild_parameter_with_state": "parameter",
     "torch._tensor._rebuild_from_type_v2": "from_type",
@@ -36,6 +37,12 @@ ALLOWED_CALLS = {
     "numpy.core.multiarray.scalar": "opaque",
     "numpy._core.multiarray.scalar": "opaque",
     "numpy.dtype": "opaque",
+    # TorchScript's data.pkl tags typed lists; each returns its first argument unchanged.
+    "torch.jit._pickle.build_intlist": "first",
+    "torch.jit._pickle.build_tensorlist": "first",
+    "torch.jit._pickle.build_doublelist": "first",
+    "torch.jit._pickle.build_boollist": "first",
+    "torch.jit._pickle.restore_type_tag": "first",
 }
 
 # Top-level modules whose names have no place in a checkpoint: process, import and code machinery.

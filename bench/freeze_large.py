@@ -1,0 +1,146 @@
+"""Freeze a large checkpoint and compare with `cp` and with the naive torch.load + torch.save.
+
+    python bench/freeze_large.py [--size-gib 1] [--formats state_dict,module,safetensors,legacy]
+
+For each format it builds a model of about --size-gib (nn.Linear(4096, 4096) layers, 64 MiB each), saves
+it, then runs, each in its own child process on the warm file: `cp`; our freeze (open_archive + write of
+a freeze map that freezes the first half of the layers, hashing source and output); and the naive
+torch.load + torch.save. It prints wall times, ratios and each child's peak RSS (VmHWM). Temporary files
+are removed at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYER = 4096  # 4096 x 4096 float32 = 64 MiB per weight
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child_ours(src: str, dst: str) -> None:
+    sys.path.insert(0, str(ROOT / "service"))
+    from layerfreeze.formats.detect import open_archive
+
+    base = _peak_rss_mib()
+    started = time.perf_counter()
+    archive = open_archive(Path(src))
+    params = [t for t in archive.inventory.tensors if t.kind == "parameter"]
+    final = {}
+    for i, t in enumerate(params):
+        for name in (t.name, *t.aliases):
+            final[name] = i >= len(params) // 2
+    written = archive.write(Path(dst), final, "0" * 64)
+    elapsed = time.perf_counter() - started
+    print(json.dumps({"seconds": elapsed, "peak_mib": _peak_rss_mib(), "startup_mib": base,
+                      "bytes": written.bytes}))
+
+
+def child_naive(src: str, dst: str) -> None:
+    import torch
+
+    base = _peak_rss_mib()
+    started = time.perf_counter()
+    if src.endswith(".safetensors"):
+        from safetensors.torch import load_file, save_file
+
+        save_file(load_file(src), dst)
+    else:
+        obj = torch.load(src, weights_only=False)
+        torch.save(obj, dst, _use_new_zipfile_serialization=not src.endswith(".legacy"))
+    elapsed = time.perf_counter() - started
+    print(json.dumps({"seconds": elapsed, "peak_mib": _peak_rss_mib(), "startup_mib": base}))
+
+
+def _run_child(kind: str, src: Path, dst: Path) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, f"_{kind}", str(src), str(dst)], check=True,
+                         capture_output=True, text=True, timeout=1800)
+    dst.unlink(missing_ok=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _run_cp(src: Path, dst: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(["cp", str(src), str(dst)], check=True, timeout=1800)
+    elapsed = time.perf_counter() - started
+    dst.unlink()
+    return elapsed
+
+
+def _build(fmt: str, size_gib: float, path: Path) -> None:
+    import torch
+    from torch import nn
+
+    layers = max(2, round(size_gib * 1024 / 64))
+    model = nn.Sequential(*[nn.Linear(LAYER, LAYER, bias=True) for _ in range(layers)])
+    if fmt == "state_dict":
+        torch.save(model.state_dict(), path)
+    elif fmt == "module":
+        torch.save(model, path)
+    elif fmt == "legacy":
+        torch.save(model.state_dict(), path, _use_new_zipfile_serialization=False)
+    elif fmt == "safetensors":
+        from safetensors.torch import save_model
+
+        save_model(model, str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--size-gib", type=float, default=1.0)
+    parser.add_argument("--formats", default="state_dict,module,safetensors,legacy")
+    parser.add_argument("--dir", default=None, help="where to put the temporary files")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is kept")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="layerfreeze-bench-", dir=args.dir))
+    rows = []
+    try:
+        for fmt in args.formats.split(","):
+            src = work / f"model.{fmt}"
+            dst = work / f"out.{fmt}"
+            subprocess.run([sys.executable, __file__, "_build", fmt, str(args.size_gib), str(src)],
+                           check=True, timeout=1800)
+            size = src.stat().st_size
+            _run_cp(src, dst)  # warm the page cache
+            cp = min(_run_cp(src, dst) for _ in range(args.repeat))
+            ours = min((_run_child("ours", src, dst) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+            naive = _run_child("naive", src, dst)
+            rows.append((fmt, size, cp, ours, naive))
+            src.unlink()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{'format':<12} {'size':>9} {'cp s':>7} {'ours s':>7} {'ours/cp':>8} {'naive s':>8} "
+          f"{'ours/naive':>10} {'ours peak':>10} {'naive peak':>11}")
+    for fmt, size, cp, ours, naive in rows:
+        t = ours["seconds"]
+        print(f"{fmt:<12} {size / 2**30:>7.2f}Gi {cp:>7.2f} {t:>7.2f} {t / cp:>7.2f}x "
+              f"{naive['seconds']:>8.2f} {t / naive['seconds']:>9.2f}x "
+              f"{ours['peak_mib']:>7.0f}MiB {naive['peak_mib']:>8.0f}MiB")
+    print(f"(cpu count {os.cpu_count()}; peak = VmHWM of the child process, Python start-up included)")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_ours":
+        child_ours(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) > 1 and sys.argv[1] == "_naive":
+        child_naive(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) > 1 and sys.argv[1] == "_build":
+        _build(sys.argv[2], float(sys.argv[3]), Path(sys.argv[4]))
+    else:
+        sys.exit(main())

@@ -1,0 +1,237 @@
+"""Apply a freeze state to a live model in one call.
+
+    from layerfreeze_client import apply
+    apply(model, "model.frozen.pt")           # the service's output checkpoint (any format)
+    apply(model, "report.json")               # or its report (path, dict, or a report object)
+    apply(model, {"encoder.weight": False})   # or a plain {name: requires_grad} mapping
+
+torch is imported only when ``apply`` is called. Output checkpoints are read the way a user reads them
+anyway: ``torch.load(weights_only=True, mmap=True)`` (a pickled whole module needs the same
+``torch.serialization.safe_globals`` allowlist the original needed), ``torch.jit.load`` for TorchScript
+archives, and only the JSON header for safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AppliedState", "CheckpointReadError", "ModelMismatchError", "apply"]
+
+_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
+
+
+class ModelMismatchError(ValueError):
+    """The names in the freeze state do not match the model's parameters."""
+
+    def __init__(self, missing: Iterable[str], unexpected: Iterable[str]) -> None:
+        self.missing = tuple(missing)
+        self.unexpected = tuple(unexpected)
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} model parameters have no state: {_few(self.missing)}")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} names are not parameters of the model: "
+                         f"{_few(self.unexpected)}")
+        super().__init__("the freeze state does not match the model: " + "; ".join(parts)
+                         + " (pass prefix=... if the names carry a wrapper prefix, or strict=False)")
+
+
+class CheckpointReadError(ValueError):
+    """The file is not something ``apply`` can take a freeze state from."""
+
+
+@dataclass(frozen=True)
+class AppliedState:
+    """What ``apply`` did: parameter names (every name, tied ones included) by their new state."""
+
+    trainable: tuple[str, ...]
+    frozen: tuple[str, ...]
+    missing: tuple[str, ...] = ()  # model parameters left as they were (strict=False only)
+    unexpected: tuple[str, ...] = ()  # names in the state that the model does not have (strict=False only)
+
+
+def apply(
+    model: Any, checkpoint_or_report: Any, *, strict: bool = True, prefix: str | None = None
+) -> AppliedState:
+    """Set ``requires_grad`` on every parameter of ``model`` from a checkpoint, a report or a mapping.
+
+    ``prefix`` is stripped from the state's names (e.g. ``"model."`` for a Lightning checkpoint applied
+    to the inner model); by default a single common leading segment is stripped when, and only when,
+    no name matches as it is. Raises ModelMismatchError (a ValueError) when names do not match and
+    ``strict`` is set, CheckpointReadError when the source cannot be read.
+    """
+    states = _states_from(checkpoint_or_report)
+    params: dict[str, Any] = dict(model.named_parameters(remove_duplicate=False))
+    buffers = {name for name, _ in model.named_buffers(remove_duplicate=False)}
+    states = _strip_prefix(states, params, prefix)
+
+    by_tensor: dict[int, list[str]] = {}
+    for name, p in params.items():
+        by_tensor.setdefault(id(p), []).append(name)
+    missing: list[str] = []
+    decided: dict[int, bool] = {}
+    for key, names in by_tensor.items():
+        known = {states[n] for n in names if n in states}
+        if len(known) > 1:
+            raise CheckpointReadError(f"the state gives tied names {names} different states")
+        if known:
+            decided[key] = known.pop()
+        else:
+            missing.extend(names)
+    unexpected = [n for n in states if n not in params and n not in buffers]
+    if strict and (missing or unexpected):
+        raise ModelMismatchError(missing, unexpected)
+
+    trainable: list[str] = []
+    frozen: list[str] = []
+    for key, value in decided.items():
+        p = params[by_tensor[key][0]]
+        value = value and (p.is_floating_point() or p.is_complex())
+        p.requires_grad_(value)
+        (trainable if value else frozen).extend(by_tensor[key])
+    return AppliedState(tuple(trainable), tuple(frozen), tuple(missing), tuple(unexpected))
+
+
+def _few(names: tuple[str, ...], n: int = 5) -> str:
+    shown = ", ".join(names[:n])
+    return shown + (f", ... ({len(names) - n} more)" if len(names) > n else "")
+
+
+def _strip_prefix(states: dict[str, bool], params: Mapping[str, Any], prefix: str | None) -> dict[str, bool]:
+    if prefix:
+        return {(n[len(prefix):] if n.startswith(prefix) else n): v for n, v in states.items()}
+    if prefix is None and states and not any(n in params for n in states):
+        heads = {n.split(".", 1)[0] for n in states}
+        if len(heads) == 1 and all("." in n for n in states):
+            stripped = {n.split(".", 1)[1]: v for n, v in states.items()}
+            if any(n in params for n in stripped):
+                return stripped
+    return states
+
+
+# --- where the states come from ---------------------------------------------------------------------
+
+def _states_from(source: Any) -> dict[str, bool]:
+    if isinstance(source, (str, os.PathLike)):
+        return _states_from_file(Path(source))
+    if isinstance(source, Mapping):
+        if "parameters" in source and isinstance(source["parameters"], list):
+            return _states_from_report(source)
+        if all(isinstance(v, bool) for v in source.values()):
+            return {str(k): v for k, v in source.items()}
+        raise CheckpointReadError("a mapping must be a report or {parameter name: bool}")
+    if hasattr(source, "model_dump"):
+        return _states_from_report(source.model_dump(mode="json"))
+    raw = getattr(source, "raw", None)
+    if isinstance(raw, Mapping) and "parameters" in raw:
+        return _states_from_report(raw)
+    if hasattr(source, "parameters") and not callable(source.parameters):
+        return _states_from_report({"parameters": [_as_dict(p) for p in source.parameters]})
+    raise CheckpointReadError(f"cannot take a freeze state from a {type(source).__name__}")
+
+
+def _as_dict(entry: Any) -> Mapping[str, Any]:
+    if isinstance(entry, Mapping):
+        return entry
+    aliases = getattr(entry, "aliases", ())
+    return {"name": entry.name, "requires_grad": entry.requires_grad, "aliases": aliases}
+
+
+def _states_from_report(report: Mapping[str, Any]) -> dict[str, bool]:
+    states: dict[str, bool] = {}
+    for entry in report["parameters"]:
+        value = bool(entry["requires_grad"])
+        for name in (entry["name"], *(entry.get("aliases") or ())):
+            states[str(name)] = value
+    return states
+
+
+def _states_from_file(path: Path) -> dict[str, bool]:
+    with open(path, "rb") as f:
+        head = f.read(16)
+        size = os.fstat(f.fileno()).st_size
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 8 + n <= size and head[8:9] == b"{":
+            return _states_from_safetensors(path, n)
+    if head.startswith(b"PK\x03\x04"):
+        with zipfile.ZipFile(path) as zf:
+            scripted = any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+        return _states_from_torchscript(path) if scripted else _states_from_torch(path)
+    if head[:1] == b"\x80":
+        return _states_from_torch(path)
+    if head.lstrip()[:1] == b"{":
+        with open(path, encoding="utf-8") as f:
+            return _states_from_report(json.load(f))
+    raise CheckpointReadError(f"{path}: not a checkpoint, safetensors file or report")
+
+
+def _states_from_safetensors(path: Path, header_len: int) -> dict[str, bool]:
+    with open(path, "rb") as f:
+        f.seek(8)
+        header = json.loads(f.read(header_len))
+    raw = (header.get("__metadata__") or {}).get("layerfreeze")
+    if raw is None:
+        raise CheckpointReadError(f"{path}: this safetensors file carries no layerfreeze freeze state")
+    meta = json.loads(raw)
+    if meta.get("format_version") != 1:
+        version = meta.get("format_version")
+        raise CheckpointReadError(f"{path}: unknown layerfreeze metadata version {version}")
+    states = dict.fromkeys(meta.get("frozen", []), False)
+    states.update(dict.fromkeys(meta.get("trainable", []), True))
+    return states
+
+
+def _states_from_torch(path: Path) -> dict[str, bool]:
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=not _is_legacy(path))
+    except pickle.UnpicklingError as exc:
+        raise CheckpointReadError(
+            f"{path}: torch.load(weights_only=True) refused it ({str(exc).splitlines()[0]}). A pickled "
+            "whole module needs its classes allowlisted: call apply() inside "
+            "`with torch.serialization.safe_globals([...]):` (torch.serialization."
+            "get_unsafe_globals_in_checkpoint lists them), or pass the job's report instead"
+        ) from exc
+    if isinstance(obj, torch.nn.Module):
+        return {n: p.requires_grad for n, p in obj.named_parameters(remove_duplicate=False)}
+    tensors = _find_state_dict(obj, torch.Tensor)
+    if tensors is None:
+        raise CheckpointReadError(f"{path}: no state dict of tensors found in the checkpoint")
+    return {n: t.requires_grad for n, t in tensors.items()}
+
+
+def _is_legacy(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return not f.read(4).startswith(b"PK\x03\x04")
+
+
+def _find_state_dict(obj: Any, tensor_type: type, depth: int = 0) -> dict[str, Any] | None:
+    """The state dict itself, or the one a checkpoint dict wraps (``state_dict``, ``model``, ...)."""
+    if not isinstance(obj, Mapping) or depth > 3:
+        return None
+    if obj and all(isinstance(v, tensor_type) for v in obj.values()):
+        return {str(k): v for k, v in obj.items()}
+    keys = sorted(obj, key=lambda k: (k not in _STATE_DICT_KEYS, str(k)))
+    for key in keys:
+        found = _find_state_dict(obj[key], tensor_type, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _states_from_torchscript(path: Path) -> dict[str, bool]:
+    import torch
+
+    scripted = torch.jit.load(str(path), map_location="cpu")  # the user's own file, as they would load it
+    return {n: p.requires_grad for n, p in scripted.named_parameters()}

@@ -1,0 +1,1 @@
+"""The ``layerfreeze`` command: freeze and inspect checkpoints locally, or start the service."""

@@ -1,0 +1,159 @@
+"""``layerfreeze`` command line.
+
+    layerfreeze freeze MODEL --spec SPEC.json -o OUT [--report REPORT.json] [--dry-run]
+    layerfreeze freeze MODEL --spec-json '{"rules": [...]}' -o OUT
+    layerfreeze inspect MODEL [--json]
+    layerfreeze serve [--host 127.0.0.1] [--port 8000]
+
+Errors print one line on stderr and exit with the code of their class (``cli/exit_codes.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from layerfreeze import __version__
+from layerfreeze.cli import exit_codes
+from layerfreeze.errors import LayerfreezeError, SpecError
+
+
+class UsageError(Exception):
+    """Bad command-line arguments found after parsing (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="layerfreeze",
+        description="Freeze PyTorch checkpoints by rule, without ever executing them.",
+    )
+    parser.add_argument("--version", action="version", version=f"layerfreeze {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    freeze = commands.add_parser("freeze", help="apply a freeze spec and write the modified checkpoint")
+    freeze.add_argument("model", type=Path, help="checkpoint to read (never executed)")
+    spec = freeze.add_mutually_exclusive_group(required=True)
+    spec.add_argument("--spec", type=Path, metavar="SPEC.json", help="freeze spec file ('-' for stdin)")
+    spec.add_argument("--spec-json", metavar="JSON", help="freeze spec given inline")
+    freeze.add_argument("-o", "--output", type=Path, metavar="OUT", help="where to write the checkpoint")
+    freeze.add_argument("--report", type=Path, metavar="REPORT.json", help="also write the report as JSON")
+    freeze.add_argument("--dry-run", action="store_true", help="report only, write no checkpoint")
+    _output_options(freeze)
+
+    inspect = commands.add_parser("inspect", help="report the parameters and their states, change nothing")
+    inspect.add_argument("model", type=Path)
+    _output_options(inspect)
+
+    serve = commands.add_parser("serve", help="start the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000)
+    return parser
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    parser.add_argument("--depth", type=int, default=None, metavar="N",
+                        help="show modules up to this depth in the tree (default: all)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args.host, args.port)
+        return _freeze_or_inspect(args)
+    except UsageError as exc:
+        parser.error(str(exc))  # exits with 2
+        raise AssertionError("unreachable") from exc
+    except BaseException as exc:  # every failure ends as one line and an exit code, never a traceback
+        if isinstance(exc, SystemExit):
+            raise
+        print(f"layerfreeze: error: {_describe(exc)}", file=sys.stderr)
+        return exit_codes.exit_code_for(exc)
+
+
+def _freeze_or_inspect(args: argparse.Namespace) -> int:
+    from layerfreeze.cli.render import render
+    from layerfreeze.freeze import freeze_file
+
+    if args.command == "inspect":
+        spec: str | bytes = "{}"
+        output = None
+    else:
+        spec = _read_spec(args)
+        if args.dry_run and args.output is not None:
+            raise UsageError("--dry-run writes no checkpoint: drop -o/--output")
+        if not args.dry_run and args.output is None:
+            raise UsageError("-o/--output is required (or --dry-run)")
+        output = args.output
+        if output is not None and output.exists() and output.resolve() == args.model.resolve():
+            raise UsageError("the output would overwrite the input model; choose another -o")
+    if not args.model.is_file():
+        raise FileNotFoundError(errno.ENOENT, "no such model file", str(args.model))
+    report = freeze_file(args.model, spec, output)
+    if getattr(args, "report", None) is not None:
+        _write_text(args.report, report.model_dump_json(indent=2) + "\n")
+    if args.quiet:
+        return exit_codes.OK
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(render(report, depth=args.depth))
+    return exit_codes.OK
+
+
+def _read_spec(args: argparse.Namespace) -> str | bytes:
+    if args.spec_json is not None:
+        return str(args.spec_json)
+    if str(args.spec) == "-":
+        return sys.stdin.buffer.read()
+    return Path(args.spec).read_bytes()
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write next to ``path`` and rename, so a failure never leaves half a report."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _serve(host: str, port: int) -> int:
+    try:
+        from layerfreeze.server import serve
+    except ImportError as exc:
+        raise LayerfreezeError(f"the HTTP service is not available in this installation ({exc})") from exc
+    serve(host, port)
+    return exit_codes.OK
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SpecError):
+        lines = [exc.detail]
+        for issue in exc.issues:
+            hint = f" (did you mean: {', '.join(issue.suggestions)})" if issue.suggestions else ""
+            lines.append(f"  {issue.pointer or '/'}: {issue.message}{hint}")
+        return "\n".join(lines)
+    if isinstance(exc, LayerfreezeError):
+        return exc.detail
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"internal error ({type(exc).__name__}: {exc}); please report this"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
