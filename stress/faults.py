@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -131,13 +132,35 @@ def kill_worker_mid_job(svc: Service, ledger: Ledger, big: bytes, small: bytes) 
         problems = [] if victims else ["no worker process found"]
         if final["status"] == "failed" and not (final.get("error") or {}).get("detail"):
             problems.append("the killed job failed without a reason")
-        svc.wait_ready(30)
         after = ledger.submit(c, small)
         if after.status_code != 200:
             problems.append(f"next job after the kill: {after.status_code}")
         problems += ledger.verify(c) + _served_consistently(c)
         reason = (final.get("error") or {}).get("detail", "")
     return _check("kill -9 worker mid-job", t0, problems, f"job {final['status']}: {reason[:80]}")
+
+
+def kill_idle_workers(svc: Service, ledger: Ledger, small: bytes) -> Result:
+    """Workers that die while idle are replaced without waiting for a job: /readyz is back by itself."""
+    t0 = time.perf_counter()
+    with httpx.Client(base_url=svc.url, timeout=60) as c:
+        ledger.submit(c, small)  # every slot has had work; now they idle
+        for pid in worker_pids(svc):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        status = c.get("/readyz").status_code
+        while status != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = c.get("/readyz").status_code
+        problems = (
+            [] if status == 200 else [f"/readyz still {status} 30 s after idle workers died (no job sent)"]
+        )
+        waited = time.perf_counter() - t0
+        after = ledger.submit(c, small)
+        if after.status_code != 200:
+            problems.append(f"a job after idle workers died: {after.status_code} {after.text[:90]}")
+    return _check("kill -9 idle workers: ready again", t0, problems, f"ready after {waited:.1f}s")
 
 
 def kill_worker_mid_upload_and_download(svc: Service, ledger: Ledger, big: bytes, small: bytes) -> Result:
@@ -155,7 +178,6 @@ def kill_worker_mid_upload_and_download(svc: Service, ledger: Ledger, big: bytes
                 got.update(chunk)
         if got.hexdigest() != ledger.done[big_id]:
             problems.append("download corrupted when workers died")
-        svc.wait_ready(30)
         if ledger.submit(c, big).status_code != 200:
             problems.append("upload after worker kill failed")
         problems += ledger.verify(c)
@@ -206,8 +228,9 @@ def kill_server(svc: Service, ledger: Ledger, big: bytes, small: bytes, during: 
         if during == "upload":
             if any(j["input"]["filename"] == "half.pt" for j in jobs):
                 problems.append("a half upload became a job")
-            detail = f"tmp files at crash: {len(left_tmp)}, after restart: {len(list((svc.data_dir / 'tmp').iterdir()))}"
-            if list((svc.data_dir / "tmp").iterdir()):
+            now_tmp = list((svc.data_dir / "tmp").iterdir())
+            detail = f"tmp files at crash: {len(left_tmp)}, after restart: {len(now_tmp)}"
+            if now_tmp:
                 problems.append("partial upload left in tmp after restart")
         if during == "download":
             detail = "artifacts unchanged after restart"
@@ -243,14 +266,21 @@ def full_disk(root: Path, small: bytes) -> Result:
         with httpx.Client(base_url=svc.url, timeout=120) as c:
             ledger.submit(c, small)
             for _ in range(3):  # 18 MiB in + 18 MiB out per job: the second cannot fit
-                r = ledger.submit(c, big)
+                try:
+                    r = ledger.submit(c, big)
+                except httpx.HTTPError as exc:  # a closed connection is a clean answer too
+                    statuses.append(f"closed ({type(exc).__name__})")
+                    continue
                 body = r.json() if r.headers.get("content-type", "").endswith("json") else {}
                 statuses.append(f"{r.status_code}:{body.get('status') or body.get('title', '')}")
                 if r.status_code >= 500 and r.status_code not in (503, 507):
-                    problems.append(f"{r.status_code} on a full disk: {r.text[:120]}")
+                    problems.append(f"{r.status_code} on a full disk: {body.get('detail', r.text)[:100]}")
             detail = "answers: " + ", ".join(statuses)
             if c.get("/healthz").status_code != 200:
                 problems.append("service down on a full disk")
+            stray = list((svc.data_dir / "tmp").iterdir())
+            if stray:
+                problems.append(f"{len(stray)} partial file(s) left in tmp on a full disk")
             problems += ledger.verify(c) + _served_consistently(c)
             # free space: delete every failed job and the big successes, then it must work again
             for job in c.get("/v1/jobs", params={"limit": 100}).json()["items"]:
@@ -303,9 +333,10 @@ def corrupt_database(root: Path, small: bytes) -> Result:
             if r.status_code != 200:
                 problems.append(f"started but a job fails: {r.status_code}")
     except (RuntimeError, TimeoutError):
-        log = svc.log_tail(3000).lower()
-        detail = "refused to start: " + (log.strip().splitlines() or ["(no log)"])[-1][:160]
-        if not any(w in log for w in ("sqlite", "database", "corrupt", "malformed")):
+        log = svc.log_tail(20000)
+        said = re.findall(r"(?:Store|Database)Error: ([^\\\n]{0,160})", log)
+        detail = "refused to start, saying: " + (said[-1] if said else log.strip()[-160:])
+        if not any(w in log.lower() for w in ("sqlite", "database", "corrupt", "malformed")):
             problems.append("exited without saying the database is the problem")
     finally:
         svc.stop()
@@ -319,10 +350,23 @@ def corrupt_database(root: Path, small: bytes) -> Result:
     return _check("corrupted SQLite at start-up", t0, problems, detail)
 
 
-def run(root: Path) -> list[Result]:
+SCENARIOS = (
+    "worker mid-job",
+    "workers mid-download",
+    "idle workers",
+    "server mid-upload",
+    "server mid-job",
+    "server mid-download",
+    "full disk",
+    "corrupt database",
+)
+
+
+def run(root: Path) -> dict[str, Result]:
+    """Every scenario, in order, on one service (restarted as needed) and two dedicated ones."""
     small = state_dict_bytes(1)
     big = state_dict_bytes(256, seed=1)
-    results = []
+    results: dict[str, Result] = {}
     svc = Service(root / "main" / "data", log=root / "main.log")
     svc.start()
     ledger = Ledger()
@@ -330,12 +374,13 @@ def run(root: Path) -> list[Result]:
         with httpx.Client(base_url=svc.url, timeout=120) as c:
             for data in (small, big, small):
                 ledger.submit(c, data)
-        results.append(kill_worker_mid_job(svc, ledger, big, small))
-        results.append(kill_worker_mid_upload_and_download(svc, ledger, big, small))
+        results["worker mid-job"] = kill_worker_mid_job(svc, ledger, big, small)
+        results["workers mid-download"] = kill_worker_mid_upload_and_download(svc, ledger, big, small)
         for during in ("upload", "job", "download"):
-            results.append(kill_server(svc, ledger, big, small, during))
+            results[f"server mid-{during}"] = kill_server(svc, ledger, big, small, during)
+        results["idle workers"] = kill_idle_workers(svc, ledger, small)
     finally:
         svc.stop()
-    results.append(full_disk(root, small))
-    results.append(corrupt_database(root, small))
+    results["full disk"] = full_disk(root, small)
+    results["corrupt database"] = corrupt_database(root, small)
     return results
