@@ -132,12 +132,19 @@ def flags_of(path: Path, fmt: str) -> dict[str, bool]:
         return {**{k: False for k in meta["frozen"]}, **{k: True for k in meta["trainable"]}}
     import torch
 
-    with torch.serialization.safe_globals([torch.nn.Sequential, torch.nn.Linear]):
-        obj = torch.load(path, weights_only=True, mmap=True)
+    _allow_module_classes()
+    obj = torch.load(path, weights_only=True, mmap=True)
     if fmt == "module":
         return {k: p.requires_grad for k, p in obj.named_parameters()}
     sd = obj["state_dict"] if fmt == "checkpoint" else obj
     return {k: v.requires_grad for k, v in sd.items()}
+
+
+def _allow_module_classes() -> None:
+    """The classes our whole-module files use (process-wide: the safe_globals context is per thread)."""
+    import torch
+
+    torch.serialization.add_safe_globals([torch.nn.Sequential, torch.nn.Linear])
 
 
 def tensors_equal(a: Path, b: Path, fmt: str) -> bool:
@@ -148,8 +155,8 @@ def tensors_equal(a: Path, b: Path, fmt: str) -> bool:
 
         x, y = load_file(str(a)), load_file(str(b))
     else:
-        with torch.serialization.safe_globals([torch.nn.Sequential, torch.nn.Linear]):
-            x, y = (torch.load(p, weights_only=True, mmap=True) for p in (a, b))
+        _allow_module_classes()
+        x, y = (torch.load(p, weights_only=True, mmap=True) for p in (a, b))
         if fmt == "module":
             x, y = x.state_dict(), y.state_dict()
         elif fmt == "checkpoint":
@@ -189,6 +196,9 @@ class _Client(threading.Thread):
                     self.one_job(c, "big" if big else "small", fmt)
                 except httpx.HTTPError as exc:
                     self.count(type(exc).__name__)
+                except Exception as exc:  # a verification that cannot even run is a wrong job
+                    with self.lock:
+                        self.report.wrong.append(f"client {self.idx}: {type(exc).__name__}: {str(exc)[:200]}")
 
     def one_job(self, c: httpx.Client, size: str, fmt: str) -> None:
         src = self.files[(size, fmt)]
