@@ -20,6 +20,8 @@ from torch import nn
 
 from formats.hostile import safetensors_bytes, zip_with_data_pkl
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
 BAD = (FormatError, LimitExceeded)
 
 
@@ -273,3 +275,29 @@ def test_layerfreeze_metadata_must_be_ours(tmp_path: Path) -> None:
     path = tmp_path / "m.safetensors"
     path.write_bytes(safetensors_bytes({"__metadata__": {"layerfreeze": json.dumps([1])}, **T}, b"\x00" * 8))
     rejects(path, kind=SafetensorsFormatError)
+
+
+def test_torch_export_archive_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "m.pt2"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("m/archive_format", b"pt2")
+        z.writestr("m/models/model.json", b"{}")
+    assert "torch.export" in str(rejects(path))
+
+
+def test_data_pkl_crc_mismatch(tmp_path: Path) -> None:
+    path = _saved(tmp_path, "zip")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"collections")  # inside data.pkl
+    data[at] = ord("C")
+    path.write_bytes(bytes(data))
+    assert "CRC" in str(rejects(path, kind=ArchiveError))
+
+
+def test_local_header_naming_another_member(tmp_path: Path) -> None:
+    path = zip_with_data_pkl(tmp_path / "z.pt", b"\x80\x02}.")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"archive/data.pkl")  # the local header's copy comes first
+    data[at:at + 16] = b"archive/data.pkx"
+    path.write_bytes(bytes(data))
+    assert "different member" in str(rejects(path, kind=ArchiveError))

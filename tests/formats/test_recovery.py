@@ -171,3 +171,64 @@ def test_float8_and_bfloat16_dtypes(tmp_path: Path) -> None:
     inv = open_archive(path).inventory
     assert [(t.name, t.dtype) for t in inv.tensors] == [("a", "bfloat16"), ("b", "float8_e4m3fn"),
                                                         ("c", "uint16")]
+
+
+def test_checkpoint_with_numpy_values_and_a_uuid(tmp_path: Path) -> None:
+    """What training loops put next to the weights: numpy scalars and arrays, ids, nested configs."""
+    import uuid
+
+    import numpy as np
+
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model_state_dict": _net().state_dict(), "best_score": np.float64(0.93),
+                "history": np.arange(5), "run_id": uuid.UUID(int=7), "cfg": {"lr": 1e-3, "tags": {"a", "b"}},
+                "rng": torch.get_rng_state()}, path)
+    inv = open_archive(path).inventory
+    assert inv.prefix == "model_state_dict" and inv.tensors[0].name == "0.weight"
+    archive = open_archive(path)
+    archive.write(tmp_path / "out.pt", {"0.weight": False}, "0" * 64)
+    loaded = torch.load(tmp_path / "out.pt", weights_only=False)
+    assert not loaded["model_state_dict"]["0.weight"].requires_grad
+    assert loaded["best_score"] == np.float64(0.93) and loaded["run_id"] == uuid.UUID(int=7)
+
+
+class _StorageView:
+    """Stands for a storage view in a hand-written legacy file (what torch < 1.0 saved)."""
+
+    def __init__(self, pid: tuple[object, ...]) -> None:
+        self.pid = pid
+
+
+class _Tensor:
+    def __init__(self, view: _StorageView, offset: int, size: tuple[int, ...]) -> None:
+        self.args = (view, offset, size, (1,), False, collections.OrderedDict())
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (torch._utils._rebuild_tensor_v2, self.args)
+
+
+def test_legacy_storage_views(tmp_path: Path) -> None:
+    import pickle
+    import struct
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj: object) -> object:
+            return obj.pid if isinstance(obj, _StorageView) else None
+
+    root = "140000"
+    view_a = _StorageView(("storage", torch.FloatStorage, root, "cpu", 8, ("v1", 0, 4)))
+    view_b = _StorageView(("storage", torch.FloatStorage, root, "cpu", 8, ("v2", 4, 4)))
+    path = tmp_path / "old.pt"
+    with open(path, "wb") as f:
+        for value in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True,
+                                                       "type_sizes": {"short": 2, "int": 4, "long": 4}}):
+            pickle.dump(value, f, protocol=2)
+        Pickler(f, protocol=2).dump(collections.OrderedDict(a=_Tensor(view_a, 0, (4,)),
+                                                            b=_Tensor(view_b, 1, (3,))))
+        pickle.dump([root], f, protocol=2)
+        f.write(struct.pack("<q", 8) + struct.pack("<8f", *range(8)))
+    inv = open_archive(path).inventory
+    assert [(t.name, t.shape, t.storage) for t in inv.tensors] == [("a", (4,), "legacy:140000"),
+                                                                   ("b", (3,), "legacy:140000")]
+    loaded = torch.load(path, weights_only=True)  # torch agrees on what the file holds
+    assert loaded["b"].tolist() == [5.0, 6.0, 7.0]

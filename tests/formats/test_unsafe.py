@@ -170,3 +170,22 @@ def test_plain_harmless_pickle_is_not_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="not a PyTorch checkpoint") as info:
         open_archive(path)
     assert not isinstance(info.value, UnsafePickleError)
+
+
+def test_torchscript_constants_pickle_is_checked_too(tmp_path: Path, marker: Path) -> None:
+    payload = pickle_bytes(RunsCommand(marker), 2)
+    path = zip_with_data_pkl(tmp_path / "ts.pt", b"\x80\x02}q\x00.", extra={
+        "constants.pkl": payload, "code/__torch__/m.py": b"class M(Module):\n  __parameters__ = []\n"})
+    refuse(path, marker, names="system")
+
+
+def test_torchscript_class_code_is_never_run(tmp_path: Path, marker: Path) -> None:
+    """Only the __parameters__/__buffers__ literals are read; anything else in code/ is inert text."""
+    code = (f"import os\nos.system('touch {marker}')\nclass M(Module):\n"
+            f"  __parameters__ = [__import__('os').system('touch {marker}')]\n").encode()
+    data = b"\x80\x02c__torch__.m\nM\n)\x81}b."
+    path = zip_with_data_pkl(tmp_path / "ts.pt", data, extra={"constants.pkl": b"\x80\x02).",
+                                                              "code/__torch__/m.py": code})
+    with pytest.raises(FormatError):
+        open_archive(path)
+    assert not marker.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,10 @@ def test_killed_worker_fails_only_its_job_and_is_replaced(make_server, tmp_path:
         nxt = submit(c, src, {"rules": [{"action": "freeze", "names": ["2"]}]}, wait=30)
         assert nxt.status_code == 200, nxt.text
         assert nxt.json()["status"] == "succeeded"
-        assert server.worker_pids() and pid not in server.worker_pids()
+        (new_pid,) = server.worker_pids()
+        assert new_pid != pid
+        limits = Path(f"/proc/{new_pid}/limits").read_text()
+        assert re.search(r"Max address space\s+4294967296\s", limits), limits
         metrics = c.get("/metrics").text
         assert 'layerfreeze_worker_restarts_total{reason="died"} 1.0' in metrics
 
@@ -61,7 +65,7 @@ def test_time_limit_fails_the_job_with_the_reason(make_server, tmp_path: Path) -
 
 
 def test_api_answers_while_workers_are_busy(make_server, tmp_path: Path) -> None:
-    server = make_server(workers="1")
+    server = make_server(workers="1", queue_max="1")
     src = checkpoint(tmp_path, "seq3")
     with server.client() as c:
         pid = _stopped_worker(server)
@@ -72,6 +76,9 @@ def test_api_answers_while_workers_are_busy(make_server, tmp_path: Path) -> None
         queued = submit(c, src, {}).json()
         assert queued["status"] == "queued"
         assert c.get(f"/v1/jobs/{job['id']}").json()["status"] == "running"
+        full = submit(c, src, {})
+        assert full.status_code == 429 and int(full.headers["retry-after"]) >= 1
+        assert full.headers["content-type"] == "application/problem+json"
         assert time.monotonic() - t0 < 2
         assert c.delete(f"/v1/jobs/{job['id']}").status_code == 409
         os.kill(pid, signal.SIGCONT)
@@ -122,3 +129,32 @@ def test_sixteen_jobs_at_once_all_succeed_correctly(server, tmp_path: Path) -> N
         frozen = sorted(n for n, rg in flags.items() if not rg)
         assert frozen == [f"{i}.bias", f"{i}.weight"]
         assert load_flags(art) == flags
+
+
+def test_retention_removes_old_jobs_and_their_files(make_server, tmp_path: Path) -> None:
+    server = make_server(workers="1", retention_s="1", cleanup_interval_s="0.5")
+    src = checkpoint(tmp_path, "seq3")
+    with server.client() as c:
+        job = submit(c, src, {}, wait=30).json()
+        assert job["status"] == "succeeded"
+        job_dir = server.data_dir / "jobs" / job["id"]
+        assert job_dir.is_dir()
+        deadline = time.monotonic() + 20
+        while c.get(f"/v1/jobs/{job['id']}").status_code != 404:
+            assert time.monotonic() < deadline, "retention did not remove the job"
+            time.sleep(0.2)
+        assert not job_dir.exists()
+
+
+def test_idle_worker_that_dies_is_replaced_without_a_job(make_server) -> None:
+    server = make_server(workers="2")
+    with server.client() as c:
+        for pid in server.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        time.sleep(0.2)
+        while c.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "workers not replaced"
+            time.sleep(0.1)
+        assert len(server.worker_pids()) == 2
+        assert 'layerfreeze_worker_restarts_total{reason="died_idle"} 2.0' in c.get("/metrics").text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from layerfreeze.api.problems import (
     UploadTooLarge,
     WorkerLost,
     problem_for,
+    storage_error,
 )
 from layerfreeze.api.uploads import clean_filename, output_filename
 from layerfreeze.errors import JobConflict, JobNotFound, SpecError, SpecIssue, UnsafePickleError
@@ -79,6 +81,9 @@ def test_problem_mapping_by_mro() -> None:
     assert problem_for(QueueFull("full", retry_after=3))["status"] == 429
     assert problem_for(WorkerLost("gone"))["status"] == 500
     assert problem_for(JobNotFound("no"))["status"] == 404
+    full = storage_error(OSError(errno.ENOSPC, "No space left on device"))
+    assert full is not None and problem_for(full)["status"] == 507
+    assert storage_error(OSError(errno.EACCES, "denied")) is None
     hidden = problem_for(RuntimeError("secret path /etc/x"))
     assert hidden["status"] == 500 and "secret" not in hidden["detail"]
 

@@ -41,11 +41,11 @@ async def _on_layerfreeze_error(request: Request, exc: Exception) -> JSONRespons
     status = body["status"]
     if status == 401:
         headers["www-authenticate"] = 'Bearer realm="layerfreeze"'
-    if status in (429, 503):
+    if status in (429, 503, 507):
         headers["retry-after"] = str(getattr(exc, "retry_after", 5))
     if status == 416:
         headers["content-range"] = f"bytes */{getattr(exc, 'size', 0)}"
-    if status >= 500:
+    if status >= 500 and status not in (503, 507):
         log.error("request failed: %s", exc, exc_info=exc)
     return _problem_response(body, headers)
 

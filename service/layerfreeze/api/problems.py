@@ -6,9 +6,11 @@ has its own. This module imports no web framework so the workers can build the p
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from layerfreeze import errors as e
+from layerfreeze.storage.jobs import StoreError
 
 
 class UploadTooLarge(e.LimitExceeded):
@@ -43,6 +45,21 @@ class RangeNotSatisfiable(e.LayerfreezeError):
     def __init__(self, detail: str, *, size: int) -> None:
         super().__init__(detail, size=size)
         self.size = size
+
+
+class StorageFull(e.LayerfreezeError):
+    """The data directory's file system is full: retry once space has been freed."""
+
+    def __init__(self, detail: str, *, retry_after: int = 60) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+def storage_error(exc: OSError) -> e.LayerfreezeError | None:
+    """Our error for an OSError that is the disk's fault, or None."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull("the service's storage is full; retry later")
+    return None
 
 
 class JobTimeLimit(e.LimitExceeded):
@@ -81,6 +98,8 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     JobTimeLimit: (422, "job-time-limit", "Job time limit exceeded"),
     JobMemoryLimit: (422, "job-memory-limit", "Job memory limit exceeded"),
     WorkerLost: (500, "worker-lost", "The job's worker was lost"),
+    StorageFull: (507, "storage-full", "Insufficient storage"),
+    StoreError: (503, "storage-unavailable", "Job database unavailable"),
 }
 
 INTERNAL = (500, "internal-error", "Internal server error")

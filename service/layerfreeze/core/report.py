@@ -147,15 +147,16 @@ def build_report(
     types = {m.path: m.type for m in inv.modules}
     params = selection.parameters
     final = selection.final
+    # Bulk entries are plain dicts validated once, in pydantic-core, with the whole report.
     parameters = [
-        ParameterReport(
+        dict(
             name=p.name, module=owner(p.name), module_type=types.get(owner(p.name)), shape=list(p.shape),
             dtype=p.dtype, numel=p.numel, requires_grad=state, was=was, rule=rule, aliases=list(p.aliases),
         )
         for p, state, was, rule in zip(params, final, selection.start, selection.decided_by, strict=True)
     ]
     buffers = [
-        BufferReport(name=t.name, module=owner(t.name), shape=list(t.shape), dtype=t.dtype, numel=t.numel)
+        dict(name=t.name, module=owner(t.name), shape=list(t.shape), dtype=t.dtype, numel=t.numel)
         for t in inv.tensors if t.kind == "buffer"
     ]
     numel_total = sum(p.numel for p in params)
@@ -169,7 +170,7 @@ def build_report(
         numel_total=numel_total, numel_trainable=numel_trainable, numel_frozen=numel_total - numel_trainable,
         trainable_fraction=(numel_trainable / numel_total) if numel_total else 0.0,
         bytes_total=bytes_total, bytes_trainable=bytes_trainable, bytes_frozen=bytes_frozen,
-        buffers=len(buffers), bytes_buffers=sum(tensor_bytes(b.dtype, b.numel) for b in buffers),
+        buffers=len(buffers), bytes_buffers=sum(tensor_bytes(b["dtype"], b["numel"]) for b in buffers),
         changed=sum(a != b for a, b in zip(selection.start, final, strict=True)),
         training_memory_saved_bytes=bytes_frozen * SAVING_FACTOR,
     )
@@ -194,18 +195,26 @@ def build_report(
     )
 
 
-def _module_tree(selection: Selection) -> list[ModuleReport]:
+def _module_tree(selection: Selection) -> list[dict[str, Any]]:
     """Per-module totals over every parameter inside it, counted once per module even when tied
     (``sum(p.numel() for p in module.parameters())``), in the inventory's module order."""
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # params, trainable, numel, numel_tr
+    chains: dict[str, list[str]] = {}  # owner -> the owner and every module containing it
     for p, state in zip(selection.parameters, selection.final, strict=True):
-        paths = {m for name in (p.name, *p.aliases) for m in containing_modules(name)}
+        paths: list[str] | set[str] = []
+        for name in (p.name, *p.aliases):
+            own = owner(name)
+            chain = chains.get(own)
+            if chain is None:
+                chain = chains[own] = containing_modules(name)
+            paths = chain if not p.aliases else {*paths, *chain}
+        numel_trainable = p.numel if state else 0
         for path in paths:
             t = totals[path]
             t[0] += 1
             t[1] += state
             t[2] += p.numel
-            t[3] += p.numel if state else 0
+            t[3] += numel_trainable
     order = [m.path for m in selection.inventory.modules]
     types = {m.path: m.type for m in selection.inventory.modules}
     known = set(order)
@@ -216,7 +225,7 @@ def _module_tree(selection: Selection) -> list[ModuleReport]:
         state: State | None = None
         if count:
             state = "trainable" if trainable == count else "frozen" if trainable == 0 else "partial"
-        out.append(ModuleReport(
+        out.append(dict(
             path=path, type=types.get(path), depth=path.count(".") + 1 if path else 0,
             parameters=count, trainable=trainable, frozen=count - trainable, numel=numel,
             numel_trainable=numel_tr, numel_frozen=numel - numel_tr, state=state,

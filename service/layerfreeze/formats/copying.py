@@ -27,17 +27,30 @@ def stream_copy(
     return the output's size and sha256 and the whole source's sha256."""
     byte_patches = _by_byte(patches or {})
     size = os.stat(src).st_size
-    src_hash, out_hash = hashlib.sha256(), hashlib.sha256()
+    src_hash = hashlib.sha256()
+    out_hash = hashlib.sha256()
     errors: list[BaseException] = []
+    # Up to the first changed byte the output equals the source, so one hash serves both there
+    # (a TorchScript archive keeps data.pkl after the tensors; an unchanged file needs one hash only).
+    shared = 0 if head or skip else min(byte_patches, default=size)
+    split = threading.Event()
 
     def hash_source() -> None:
-        for _, chunk in _chunks(src, 0, size):
+        nonlocal out_hash
+        try:
+            for _, chunk in _chunks(src, 0, shared):
+                src_hash.update(chunk)
+            out_hash = src_hash.copy()
+        finally:
+            split.set()
+        for _, chunk in _chunks(src, shared, size):
             src_hash.update(chunk)
 
     def hash_output() -> None:
+        split.wait()
         out_hash.update(head)
         offsets = sorted(byte_patches)
-        for position, chunk in _chunks(src, skip, size):
+        for position, chunk in _chunks(src, max(skip, shared), size):
             lo = bisect.bisect_left(offsets, position)
             hi = bisect.bisect_left(offsets, position + len(chunk))
             for off in offsets[lo:hi]:

@@ -54,6 +54,9 @@ def open_archive(path: Path, limits: ReadLimits = DEFAULT_LIMITS) -> Archive:
         raise
     except (OSError, ValueError, struct.error, RecursionError, MemoryError) as exc:
         raise FormatError(f"cannot read the file: {type(exc).__name__}: {exc}") from exc
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        # A structure no real checkpoint has (the readers check what they rely on; this is the net).
+        raise FormatError(f"malformed checkpoint structure ({type(exc).__name__}: {exc})") from exc
     if not head:
         raise FormatError("the file is empty")
     raise FormatError(f"not a PyTorch checkpoint or safetensors file: starts with {head[:8]!r}")

@@ -21,12 +21,13 @@ def modules_from_paths(paths: Iterable[str]) -> tuple[ModuleInfo, ...]:
 
 
 def _add(order: dict[str, list[str]], path: str) -> None:
-    if path in order:
-        return
-    parent = parent_of(path)
-    _add(order, parent)
-    order[path] = []
-    order[parent].append(path.rsplit(".", 1)[-1])
+    missing: list[str] = []
+    while path not in order:  # walk up to the nearest known ancestor (iteratively: names can be deep)
+        missing.append(path)
+        path = parent_of(path)
+    for path in reversed(missing):
+        order[path] = []
+        order[parent_of(path)].append(path.rsplit(".", 1)[-1])
 
 
 def modules_from_names(

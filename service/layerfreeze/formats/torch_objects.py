@@ -111,7 +111,7 @@ def _tensor_of(value: TensorNode | ParamNode) -> tuple[TensorNode, Flag, bool]:
     return value, value.flag, False
 
 
-def _check_extent(name: str, node: TensorNode, storage_bytes: StorageBytes) -> None:
+def check_extent(name: str, node: TensorNode, storage_bytes: StorageBytes) -> None:
     st = node.storage
     size = storage_bytes(st.key)
     itemsize = ITEMSIZE.get(st.dtype)
@@ -122,7 +122,7 @@ def _check_extent(name: str, node: TensorNode, storage_bytes: StorageBytes) -> N
     if all(node.shape):
         extent = node.offset + sum((d - 1) * s for d, s in zip(node.shape, node.stride, strict=True)) + 1
         extent_bytes = extent * ITEMSIZE.get(node.dtype, 1)
-        if extent_bytes > st.numel * ITEMSIZE.get(st.dtype, 1):
+        if extent_bytes > st.span()[1] * ITEMSIZE.get(st.dtype, 1):
             raise FormatError(f"tensor {name!r} reaches beyond its storage {st.key!r}")
 
 
@@ -148,8 +148,9 @@ def _from_state_dict(sd: dict[str, Any], fmt: str, key: str | None, notes: tuple
         if not isinstance(value, (TensorNode, ParamNode)):
             continue  # *_extra_state
         node, flag, is_param = _tensor_of(value)
-        _check_extent(name, node, storage_bytes)
-        view = (node.storage.key, node.offset, node.shape, node.stride, node.dtype)
+        check_extent(name, node, storage_bytes)
+        start = node.storage.view_offset + node.offset
+        view = (node.storage.key, start, node.shape, node.stride, node.dtype)
         first = by_identity.get(id(value)) or by_view.get(view)
         if first is not None:
             first.aliases.append(name)
@@ -225,7 +226,7 @@ def _from_module(root: Obj, fmt: str, key: str | None, notes: tuple[str, ...],
                     raise FormatError(f"{slot[1:-1]} {leaf!r} of {path or '<root>'} is not a tensor")
                 name = f"{path}.{leaf}" if path else str(leaf)
                 node, flag, is_param = _tensor_of(value)
-                _check_extent(name, node, storage_bytes)
+                check_extent(name, node, storage_bytes)
                 if id(value) in seen:
                     seen[id(value)].aliases.append(name)
                     seen[id(value)].alias_flags.append(flag)

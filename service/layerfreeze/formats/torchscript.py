@@ -16,7 +16,7 @@ from typing import Any
 from layerfreeze.core.model import Inventory, ModuleInfo, TensorInfo
 from layerfreeze.errors import FormatError, LimitExceeded
 from layerfreeze.formats.pickle.nodes import Flag, Obj, TensorNode
-from layerfreeze.formats.torch_objects import Recovered, StorageBytes, _check_extent
+from layerfreeze.formats.torch_objects import Recovered, StorageBytes, check_extent
 from layerfreeze.limits import ReadLimits
 
 _MANGLE = re.compile(r"^___torch_mangle_\d+$")
@@ -101,7 +101,7 @@ def recover_torchscript(root: Any, code: CodeIndex, *, storage_bytes: StorageByt
                 if not isinstance(value, TensorNode):
                     raise FormatError(f"TorchScript {kind} {attr!r} of {path or '<root>'} is not a tensor")
                 name = f"{path}.{attr}" if path else attr
-                _check_extent(name, value, storage_bytes)
+                check_extent(name, value, storage_bytes)
                 if id(value) in seen:
                     index = seen[id(value)]
                     first = tensors[index]

@@ -42,19 +42,20 @@ def publish(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+def publish_all(renames: list[tuple[Path, Path]]) -> None:
+    """``publish`` for several files of one directory, with a single directory fsync."""
+    for tmp, _final in renames:
+        fsync_file(tmp)
+    for tmp, final in renames:
+        os.replace(tmp, final)
+    for parent in {final.parent for _tmp, final in renames}:
+        fsync_dir(parent)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file (not yet fsynced: ``publish``/``publish_all`` do that)."""
+    with open(path, "xb") as f:
+        f.write(data)
 
 
 class BlobStore:

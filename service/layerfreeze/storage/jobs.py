@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from layerfreeze.errors import JobConflict, JobError, JobNotFound
+from layerfreeze.errors import JobConflict, JobNotFound, LayerfreezeError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -45,8 +45,8 @@ CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at 
 STATUSES = ("queued", "running", "succeeded", "failed")
 
 
-class StoreError(JobError):
-    """The job database failed (disk full, corruption, ...)."""
+class StoreError(LayerfreezeError):
+    """The job database failed (disk full, corruption, ...): the service cannot take work right now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +108,13 @@ class JobStore:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``durable=False`` skips the WAL fsync for changes a crash may undo
+        harmlessly (queued -> running: recovery treats both the same); the next durable commit persists
+        them too."""
         with self._lock:
             try:
+                self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._db
@@ -142,7 +146,7 @@ class JobStore:
 
     def claim(self, job_id: str) -> JobRecord | None:
         """queued -> running; None when the job is gone or no longer queued (deleted meanwhile)."""
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             cur = db.execute("UPDATE jobs SET status='running', started_at=? WHERE id=? AND status='queued'",
                              (time.time(), job_id))
             if cur.rowcount != 1:
@@ -200,7 +204,7 @@ class JobStore:
 
     def writable(self) -> bool:
         try:
-            with self._tx() as db:
+            with self._tx(durable=False) as db:
                 db.execute("INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, ?)", (time.time(),))
         except StoreError:
             return False

@@ -30,6 +30,7 @@ from layerfreeze.worker.runner import READY, Outcome, Task, worker_main
 log = logging.getLogger("layerfreeze.pool")
 _SPAWN = multiprocessing.get_context("spawn")
 SPAWN_TIMEOUT_S = 120.0
+IDLE_CHECK_S = 0.5  # how often an idle supervisor checks that its worker is still alive
 
 
 class WorkerStartError(RuntimeError):
@@ -112,7 +113,15 @@ class _Slot:
     def _loop(self) -> None:
         pool = self.pool
         while True:
-            job_id = pool.jobs.get()
+            try:
+                job_id = pool.jobs.get(timeout=IDLE_CHECK_S)
+            except queue.Empty:
+                # Idle: a worker that died meanwhile is replaced now, not when the next job comes.
+                if pool.running and not self.alive():
+                    self.retire(kill=True)
+                    pool.replaced("died_idle")
+                    self.respawn()
+                continue
             if job_id is None:
                 return
             try:
@@ -196,6 +205,7 @@ class LocalWorkerPool:
         self._slots = [_Slot(self, i) for i in range(settings.workers)]
         self._restarts = 0
         self._started = False
+        self.running = False
 
     def start(self) -> None:
         if self._started:
@@ -205,11 +215,14 @@ class LocalWorkerPool:
             slot.launch()
         for slot in self._slots:
             slot.await_ready()
+        self.running = True
+        for slot in self._slots:
             slot.thread.start()
 
     def stop(self) -> None:
         if not self._started:
             return
+        self.running = False
         for _ in self._slots:
             self.jobs.put(None)
         for slot in self._slots:
@@ -263,6 +276,6 @@ class LocalWorkerPool:
         for path in (self.blobs.output_path(job_id), self.blobs.report_path(job_id)):
             with contextlib.suppress(OSError):
                 path.unlink()
-        part = self.blobs.output_path(job_id)
-        with contextlib.suppress(OSError):
-            part.with_name(part.name + ".part").unlink()
+        for path in (self.blobs.output_path(job_id), self.blobs.report_path(job_id)):
+            with contextlib.suppress(OSError):
+                path.with_name(path.name + ".part").unlink()

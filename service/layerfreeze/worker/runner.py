@@ -65,8 +65,8 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 
 def run_task(task: Task, memory_mb: int) -> Outcome:
-    from layerfreeze.api.problems import JobMemoryLimit, problem_for
-    from layerfreeze.storage.blobs import publish, write_atomic
+    from layerfreeze.api.problems import JobMemoryLimit, problem_for, storage_error
+    from layerfreeze.storage.blobs import publish_all, write_file
 
     part = task.dst.with_name(task.dst.name + ".part") if task.dst else None
     try:
@@ -75,9 +75,13 @@ def run_task(task: Task, memory_mb: int) -> Outcome:
         report = freeze_file(task.src, task.spec, part, limits=task.limits, input_name=task.input_name,
                              output_name=task.output_name)
         body = _report_dict(report)
+        report_part = task.report.with_name(task.report.name + ".part")
+        write_file(report_part, json.dumps(body, separators=(",", ":")).encode())
+        # Both files fsynced, renamed into place, then one fsync of their directory.
+        renames = [(report_part, task.report)]
         if part is not None and task.dst is not None:
-            publish(part, task.dst)
-        write_atomic(task.report, json.dumps(body, separators=(",", ":")).encode())
+            renames.append((part, task.dst))
+        publish_all(renames)
         return Outcome(task.job_id, ok=True, output=body.get("output"))
     except LayerfreezeError as exc:
         return Outcome(task.job_id, ok=False, problem=problem_for(exc))
@@ -85,17 +89,30 @@ def run_task(task: Task, memory_mb: int) -> Outcome:
         exc2 = JobMemoryLimit(f"memory limit {memory_mb} MiB exceeded", limit="worker_memory_mb",
                               maximum=memory_mb)
         return Outcome(task.job_id, ok=False, problem=problem_for(exc2), retire=True)
-    except Exception as exc:  # a bug: log it with a reference, tell the client only the reference
-        ref = uuid.uuid4().hex
-        log.error("job %s failed unexpectedly (reference %s): %s\n%s", task.job_id, ref, exc,
-                  traceback.format_exc())
-        problem = problem_for(exc)
-        problem["reference"] = ref
-        return Outcome(task.job_id, ok=False, problem=problem)
+    except OSError as exc:
+        ours = storage_error(exc)
+        if ours is None:
+            return _internal(task, exc)
+        return Outcome(task.job_id, ok=False, problem=problem_for(ours))
+    except Exception as exc:
+        return _internal(task, exc)
     finally:
-        if part is not None:
-            with contextlib.suppress(OSError):
-                part.unlink()
+        for leftover in (part, task.report.with_name(task.report.name + ".part")):
+            if leftover is not None:
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+
+
+def _internal(task: Task, exc: Exception) -> Outcome:
+    """A bug: log it with a reference, tell the client only the reference."""
+    from layerfreeze.api.problems import problem_for
+
+    ref = uuid.uuid4().hex
+    log.error("job %s failed unexpectedly (reference %s): %s\n%s", task.job_id, ref, exc,
+              traceback.format_exc())
+    problem = problem_for(exc)
+    problem["reference"] = ref
+    return Outcome(task.job_id, ok=False, problem=problem)
 
 
 def worker_main(conn: Connection, memory_mb: int, log_level: str) -> None:

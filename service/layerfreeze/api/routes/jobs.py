@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import secrets
 import time
 from typing import Any
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.downloads import ArtifactResponse
-from layerfreeze.api.problems import BadRequest, NotReady, QueueFull
+from layerfreeze.api.problems import BadRequest, NotReady, QueueFull, storage_error
 from layerfreeze.api.schemas import JobPublic, JobsPublic, job_public
 from layerfreeze.api.uploads import output_filename, receive_upload
 from layerfreeze.core.spec import parse_spec
@@ -23,6 +24,7 @@ from layerfreeze.errors import JobConflict, JobNotFound
 from layerfreeze.storage.jobs import JobRecord
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger("layerfreeze.api")
 
 PROBLEM = "application/problem+json"
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -75,8 +77,10 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
         raise QueueFull(f"{health.queued} jobs are already queued; retry later",
                         retry_after=max(1, int(s.job_timeout_s // 10) or 1))
     tmp = service.blobs.temp_path()
+    t0 = time.perf_counter()
     upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
                                   max_field_bytes=s.max_form_field_bytes)
+    t1 = time.perf_counter()
     service.metrics.bytes_in.inc(upload.bytes)
     job_id = secrets.token_hex(12)
     try:
@@ -84,9 +88,15 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
         parse_spec(spec_text)  # 422 with pointers before anything is queued
         dry_run = _parse_bool("dry_run", upload.fields.get("dry_run"))
         await anyio.to_thread.run_sync(service.blobs.adopt_upload, tmp, job_id)
-    except BaseException:
+        log.info("upload stored", extra={"job_id": job_id, "bytes": upload.bytes,
+                                          "receive_s": round(t1 - t0, 4),
+                                          "persist_s": round(time.perf_counter() - t1, 4)})
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        service.blobs.remove_job(job_id)
+        if isinstance(exc, OSError) and (ours := storage_error(exc)) is not None:
+            raise ours from exc
         raise
     record = JobRecord(
         id=job_id, tenant=tenant or "", status="queued", created_at=time.time(), dry_run=dry_run,

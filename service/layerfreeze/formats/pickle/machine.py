@@ -16,15 +16,14 @@ from typing import Any, BinaryIO
 from layerfreeze.errors import LimitExceeded, PickleFormatError, UnsafePickleError
 from layerfreeze.formats.dtypes import storage_dtype
 from layerfreeze.formats.pickle import policy
+from layerfreeze.formats.pickle.calls import SymbolicCalls, hashable_key
 from layerfreeze.formats.pickle.nodes import (
     Flag,
     Global,
     Obj,
     Opaque,
     OrderedDictNode,
-    ParamNode,
     StorageRef,
-    TensorNode,
 )
 from layerfreeze.limits import ReadLimits
 
@@ -33,10 +32,10 @@ DEFAULT_LIMITS = ReadLimits()
 _PUSH_VALUE = frozenset(
     {"BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING", "SHORT_BINSTRING",
      "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8",
-     "FLOAT", "BINFLOAT"}
+     "FLOAT", "BINFLOAT", "BYTEARRAY8"}
 )
 
-class PickleMachine:
+class PickleMachine(SymbolicCalls):
     def __init__(self, limits: ReadLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits
         self.stack: list[Any] = []
@@ -209,10 +208,10 @@ class PickleMachine:
 
     def op_DICT(self, arg: Any) -> None:
         items = self.pop_mark()
-        self.push({_key(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)})
+        self.push({hashable_key(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)})
 
     def op_FROZENSET(self, arg: Any) -> None:
-        self.push(frozenset(_key(x) for x in self.pop_mark()))
+        self.push(frozenset(hashable_key(x) for x in self.pop_mark()))
 
     def op_APPEND(self, arg: Any) -> None:
         value = self.pop()
@@ -235,7 +234,7 @@ class PickleMachine:
         target = self.stack[-1]
         if not isinstance(target, set):
             raise PickleFormatError(f"ADDITEMS on a non-set at byte {self.pos}", offset=self.pos)
-        target.update(_key(x) for x in items)
+        target.update(hashable_key(x) for x in items)
 
     # -- names and objects ----------------------------------------------------------------------------
     def _global(self, module: Any, name: Any) -> None:
@@ -272,6 +271,13 @@ class PickleMachine:
             raise PickleFormatError(f"unknown storage type {pid[1].qualname} at byte {self.pos}",
                                     offset=self.pos)
         ref = StorageRef(pid[2], dtype, pid[3], pid[4], self.pos)
+        view = pid[5] if len(pid) == 6 else None
+        if view is not None:  # (view key, offset, size): old legacy files saving storage views
+            if (not isinstance(view, tuple) or len(view) != 3 or type(view[1]) is not int
+                    or type(view[2]) is not int or view[1] < 0 or view[2] < 0
+                    or view[1] + view[2] > pid[4]):
+                raise PickleFormatError(f"invalid storage view at byte {self.pos}", offset=self.pos)
+            ref.view_offset, ref.view_numel = view[1], view[2]
         self.storages.append(ref)
         return ref
 
@@ -317,6 +323,8 @@ class PickleMachine:
             if target.state is not None:
                 raise PickleFormatError(f"object state set twice at byte {self.pos}", offset=self.pos)
             target.state = state
+        elif isinstance(target, Opaque):
+            target.state = state
         elif isinstance(target, OrderedDictNode) and isinstance(state, dict):
             target.attrs.update({k: v for k, v in state.items() if isinstance(k, str)})
         else:
@@ -325,126 +333,6 @@ class PickleMachine:
                 "needs that",
                 global_name=None, offset=self.pos,
             )
-
-    def _call(self, func: Any, args: Any) -> Any:
-        if not isinstance(func, Global):
-            raise UnsafePickleError(f"pickle calls a computed value at byte {self.pos}; a checkpoint never "
-                                    "needs that", global_name=None, offset=self.pos)
-        kind = policy.call_kind(func.qualname, self.pos)
-        if not isinstance(args, tuple):
-            raise PickleFormatError(f"call arguments are not a tuple at byte {self.pos}", offset=self.pos)
-        return _CALLS[kind](self, func, args)
-
-    # -- symbolic versions of the allowlisted calls ---------------------------------------------------
-    def _call_ordered_dict(self, func: Global, args: tuple[Any, ...]) -> Any:
-        node = OrderedDictNode(self.pos)
-        if args:
-            for pair in args[0]:
-                node[_key(pair[0])] = pair[1]
-        return node
-
-    def _call_set(self, func: Global, args: tuple[Any, ...]) -> Any:
-        items = args[0] if args else ()
-        return set(_key(x) for x in items) if func.name == "set" else frozenset(_key(x) for x in items)
-
-    def _call_bytearray(self, func: Global, args: tuple[Any, ...]) -> Any:
-        return _call_encode(self, func, args) if len(args) == 2 else bytes(args[0] if args else b"")
-
-    def _call_opaque(self, func: Global, args: tuple[Any, ...]) -> Any:
-        return Opaque(func, args, self.pos)
-
-    def _call_first(self, func: Global, args: tuple[Any, ...]) -> Any:
-        if not args:
-            raise PickleFormatError(f"{func.qualname} without arguments at byte {self.pos}", offset=self.pos)
-        return args[0]
-
-    def _call_size(self, func: Global, args: tuple[Any, ...]) -> Any:
-        return tuple(_ints(args[0], self.pos)) if args else ()
-
-    def _call_tensor(self, func: Global, args: tuple[Any, ...]) -> Any:
-        if len(args) < 6 or not isinstance(args[0], StorageRef) or not isinstance(args[4], Flag):
-            raise PickleFormatError(f"unsupported tensor record at byte {self.pos}", offset=self.pos)
-        offset = args[1]
-        shape, stride = _ints(args[2], self.pos), _ints(args[3], self.pos)
-        if type(offset) is not int or offset < 0 or len(shape) != len(stride):
-            raise PickleFormatError(f"invalid tensor geometry at byte {self.pos}", offset=self.pos)
-        dtype = args[0].dtype
-        if func.name == "_rebuild_tensor_v3":
-            named = args[6] if len(args) > 6 and isinstance(args[6], Global) else None
-            dtype = storage_dtype(named.module, named.name) if named is not None else None
-            if dtype is None or dtype == "untyped":
-                raise PickleFormatError(f"tensor record without a known dtype at byte {self.pos}",
-                                        offset=self.pos)
-        elif dtype == "untyped":
-            raise PickleFormatError(f"untyped storage without a dtype at byte {self.pos}", offset=self.pos)
-        return TensorNode(args[0], offset, shape, stride, args[4], self.pos, dtype)
-
-    def _call_parameter(self, func: Global, args: tuple[Any, ...]) -> Any:
-        if len(args) < 3 or not isinstance(args[0], TensorNode) or not isinstance(args[1], Flag):
-            raise PickleFormatError(f"unsupported parameter record at byte {self.pos}", offset=self.pos)
-        return ParamNode(args[0], args[1], self.pos)
-
-    def _call_from_type(self, func: Global, args: tuple[Any, ...]) -> Any:
-        # _rebuild_from_type_v2(func, new_type, args, state): a tensor (subclass) rebuilt by ``func``.
-        if (len(args) != 4 or not isinstance(args[0], Global) or not isinstance(args[1], Global)
-                or not isinstance(args[2], tuple)):
-            raise PickleFormatError(f"unsupported tensor subclass record at byte {self.pos}", offset=self.pos)
-        if args[1].qualname not in ("torch.Tensor", "torch.nn.parameter.Parameter",
-                                    "torch.nn.parameter.Buffer"):
-            raise UnsafePickleError(
-                f"pickle rebuilds a tensor as {args[1].qualname} at byte {self.pos}; a checkpoint never "
-                "needs that", global_name=args[1].qualname, offset=self.pos,
-            )
-        return self._call(args[0], args[2])
-
-    def _call_encode(self, func: Global, args: tuple[Any, ...]) -> Any:
-        return _call_encode(self, func, args)
-
-    def _call_reconstructor(self, func: Global, args: tuple[Any, ...]) -> Any:
-        # copyreg._reconstructor(cls, object, None) is object.__new__(cls): an opaque record.
-        if (len(args) != 3 or not isinstance(args[0], Global) or not isinstance(args[1], Global)
-                or args[1].qualname not in ("builtins.object", "__builtin__.object") or args[2] is not None):
-            raise UnsafePickleError(f"pickle reconstructs an object through a base class at byte {self.pos}",
-                                    global_name=func.qualname, offset=self.pos)
-        return Obj(args[0], self.pos)
-
-
-def _call_encode(machine: PickleMachine, func: Global, args: tuple[Any, ...]) -> bytes:
-    # _codecs.encode(text, "latin1") is how protocol 2 pickles bytes.
-    if len(args) != 2 or not isinstance(args[0], str) or args[1] not in ("latin1", "latin-1"):
-        raise UnsafePickleError(f"pickle encodes with unexpected arguments at byte {machine.pos}",
-                                global_name=func.qualname, offset=machine.pos)
-    return args[0].encode("latin1")
-
-
-_CALLS: dict[str, Callable[[PickleMachine, Global, tuple[Any, ...]], Any]] = {
-    "ordered_dict": PickleMachine._call_ordered_dict,
-    "set": PickleMachine._call_set,
-    "frozenset": PickleMachine._call_set,
-    "bytearray": PickleMachine._call_bytearray,
-    "opaque": PickleMachine._call_opaque,
-    "size": PickleMachine._call_size,
-    "first": PickleMachine._call_first,
-    "tensor": PickleMachine._call_tensor,
-    "parameter": PickleMachine._call_parameter,
-    "from_type": PickleMachine._call_from_type,
-    "encode": PickleMachine._call_encode,
-    "reconstructor": PickleMachine._call_reconstructor,
-}
-
-
-def _key(value: Any) -> Any:
-    """A dict key / set member; a Flag (a bool in the real pickle) keys by its value."""
-    if isinstance(value, Flag):
-        return value.value
-    hash(value)  # TypeError for unhashable keys, as the real unpickler
-    return value
-
-
-def _ints(value: Any, pos: int) -> tuple[int, ...]:
-    if not isinstance(value, tuple) or not all(type(v) is int and v >= 0 for v in value):
-        raise PickleFormatError(f"expected a tuple of sizes at byte {pos}", offset=pos)
-    return value
 
 
 def _extend(target: Any, items: list[Any], pos: int) -> None:
@@ -461,7 +349,7 @@ def _setitems(target: Any, items: list[Any], pos: int) -> None:
         raise PickleFormatError(f"SETITEMS with an odd number of items at byte {pos}", offset=pos)
     if isinstance(target, dict):
         for i in range(0, len(items), 2):
-            target[_key(items[i])] = items[i + 1]
+            target[hashable_key(items[i])] = items[i + 1]
     elif isinstance(target, Obj):
         target.items.extend(zip(items[::2], items[1::2], strict=False))
     else:

@@ -48,6 +48,12 @@ class StorageRef:
     location: str
     numel: int
     pos: int
+    view_offset: int = 0  # legacy files may name a view (key, offset, size) of the root storage
+    view_numel: int | None = None
+
+    def span(self) -> tuple[int, int]:
+        """(first element, element count) of the bytes this reference covers in the root storage."""
+        return self.view_offset, self.numel if self.view_numel is None else self.view_numel
 
 
 @dataclass(eq=False, slots=True)
@@ -99,6 +105,7 @@ class Opaque:
     func: Global
     args: Any
     pos: int
+    state: Any = None  # what BUILD gave it (numpy arrays and dtypes carry their data this way)
 
 
 class OrderedDictNode(dict):  # type: ignore[type-arg]

@@ -58,8 +58,8 @@ REFUSED_MODULES = frozenset(
         "venv", "sysconfig", "shelve", "dbm", "sqlite3", "ftplib", "smtplib", "telnetlib", "xmlrpc",
         "requests", "urllib3", "httpx", "aiohttp", "yaml", "pydoc", "linecache", "tokenize", "ast",
         "compileall", "py_compile", "zipfile", "tarfile", "fileinput", "pathlib", "commands", "popen2",
-        "_ctypes", "mmap", "resource", "pwd", "grp", "select", "selectors", "socketserver", "uuid",
-        "contextlib", "atexit", "weakref", "_weakref", "abc", "string", "logging", "unittest", "doctest",
+        "_ctypes", "mmap", "resource", "pwd", "grp", "select", "selectors", "socketserver",
+        "contextlib", "atexit", "weakref", "_weakref", "abc", "logging", "unittest", "doctest",
         "imp", "nturl2path", "posixshmem", "_posixshmem", "cgi", "wsgiref", "numexpr", "sympy",
     }
 )

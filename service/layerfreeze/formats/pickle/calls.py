@@ -1,0 +1,152 @@
+"""Symbolic versions of the few calls a checkpoint pickle may make (see ``policy.ALLOWED_CALLS``).
+
+Each returns an inert node or plain data instead of running anything: ``_rebuild_tensor_v2`` becomes a
+TensorNode, ``OrderedDict()`` an OrderedDictNode, ``copyreg._reconstructor`` an opaque Obj, and so on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from layerfreeze.errors import PickleFormatError, UnsafePickleError
+from layerfreeze.formats.dtypes import storage_dtype
+from layerfreeze.formats.pickle import policy
+from layerfreeze.formats.pickle.nodes import (
+    Flag,
+    Global,
+    Obj,
+    Opaque,
+    OrderedDictNode,
+    ParamNode,
+    StorageRef,
+    TensorNode,
+)
+
+
+class SymbolicCalls:
+    """Mixed into the machine: ``pos`` is the offset of the opcode being executed."""
+
+    pos: int = 0
+
+    def _call(self, func: Any, args: Any) -> Any:
+        if not isinstance(func, Global):
+            raise UnsafePickleError(f"pickle calls a computed value at byte {self.pos}; a checkpoint never "
+                                    "needs that", global_name=None, offset=self.pos)
+        kind = policy.call_kind(func.qualname, self.pos)
+        if not isinstance(args, tuple):
+            raise PickleFormatError(f"call arguments are not a tuple at byte {self.pos}", offset=self.pos)
+        return _CALLS[kind](self, func, args)
+
+    # -- symbolic versions of the allowlisted calls ---------------------------------------------------
+    def _call_ordered_dict(self, func: Global, args: tuple[Any, ...]) -> Any:
+        node = OrderedDictNode(self.pos)
+        if args:
+            for pair in args[0]:
+                node[hashable_key(pair[0])] = pair[1]
+        return node
+
+    def _call_set(self, func: Global, args: tuple[Any, ...]) -> Any:
+        items = args[0] if args else ()
+        members = [hashable_key(x) for x in items]
+        return set(members) if func.name == "set" else frozenset(members)
+
+    def _call_bytearray(self, func: Global, args: tuple[Any, ...]) -> Any:
+        return _call_encode(self, func, args) if len(args) == 2 else bytes(args[0] if args else b"")
+
+    def _call_opaque(self, func: Global, args: tuple[Any, ...]) -> Any:
+        return Opaque(func, args, self.pos)
+
+    def _call_first(self, func: Global, args: tuple[Any, ...]) -> Any:
+        if not args:
+            raise PickleFormatError(f"{func.qualname} without arguments at byte {self.pos}", offset=self.pos)
+        return args[0]
+
+    def _call_size(self, func: Global, args: tuple[Any, ...]) -> Any:
+        return tuple(_ints(args[0], self.pos)) if args else ()
+
+    def _call_tensor(self, func: Global, args: tuple[Any, ...]) -> Any:
+        if len(args) < 6 or not isinstance(args[0], StorageRef) or not isinstance(args[4], Flag):
+            raise PickleFormatError(f"unsupported tensor record at byte {self.pos}", offset=self.pos)
+        offset = args[1]
+        shape, stride = _ints(args[2], self.pos), _ints(args[3], self.pos)
+        if type(offset) is not int or offset < 0 or len(shape) != len(stride):
+            raise PickleFormatError(f"invalid tensor geometry at byte {self.pos}", offset=self.pos)
+        dtype = args[0].dtype
+        if func.name == "_rebuild_tensor_v3":
+            named = args[6] if len(args) > 6 and isinstance(args[6], Global) else None
+            dtype = storage_dtype(named.module, named.name) if named is not None else None
+            if dtype is None or dtype == "untyped":
+                raise PickleFormatError(f"tensor record without a known dtype at byte {self.pos}",
+                                        offset=self.pos)
+        elif dtype == "untyped":
+            raise PickleFormatError(f"untyped storage without a dtype at byte {self.pos}", offset=self.pos)
+        return TensorNode(args[0], offset, shape, stride, args[4], self.pos, dtype)
+
+    def _call_parameter(self, func: Global, args: tuple[Any, ...]) -> Any:
+        if len(args) < 3 or not isinstance(args[0], TensorNode) or not isinstance(args[1], Flag):
+            raise PickleFormatError(f"unsupported parameter record at byte {self.pos}", offset=self.pos)
+        return ParamNode(args[0], args[1], self.pos)
+
+    def _call_from_type(self, func: Global, args: tuple[Any, ...]) -> Any:
+        # _rebuild_from_type_v2(func, new_type, args, state): a tensor (subclass) rebuilt by ``func``.
+        if (len(args) != 4 or not isinstance(args[0], Global) or not isinstance(args[1], Global)
+                or not isinstance(args[2], tuple)):
+            raise PickleFormatError(f"unsupported tensor subclass record at byte {self.pos}", offset=self.pos)
+        if args[1].qualname not in ("torch.Tensor", "torch.nn.parameter.Parameter",
+                                    "torch.nn.parameter.Buffer"):
+            raise UnsafePickleError(
+                f"pickle rebuilds a tensor as {args[1].qualname} at byte {self.pos}; a checkpoint never "
+                "needs that", global_name=args[1].qualname, offset=self.pos,
+            )
+        return self._call(args[0], args[2])
+
+    def _call_encode(self, func: Global, args: tuple[Any, ...]) -> Any:
+        return _call_encode(self, func, args)
+
+    def _call_reconstructor(self, func: Global, args: tuple[Any, ...]) -> Any:
+        # copyreg._reconstructor(cls, object, None) is object.__new__(cls): an opaque record.
+        if (len(args) != 3 or not isinstance(args[0], Global) or not isinstance(args[1], Global)
+                or args[1].qualname not in ("builtins.object", "__builtin__.object") or args[2] is not None):
+            raise UnsafePickleError(f"pickle reconstructs an object through a base class at byte {self.pos}",
+                                    global_name=func.qualname, offset=self.pos)
+        return Obj(args[0], self.pos)
+
+
+def _call_encode(machine: SymbolicCalls, func: Global, args: tuple[Any, ...]) -> bytes:
+    # _codecs.encode(text, "latin1") is how protocol 2 pickles bytes.
+    if len(args) != 2 or not isinstance(args[0], str) or args[1] not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"pickle encodes with unexpected arguments at byte {machine.pos}",
+                                global_name=func.qualname, offset=machine.pos)
+    return args[0].encode("latin1")
+
+
+_CALLS: dict[str, Callable[[SymbolicCalls, Global, tuple[Any, ...]], Any]] = {
+    "ordered_dict": SymbolicCalls._call_ordered_dict,
+    "set": SymbolicCalls._call_set,
+    "frozenset": SymbolicCalls._call_set,
+    "bytearray": SymbolicCalls._call_bytearray,
+    "opaque": SymbolicCalls._call_opaque,
+    "size": SymbolicCalls._call_size,
+    "first": SymbolicCalls._call_first,
+    "tensor": SymbolicCalls._call_tensor,
+    "parameter": SymbolicCalls._call_parameter,
+    "from_type": SymbolicCalls._call_from_type,
+    "encode": SymbolicCalls._call_encode,
+    "reconstructor": SymbolicCalls._call_reconstructor,
+}
+
+
+def hashable_key(value: Any) -> Any:
+    """A dict key / set member; a Flag (a bool in the real pickle) keys by its value."""
+    if isinstance(value, Flag):
+        return value.value
+    hash(value)  # TypeError for unhashable keys, as the real unpickler
+    return value
+
+
+def _ints(value: Any, pos: int) -> tuple[int, ...]:
+    if not isinstance(value, tuple) or not all(type(v) is int and v >= 0 for v in value):
+        raise PickleFormatError(f"expected a tuple of sizes at byte {pos}", offset=pos)
+    return value
+

@@ -1,0 +1,89 @@
+"""The streaming copier: patches land exactly, across chunk boundaries, and both hashes are right."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from layerfreeze.formats.copying import CHUNK, stream_copy
+from layerfreeze.formats.module_tree import modules_from_names
+
+
+def test_patches_across_chunk_boundaries(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    data = os.urandom(2 * CHUNK + 12345)
+    src.write_bytes(data)
+    patches = {0: b"\x01", CHUNK - 2: b"\xaa\xbb\xcc\xdd", 2 * CHUNK + 5: b"zz", len(data) - 1: b"\x00"}
+    written = stream_copy(src, dst, patches)
+    expected = bytearray(data)
+    for off, value in patches.items():
+        expected[off:off + len(value)] = value
+    assert dst.read_bytes() == bytes(expected)
+    assert written.bytes == len(data)
+    assert written.sha256 == hashlib.sha256(expected).hexdigest()
+    assert written.source_sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_new_head_replaces_the_skipped_prefix(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    data = os.urandom(CHUNK + 77)
+    src.write_bytes(data)
+    written = stream_copy(src, dst, {100: b"Q"}, head=b"HEADER!!", skip=64)
+    expected = b"HEADER!!" + data[64:100] + b"Q" + data[101:]
+    assert dst.read_bytes() == expected
+    assert written.sha256 == hashlib.sha256(expected).hexdigest()
+    assert written.source_sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_empty_source(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(b"")
+    written = stream_copy(src, dst)
+    assert dst.read_bytes() == b"" and written.sha256 == hashlib.sha256(b"").hexdigest()
+
+
+@pytest.mark.heavy
+def test_memory_stays_flat_for_a_large_file(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    """Copy 512 MiB in a child process and check its peak RSS stays far below the file size."""
+    src = tmp_path / "big"
+    with open(src, "wb") as f:
+        block = os.urandom(1 << 20)
+        for _ in range(512):
+            f.write(block)
+    code = (
+        "import sys; from pathlib import Path; from layerfreeze.formats.copying import stream_copy\n"
+        "stream_copy(Path(sys.argv[1]), Path(sys.argv[2]), {5: b'x'})\n"
+        # VmHWM, not ru_maxrss: the latter keeps the forking parent's high-water mark across exec
+        "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / "out")], env=subprocess_env,
+                         capture_output=True, text=True, check=True, timeout=300)
+    peak_kib = int(out.stdout.strip())
+    assert peak_kib < 96 * 1024, f"peak RSS {peak_kib} KiB"
+    assert (tmp_path / "out").stat().st_size == src.stat().st_size
+
+
+def test_deep_names_do_not_recurse() -> None:
+    name = ".".join(["m"] * 5000) + ".weight"
+    modules, exact = modules_from_names([name])
+    assert len(modules) == 5001 and not exact
+
+
+@pytest.mark.parametrize("patch_at", [None, 3 * CHUNK // 2, 2 * CHUNK - 1])
+def test_shared_prefix_hash(tmp_path: Path, patch_at: int | None) -> None:
+    """Late or no patches (TorchScript keeps data.pkl last): the shared-prefix shortcut stays exact."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    data = os.urandom(2 * CHUNK)
+    src.write_bytes(data)
+    patches = {} if patch_at is None else {patch_at: b"\x00\x01"[: 2 * CHUNK - patch_at]}
+    written = stream_copy(src, dst, patches)
+    expected = bytearray(data)
+    for off, value in patches.items():
+        expected[off:off + len(value)] = value
+    assert dst.read_bytes() == bytes(expected)
+    assert written.sha256 == hashlib.sha256(expected).hexdigest()
+    assert written.source_sha256 == hashlib.sha256(data).hexdigest()
