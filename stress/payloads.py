@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stress.pickles import Asm
+from stress.zips import torch_zip
 
 Emit = Callable[[Asm, str], None]
 
@@ -180,14 +181,8 @@ def torch_load_from_bytes(a: Asm, m: str) -> None:
     """torch.storage._load_from_bytes = torch.load(weights_only=False) on bytes carried in the pickle."""
     inner = Asm(2)
     os_system(inner, m)
-    a.glob("torch.storage", "_load_from_bytes").mark().raw_bytes(_torch_zip(inner.bytes())).tuple_()
+    a.glob("torch.storage", "_load_from_bytes").mark().raw_bytes(torch_zip(inner.bytes())).tuple_()
     a.reduce()
-
-
-def _torch_zip(data_pkl: bytes) -> bytes:
-    from stress.zips import torch_zip
-
-    return torch_zip(data_pkl)
 
 
 PAYLOADS: dict[str, tuple[Emit, int, int]] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -42,7 +43,8 @@ def write_zip(members: Iterable[Member], *, stream: bool = False, prepend: bytes
     with zipfile.ZipFile(target, "a" if prepend else "w") as zf:  # type: ignore[arg-type]
         for name, raw in members:
             info = name if isinstance(name, zipfile.ZipInfo) else zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0))
-            with _quiet_duplicates():
+            with warnings.catch_warnings():  # "Duplicate name": on purpose
+                warnings.simplefilter("ignore")
                 zf.writestr(info, raw)
     return buf.getvalue()
 
@@ -62,18 +64,6 @@ class _Unseekable(io.RawIOBase):
 
     def flush(self) -> None:
         pass
-
-
-class _quiet_duplicates:
-    def __enter__(self) -> None:
-        import warnings
-
-        self._cm = warnings.catch_warnings()
-        self._cm.__enter__()
-        warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc: object) -> None:
-        self._cm.__exit__(*exc)
 
 
 def deflated(name: str) -> zipfile.ZipInfo:
