@@ -77,7 +77,12 @@ def part_fuzz(root: Path, quick: bool) -> list[Row]:
     from stress.fuzz import run
 
     return [
-        ("fuzz", name, f"{n} examples in {secs:.0f}s", "ok" if res == "ok" else f"FAIL {res[:60]}")
+        (
+            "fuzz",
+            name,
+            f"{n} examples in {secs:.0f}s {res[2:].strip()}",
+            "ok" if res.startswith("ok") else f"FAIL {res[:60]}",
+        )
         for name, n, secs, res in run(100 if quick else 500)
     ]
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,13 @@ def check_reader(source: Path, mutation: Mutation, work: Path) -> str:
     return "read"
 
 
+def _reader_property(source: Path, work: Path, seen: Counter[str]) -> Any:
+    def prop(m: Mutation) -> None:
+        seen[check_reader(source, m, work)] += 1
+
+    return prop
+
+
 # -- long run -----------------------------------------------------------------------------------------------
 def run(examples: int, deadline_ms: int = 5000) -> list[tuple[str, int, float, str]]:
     """Each property with ``examples`` examples; returns (property, examples, seconds, result)."""
@@ -211,13 +219,17 @@ def run(examples: int, deadline_ms: int = 5000) -> list[tuple[str, int, float, s
             "spec parser": given(spec_inputs)(check_spec),
             "spec on a model": given(spec_inputs)(lambda v: check_spec_on_model(v, bases["module"])),
         }
+        seen: dict[str, Counter[str]] = {}
         for fmt, path in bases.items():
-            props[f"reader {fmt}"] = given(mutations)(lambda m, p=path: check_reader(p, m, work))
+            seen[f"reader {fmt}"] = Counter()
+            props[f"reader {fmt}"] = given(mutations)(_reader_property(path, work, seen[f"reader {fmt}"]))
         for name, prop in props.items():
             t0 = time.perf_counter()
             try:
                 cfg(prop)()
                 result = "ok"
+                if name in seen:
+                    result += " (" + ", ".join(f"{k} {v}" for k, v in sorted(seen[name].items())) + ")"
             except Exception as exc:  # the falsifying example is in the message
                 result = f"FAIL {type(exc).__name__}: {str(exc)[:400]}"
             results.append((name, examples, time.perf_counter() - t0, result))
@@ -233,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_paths()
     results = run(args.examples)
-    return 0 if all(r[3] == "ok" for r in results) else 1
+    return 0 if all(r[3].startswith("ok") for r in results) else 1
 
 
 if __name__ == "__main__":
