@@ -157,7 +157,7 @@ def part_load(root: Path, quick: bool) -> list[Row]:
 
 def print_table(rows: list[Row]) -> None:
     widths = [max(len(r[i]) for r in [("suite", "check", "figure", "verdict"), *rows]) for i in range(4)]
-    widths = [min(w, 72) for w in widths]
+    widths = [min(w, 72) for w in widths[:3]] + [min(widths[3], 8)]
     line = "+".join("-" * (w + 2) for w in widths)
     print(line)
     for r in [("suite", "check", "figure", "verdict"), *rows]:

@@ -178,8 +178,9 @@ def kill_worker_mid_upload_and_download(svc: Service, ledger: Ledger, big: bytes
                 got.update(chunk)
         if got.hexdigest() != ledger.done[big_id]:
             problems.append("download corrupted when workers died")
-        if ledger.submit(c, big).status_code != 200:
-            problems.append("upload after worker kill failed")
+        after = ledger.submit(c, big)
+        if after.status_code != 200:
+            problems.append(f"upload after worker kill: {after.status_code} {after.text[:120]}")
         problems += ledger.verify(c)
     return _check("kill -9 workers mid-download", t0, problems, "download intact, next upload fine")
 
