@@ -130,3 +130,11 @@ def test_report_json_round_trip_is_what_apply_reads(frozen):
     data = json.loads(report.model_dump_json())
     assert {p["name"]: p["requires_grad"] for p in data["parameters"]} == {
         p.name: p.requires_grad for p in report.parameters}
+
+
+def test_applying_an_original_state_dict_warns(tmp_path):
+    original = save(build("seq3"), tmp_path / "original.pt", "state_dict")
+    model = build("seq3")
+    with pytest.warns(UserWarning, match="not the original"):
+        apply(model, original)
+    assert not any(flags(model).values())  # it did what the file says, but said why that may be wrong

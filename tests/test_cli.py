@@ -106,8 +106,8 @@ def test_other_failures_have_their_own_codes(capsys, tmp_path, model_file):
     assert stderr.startswith("layerfreeze: error:")
     code, _, stderr = run(capsys, "inspect", tmp_path / "missing.pt")
     assert code == exit_codes.NO_INPUT and "missing.pt" in stderr
-    code, _, _ = run(capsys, "freeze", model_file, "--spec-json", "{}", "-o", tmp_path / "no" / "dir.pt")
-    assert code in (exit_codes.NO_INPUT, exit_codes.IO_ERROR)
+    code, _, stderr = run(capsys, "freeze", model_file, "--spec-json", "{}", "-o", tmp_path / "no" / "dir.pt")
+    assert code == exit_codes.IO_ERROR and "output directory" in stderr
 
 
 def test_usage_errors_exit_2(capsys, tmp_path, model_file):
@@ -142,3 +142,10 @@ def test_entry_point_runs_as_a_subprocess(subprocess_env, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert out.exists() and "safetensors" in done.stdout
+
+
+def test_serve_is_a_command(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--help"])
+    assert info.value.code == 0
+    assert "127.0.0.1" in capsys.readouterr().out

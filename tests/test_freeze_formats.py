@@ -137,3 +137,27 @@ def test_report_summary_matches_torch(tmp_path):
     for key in ("format", "input", "output", "summary", "rules", "parameters", "buffers", "modules",
                 "warnings", "spec_sha256"):
         assert key in dumped
+
+
+def test_safetensors_order_comes_from_indices_never_from_sorting(tmp_path):
+    """safetensors stores tensors sorted by name (``10`` before ``2``): positions must come from the
+    index names of a Sequential, and named children of unknown order are refused, not guessed."""
+    _, src = saved(tmp_path, "seq12", "safetensors")
+    frozen_of = lambda spec: sorted(  # noqa: E731
+        {p.module for p in freeze_file(src, spec).parameters if not p.requires_grad}, key=int)
+    assert frozen_of({"rules": [{"action": "freeze", "children": {"of": "", "stop": 3}}]}) == ["0", "1", "2"]
+    assert frozen_of({"rules": [{"action": "freeze", "until": "2"}]}) == ["0", "1", "2"]
+    assert frozen_of({"rules": [{"action": "freeze", "children": {"of": "", "start": -2}}]}) == ["10", "11"]
+    _, src = saved(tmp_path, "lstm", "safetensors")
+    with pytest.raises(SpecError) as info:
+        freeze_file(src, {"rules": [{"action": "freeze", "until": "lstm"}]})
+    assert "definition order" in info.value.issues[0].message
+    report = freeze_file(src, {"strict": False, "rules": [{"action": "freeze", "until": "lstm"}]})
+    assert report.summary.frozen == 0 and any(w.code == "rule_problem" for w in report.warnings)
+
+
+def test_safetensors_report_lists_numbered_modules_in_index_order(tmp_path):
+    _, src = saved(tmp_path, "seq12", "safetensors")
+    report = freeze_file(src, {})
+    assert [m.path for m in report.modules] == ["", *(str(i) for i in range(12))]
+    assert [p.name for p in report.parameters][:4] == ["0.bias", "0.weight", "1.bias", "1.weight"]

@@ -39,7 +39,8 @@ def restore(fmt: str, out, name: str):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.heavy) if n in ("bert", "gpt2") else n for n in ALL_MODELS])
 def test_frozen_parameters_are_bit_identical_after_optimizer_steps(tmp_path, name, fmt):
     model = make(name)
     if model is None:

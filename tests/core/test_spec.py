@@ -139,3 +139,12 @@ def test_pathological_inputs_are_spec_errors():
         except SpecError:
             continue
         assert len(spec_sha256(spec)) == 64
+
+
+def test_a_string_where_a_list_belongs_suggests_the_list():
+    issues = issues_of({"rules": [{"action": "freeze", "names": "encoder"}]})
+    assert issues["/rules/0/names"].suggestions == ('["encoder"]',)
+
+
+def test_utf8_byte_order_mark_is_accepted():
+    assert parse_spec(b'\xef\xbb\xbf{"rules": []}').rules == []

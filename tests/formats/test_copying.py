@@ -87,3 +87,14 @@ def test_shared_prefix_hash(tmp_path: Path, patch_at: int | None) -> None:
     assert dst.read_bytes() == bytes(expected)
     assert written.sha256 == hashlib.sha256(expected).hexdigest()
     assert written.source_sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_known_source_digest_skips_the_source_pass(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    data = os.urandom(CHUNK + 5)
+    src.write_bytes(data)
+    known = hashlib.sha256(data).hexdigest()
+    written = stream_copy(src, dst, {CHUNK: b"!"}, source_sha256=known)
+    expected = data[:CHUNK] + b"!" + data[CHUNK + 1:]
+    assert written.source_sha256 == known
+    assert written.sha256 == hashlib.sha256(expected).hexdigest() and dst.read_bytes() == expected

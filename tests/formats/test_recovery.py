@@ -232,3 +232,13 @@ def test_legacy_storage_views(tmp_path: Path) -> None:
                                                                    ("b", (3,), "legacy:140000")]
     loaded = torch.load(path, weights_only=True)  # torch agrees on what the file holds
     assert loaded["b"].tolist() == [5.0, 6.0, 7.0]
+
+
+def test_quantized_tensors_are_not_supported_but_not_called_unsafe(tmp_path: Path) -> None:
+    from layerfreeze.errors import UnsafePickleError
+
+    path = tmp_path / "q.pt"
+    torch.save({"w": torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.qint8)}, path)
+    with pytest.raises(FormatError, match="not supported") as info:
+        open_archive(path)
+    assert not isinstance(info.value, UnsafePickleError)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -208,7 +209,14 @@ def _states_from_torch(path: Path) -> dict[str, bool]:
     tensors = _find_state_dict(obj, torch.Tensor)
     if tensors is None:
         raise CheckpointReadError(f"{path}: no state dict of tensors found in the checkpoint")
-    return {n: t.requires_grad for n, t in tensors.items()}
+    states = {n: t.requires_grad for n, t in tensors.items()}
+    if states and not any(states.values()):
+        # model.state_dict() records every tensor as not requiring grad: this may be the original
+        warnings.warn(
+            f"{path}: every tensor in this state dict is frozen. That is what a layerfreeze output that "
+            "freezes everything looks like, but also any state dict saved by model.state_dict(); make sure "
+            "this is the frozen output, not the original", UserWarning, stacklevel=3)
+    return states
 
 
 def _is_legacy(path: Path) -> bool:

@@ -95,6 +95,8 @@ def _freeze_or_inspect(args: argparse.Namespace) -> int:
         output = args.output
         if output is not None and output.exists() and output.resolve() == args.model.resolve():
             raise UsageError("the output would overwrite the input model; choose another -o")
+        if output is not None and not output.absolute().parent.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "output directory does not exist", str(output.parent))
     if not args.model.is_file():
         raise FileNotFoundError(errno.ENOENT, "no such model file", str(args.model))
     report = freeze_file(args.model, spec, output)

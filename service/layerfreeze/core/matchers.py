@@ -12,6 +12,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from layerfreeze.core.ordering import indexed_children, until_by_names
 from layerfreeze.core.patterns import NameMatcher, RegexMatcher, containing_modules, leaf, owner
 from layerfreeze.core.spec import Children, Rule, json_pointer
 from layerfreeze.core.torch_classes import ancestors, public_name
@@ -60,7 +61,7 @@ def match_rule(index: int, rule: Rule, ctx: _Context) -> RuleMatch:
         else:
             message = f"rule {index} selects no parameter"
         suggestions = next((p.suggestions for p in result.problems if p.suggestions), ())
-        result.problems.insert(0, SpecIssue(json_pointer(base), message, suggestions))
+        result.problems.append(SpecIssue(json_pointer(base), message, suggestions))  # specifics first
     return result
 
 
@@ -147,6 +148,17 @@ def _children(spec: Children, ctx: _Context, pointer: tuple, result: RuleMatch) 
             _suggest(spec.of, [p for p in ctx.modules if p])))
         return [False] * len(ctx.params)
     children = list(module.children) if module is not None else []
+    if not (ctx.order_known and ctx.inventory.children_exact):
+        by_index = indexed_children(children)
+        if by_index is not None:
+            children = by_index
+        elif not ctx.order_known and len(children) > 1:
+            result.problems.append(SpecIssue(
+                json_pointer((*pointer, "of")),
+                f"this {ctx.inventory.format} file does not record definition order, and the children of "
+                f"{spec.of or 'the model'} ({', '.join(sorted(children))}) are named, not numbered; "
+                "select them by names instead"))
+            return [False] * len(ctx.params)
     if spec.indices is not None:
         picked = []
         for j, i in enumerate(spec.indices):
@@ -171,6 +183,16 @@ def _until(path: str, ctx: _Context, pointer: tuple, result: RuleMatch) -> list[
     """Everything registered up to and including ``path``: a prefix of ``named_parameters()`` order,
     which is module order (each module's own parameters, module by module)."""
     n = len(ctx.params)
+    exists = path in ctx.modules or any(
+        name == path or name.startswith(path + ".") for names in ctx.names for name in names)
+    if exists and not ctx.order_known:
+        mask, unknown = until_by_names(path, ctx.names)
+        if unknown is not None:
+            result.problems.append(SpecIssue(
+                json_pointer(pointer),
+                f"this {ctx.inventory.format} file does not record definition order, and {unknown}; "
+                "select those parameters by names or regex instead"))
+        return mask
     order = ctx.module_order
     owners = [[order.get(owner(name)) for name in names] for names in ctx.names]
     if path in ctx.modules and all(None not in positions for positions in owners):

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from layerfreeze import __version__
+from layerfreeze.core.ordering import natural_key, order_known
 from layerfreeze.core.patterns import containing_modules, owner
 from layerfreeze.core.selection import Selection
 from layerfreeze.core.spec import FreezeSpec, spec_sha256
@@ -155,6 +156,8 @@ def build_report(
         )
         for p, state, was, rule in zip(params, final, selection.start, selection.decided_by, strict=True)
     ]
+    if not order_known(inv.format):  # no recorded order (safetensors sorts by name): 2 before 10
+        parameters.sort(key=lambda entry: natural_key(entry["name"]))
     buffers = [
         dict(name=t.name, module=owner(t.name), shape=list(t.shape), dtype=t.dtype, numel=t.numel)
         for t in inv.tensors if t.kind == "buffer"
@@ -219,6 +222,8 @@ def _module_tree(selection: Selection) -> list[dict[str, Any]]:
     types = {m.path: m.type for m in selection.inventory.modules}
     known = set(order)
     order += sorted(p for p in totals if p not in known)  # modules the reader did not list
+    if not order_known(selection.inventory.format):
+        order.sort(key=natural_key)
     out = []
     for path in order:
         count, trainable, numel, numel_tr = totals.get(path, (0, 0, 0, 0))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from layerfreeze.core.findings import Finding, state_findings
 from layerfreeze.core.matchers import RuleMatch, match_rule
 from layerfreeze.core.model import Inventory, TensorInfo
+from layerfreeze.core.ordering import order_known
 from layerfreeze.core.spec import FreezeSpec
 from layerfreeze.errors import SpecError, SpecIssue
 
@@ -79,8 +80,9 @@ def select(spec: FreezeSpec, inventory: Inventory) -> Selection:
         if spec.strict:
             issues.extend(match.problems)
         else:
-            findings.extend(
-                Finding("rule_problem", p.message, tuple(p.suggestions), rule=index) for p in match.problems
+            findings.extend(  # names: the nearest real names, as a strict error would suggest
+                Finding("rule_problem", f"{p.pointer}: {p.message}", tuple(p.suggestions), rule=index)
+                for p in match.problems
             )
         trainable = rule.action == "unfreeze"
         for k in match.selected:
@@ -105,7 +107,8 @@ def select(spec: FreezeSpec, inventory: Inventory) -> Selection:
             findings.append(Finding(
                 "children_from_names",
                 "this file does not record parameter-less modules, so children were counted from tensor "
-                f"names only: {', '.join(match.children_counted) or '(none)'}",
+                f"names only: {', '.join(match.children_counted) or '(none)'} (numbered children by their "
+                "index; negative positions count back from the last child that holds tensors)",
                 match.children_counted, rule=index,
             ))
     if skipped_integer:
@@ -127,6 +130,7 @@ class _Context:
         self.names = tuple((p.name, *p.aliases) for p in params)
         self.modules = {m.path: m for m in inventory.modules}
         self.module_order = {m.path: i for i, m in enumerate(inventory.modules)}
+        self.order_known = order_known(inventory.format)
         if "" not in self.modules:
             self.module_order[""] = -1
 
@@ -134,7 +138,7 @@ class _Context:
 def _summary(issues: list[SpecIssue]) -> str:
     first = issues[0]
     more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
-    return f"{first.pointer or 'spec'}: {first.message}{more}"
+    return f"the freeze spec does not fit this model: {first.pointer or '/'}: {first.message}{more}"
 
 
 __all__ = ["RuleOutcome", "Selection", "select", "start_state"]

@@ -73,6 +73,8 @@ def parse_spec(raw: str | bytes | Mapping[str, Any] | FreezeSpec) -> FreezeSpec:
     if isinstance(raw, FreezeSpec):
         return raw
     if isinstance(raw, (str, bytes, bytearray)):
+        if isinstance(raw, (bytes, bytearray)) and raw.startswith(b"\xef\xbb\xbf"):
+            raw = bytes(raw[3:])  # a UTF-8 byte-order mark, as some editors write
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -143,6 +145,10 @@ def _issue_from_pydantic(err: Any) -> SpecIssue:
         return SpecIssue(pointer, str(err["msg"]).removeprefix("Value error, "))
     expected = {"string_type": "a string", "int_type": "an integer", "bool_type": "true or false",
                 "list_type": "a list", "model_type": "an object", "dict_type": "an object"}
+    if kind == "list_type" and isinstance(err.get("input"), str):
+        value = err["input"]
+        return SpecIssue(pointer, f"must be a list of strings, got a string: write [{json.dumps(value)}]",
+                         (json.dumps([value]),))
     if kind in expected:
         return SpecIssue(pointer, f"must be {expected[kind]}, got {_json_type(err.get('input'))}")
     return SpecIssue(pointer, str(err["msg"]))

@@ -28,9 +28,13 @@ class Archive(Protocol):
     its final ``requires_grad``; ``spec_sha256`` is recorded where the format has room for metadata.
     ``write`` must write to ``dst`` directly (the caller handles temporary names and renames) and must
     not hold the whole file in memory. It returns the sizes and hashes it computed on the way.
+    A caller that already hashed the source (the service does while receiving the upload) may pass
+    ``source_sha256``: it is returned as is and one hashing pass is saved (optional; added compatibly).
     """
 
     source: Path
     inventory: Inventory
 
-    def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str) -> WrittenFile: ...
+    def write(
+        self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *, source_sha256: str | None = None
+    ) -> WrittenFile: ...

@@ -22,9 +22,11 @@ CHUNK = 4 * 1024 * 1024
 
 def stream_copy(
     src: Path, dst: Path, patches: Mapping[int, bytes] | None = None, *, head: bytes = b"", skip: int = 0,
+    source_sha256: str | None = None,
 ) -> WrittenFile:
     """Write ``head`` then ``src[skip:]`` to ``dst`` with ``patches`` (source offset -> bytes) applied;
-    return the output's size and sha256 and the whole source's sha256."""
+    return the output's size and sha256 and the whole source's sha256 (``source_sha256`` when the
+    caller already knows it: then only the output is hashed)."""
     byte_patches = _by_byte(patches or {})
     size = os.stat(src).st_size
     src_hash = hashlib.sha256()
@@ -32,7 +34,7 @@ def stream_copy(
     errors: list[BaseException] = []
     # Up to the first changed byte the output equals the source, so one hash serves both there
     # (a TorchScript archive keeps data.pkl after the tensors; an unchanged file needs one hash only).
-    shared = 0 if head or skip else min(byte_patches, default=size)
+    shared = 0 if head or skip or source_sha256 else min(byte_patches, default=size)
     split = threading.Event()
 
     def hash_source() -> None:
@@ -43,8 +45,9 @@ def stream_copy(
             out_hash = src_hash.copy()
         finally:
             split.set()
-        for _, chunk in _chunks(src, shared, size):
-            src_hash.update(chunk)
+        if source_sha256 is None:
+            for _, chunk in _chunks(src, shared, size):
+                src_hash.update(chunk)
 
     def hash_output() -> None:
         split.wait()
@@ -73,7 +76,7 @@ def stream_copy(
     if errors:
         raise errors[0]
     return WrittenFile(bytes=len(head) + size - skip, sha256=out_hash.hexdigest(),
-                       source_sha256=src_hash.hexdigest())
+                       source_sha256=source_sha256 or src_hash.hexdigest())
 
 
 def _guard(fn: Callable[[], None], errors: list[BaseException]) -> Callable[[], None]:

@@ -8,6 +8,7 @@ is no checksum to fix.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,11 +65,15 @@ class LegacyArchive:
                 raise FormatError("legacy torch file has a malformed storage key list")
             self._sizes = _storage_sizes(f, pos, size, keys, main.storages)
         recovered = recover_model(root, storage_bytes=self._sizes.get, storage_prefix="legacy", limits=limits)
-        self.inventory: Inventory = recovered.inventory
+        self.inventory: Inventory = dataclasses.replace(
+            recovered.inventory, notes=("legacy (non-zip) torch.save format", *recovered.inventory.notes)
+        )
         self._flags = recovered.flags
 
-    def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str) -> WrittenFile:
-        return stream_copy(self.source, Path(dst), flag_patches(self._flags, self.inventory, final))
+    def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *,
+              source_sha256: str | None = None) -> WrittenFile:
+        return stream_copy(self.source, Path(dst), flag_patches(self._flags, self.inventory, final),
+                           source_sha256=source_sha256)
 
 
 def _storage_sizes(f: object, pos: int, size: int, keys: list[str],

@@ -116,7 +116,8 @@ class SafetensorsArchive:
         self.inventory = Inventory(format="safetensors", tensors=tuple(tensors), modules=modules,
                                    types_known=False, children_exact=False, notes=notes)
 
-    def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str) -> WrittenFile:
+    def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *,
+              source_sha256: str | None = None) -> WrittenFile:
         params = [t for t in self.inventory.tensors if t.kind == "parameter"]
         state = {t.name: bool(final.get(t.name, t.requires_grad is not False)) and t.dtype in FLOATING_DTYPES
                  for t in params}
@@ -132,7 +133,8 @@ class SafetensorsArchive:
         raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
         raw += b" " * (-len(raw) % 8)
         head = struct.pack("<Q", len(raw)) + raw
-        return stream_copy(self.source, Path(dst), head=head, skip=self._data_start)
+        return stream_copy(self.source, Path(dst), head=head, skip=self._data_start,
+                           source_sha256=source_sha256)
 
 
 def _recorded_flags(value: str | None) -> dict[str, bool] | None:

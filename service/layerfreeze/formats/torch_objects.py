@@ -171,6 +171,9 @@ def _from_state_dict(sd: dict[str, Any], fmt: str, key: str | None, notes: tuple
     modules, exact = modules_from_names([t.name for t in tensors] + [a for t in tensors for a in t.aliases],
                                         paths)
     flags = {e.name: [e.flag, *e.alias_flags] for e in entries if e.kind == "parameter"}
+    if not recorded:
+        notes = (*notes, "no requires_grad recorded (plain tensors, as state_dict() saves them): "
+                 "every parameter starts trainable")
     inventory = Inventory(format=fmt, tensors=tensors, modules=modules, types_known=False,
                           children_exact=exact, prefix=key, notes=notes)
     return Recovered(inventory, flags)

@@ -74,13 +74,14 @@ class TorchZipArchive:
         except UnicodeDecodeError as exc:
             raise FormatError(f"TorchScript code {rel!r} is not UTF-8 text") from exc
 
-    def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str) -> WrittenFile:
+    def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *,
+              source_sha256: str | None = None) -> WrittenFile:
         patches = flag_patches(self._flags, self.inventory, final)
         if patches and not self._writable:
             raise ArchiveError("data.pkl is compressed in this archive; only stored data.pkl can be patched")
         if patches:
             patches.update(_crc_patches(self.source, self._pickle, patches))
-        return stream_copy(self.source, Path(dst), patches)
+        return stream_copy(self.source, Path(dst), patches, source_sha256=source_sha256)
 
 
 def _crc_patches(source: Path, member: Member, patches: Mapping[int, bytes]) -> dict[int, bytes]:

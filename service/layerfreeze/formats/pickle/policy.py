@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from layerfreeze.errors import UnsafePickleError
+from layerfreeze.errors import FormatError, UnsafePickleError
 from layerfreeze.formats.dtypes import storage_dtype
 
 # Callables a checkpoint legitimately applies (REDUCE), mapped to how the machine treats them.
@@ -44,6 +44,17 @@ ALLOWED_CALLS = {
     "torch.jit._pickle.build_boollist": "first",
     "torch.jit._pickle.restore_type_tag": "first",
 }
+
+# torch's other tensor rebuilders: harmless, but their tensors (quantized, sparse, nested, on a device
+# or without storage) are not something we can freeze; they get a plain "not supported" answer.
+UNSUPPORTED_TENSOR_CALLS = frozenset(
+    f"torch._utils.{name}" for name in (
+        "_rebuild_qtensor", "_rebuild_sparse_tensor", "_rebuild_sparse_csr_tensor", "_rebuild_nested_tensor",
+        "_rebuild_meta_tensor_no_storage", "_rebuild_wrapper_subclass", "_rebuild_device_tensor_from_numpy",
+        "_rebuild_device_tensor_from_cpu_tensor", "_rebuild_xla_tensor", "_rebuild_mtia_tensor",
+        "_rebuild_tensor",
+    )
+)
 
 # Top-level modules whose names have no place in a checkpoint: process, import and code machinery.
 REFUSED_MODULES = frozenset(
@@ -145,6 +156,9 @@ def check_torch_global(module: str, name: str, pos: int) -> None:
 def call_kind(qualname: str, pos: int) -> str:
     """How the machine treats a call of ``qualname``; refuses anything not allowlisted."""
     kind = ALLOWED_CALLS.get(qualname)
+    if qualname in UNSUPPORTED_TENSOR_CALLS:
+        raise FormatError(f"the checkpoint rebuilds a tensor with {qualname} (byte {pos}): quantized, "
+                          "sparse, nested, meta or device tensors are not supported")
     if kind is None:
         raise UnsafePickleError(
             f"pickle calls {qualname} at byte {pos}; a checkpoint never needs that",
