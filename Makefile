@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup serve test lint bench clean
+.PHONY: setup serve test lint bench bench-http clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,9 @@ test: lint
 
 bench: setup
 	$(PY) bench/freeze_large.py
+	$(PY) bench/http.py
+
+bench-http: setup
 	$(PY) bench/http.py
 
 clean:

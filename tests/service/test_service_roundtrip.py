@@ -126,3 +126,21 @@ def test_bad_spec_is_422_with_pointer_and_nothing_queued(server, tmp_path: Path)
         assert len(c.get("/v1/jobs", params={"limit": 200}).json()["items"]) == before
         assert submit(c, src, "{not json").status_code == 422
     assert list((server.data_dir / "tmp").iterdir()) == []
+
+
+def test_download_survives_a_client_that_leaves_midway(server, tmp_path: Path) -> None:
+    import torch
+
+    src = tmp_path / "wide.pt"
+    torch.manual_seed(0)
+    torch.save(torch.nn.Linear(2048, 2048).state_dict(), src)  # 16 MiB: several read chunks
+    with server.client() as c:
+        job = submit(c, src, {"rules": [{"action": "freeze", "params": ["bias"]}]}, wait=30).json()
+        url = job["links"]["artifact"]
+        for _ in range(3):
+            with c.stream("GET", url) as r:
+                next(r.iter_bytes(65536))  # then hang up
+        full = c.get(url)
+        assert hashlib.sha256(full.content).hexdigest() == job["output"]["sha256"]
+        assert load_flags(full.content) == {"weight": True, "bias": False}
+        assert c.get("/healthz").status_code == 200

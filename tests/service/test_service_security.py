@@ -22,7 +22,7 @@ def _leftovers(server) -> list[Path]:
 
 
 def test_oversize_upload_is_413_and_leaves_nothing(make_server, tmp_path: Path) -> None:
-    server = make_server(max_upload_bytes=str(64 * 1024))
+    server = make_server(max_upload_bytes=str(64 * 1024), max_form_field_bytes="1024")
     big = tmp_path / "big.pt"
     big.write_bytes(os.urandom(1024 * 1024))
     with server.client() as c:
@@ -43,6 +43,11 @@ def test_oversize_upload_is_413_and_leaves_nothing(make_server, tmp_path: Path) 
         r = c.post("/v1/jobs", content=body(),
                    headers={"content-type": f"multipart/form-data; boundary={boundary}"})
         assert r.status_code == 413
+
+        small = tmp_path / "small.pt"
+        small.write_bytes(b"\0" * 100)
+        r = submit(c, small, {"rules": [{"action": "freeze", "names": ["x" * 2000]}]})
+        assert r.status_code == 413 and r.json()["limit"] == "max_form_field_bytes"
         assert c.get("/v1/jobs").json()["items"] == []
         assert c.get("/healthz").status_code == 200
     assert _leftovers(server) == []

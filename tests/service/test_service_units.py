@@ -22,6 +22,7 @@ from layerfreeze.api.problems import (
 from layerfreeze.api.uploads import clean_filename, output_filename
 from layerfreeze.errors import JobConflict, JobNotFound, SpecError, SpecIssue, UnsafePickleError
 from layerfreeze.settings import Settings, get_settings, parse_tokens
+from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobRecord, JobStore
 from svc_helpers import checkpoint, report_flags, submit
 
@@ -115,6 +116,16 @@ def test_store_recovery_paging_and_conflicts(tmp_path: Path) -> None:
     assert reopened.get("j1").error == {"status": 500, "detail": "interrupted by restart"}
     assert reopened.get("j0").output_sha256 == "1" * 64
     assert reopened.count_by_status() == {"queued": 3, "running": 0, "succeeded": 1, "failed": 1}
+
+    blobs = BlobStore(tmp_path / "data")
+    blobs.prepare()
+    for job_id in ("j0", "orphan"):
+        blobs.job_dir(job_id).mkdir()
+        blobs.input_path(job_id).write_bytes(b"x")
+    (blobs.job_dir("j0") / "output.part").write_bytes(b"half")
+    assert blobs.sweep(reopened.ids()) == 1
+    assert not blobs.job_dir("orphan").exists()
+    assert blobs.input_path("j0").exists() and not (blobs.job_dir("j0") / "output.part").exists()
 
 
 @pytest.fixture(scope="module")

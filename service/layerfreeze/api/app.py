@@ -102,6 +102,9 @@ def _start(settings: Settings, metrics: Metrics) -> Service:
     store = JobStore(blobs.db_path)
     interrupted = problem_for(WorkerLost("interrupted by restart: the service stopped while the job ran"))
     queued = store.recover(interrupted)
+    orphans = blobs.sweep(store.ids())
+    if orphans:
+        log.info("removed %d job directories without a record", orphans)
     service_ref: list[Service] = []
     pool = LocalWorkerPool(settings, store, blobs, metrics,
                            on_finished=lambda job_id: service_ref[0].waiters.notify(job_id))

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import os
 import secrets
+import threading
 from pathlib import Path
 from urllib.parse import quote
 
@@ -137,7 +138,8 @@ class ArtifactResponse(Response):
 
     async def _stream(self, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        fd = await loop.run_in_executor(None, os.open, self.path, os.O_RDONLY)
+        reader = await loop.run_in_executor(None, _Reader, self.path)
+        ahead: asyncio.Future[bytes] | None = None
         sent = 0
         try:
             if self.ranges is None:
@@ -152,17 +154,42 @@ class ArtifactResponse(Response):
             for head, start, end in segments:
                 if head:
                     await send({"type": "http.response.body", "body": head, "more_body": True})
+                # Read the next chunk in a thread while the current one is being sent.
                 pos = start
-                while pos <= end:
-                    n = min(CHUNK, end - pos + 1)
-                    chunk = await loop.run_in_executor(None, os.pread, fd, n, pos)
+                ahead = loop.run_in_executor(None, reader.pread, min(CHUNK, end - pos + 1), pos)
+                while ahead is not None:
+                    chunk = await ahead
                     if not chunk:
                         raise OSError(f"{self.path} is shorter than recorded")
                     pos += len(chunk)
+                    ahead = (loop.run_in_executor(None, reader.pread, min(CHUNK, end - pos + 1), pos)
+                             if pos <= end else None)
                     sent += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": closing, "more_body": False})
         finally:
-            os.close(fd)
+            if ahead is not None and not ahead.done():  # cancelled (client gone) with a read in flight
+                ahead.add_done_callback(lambda f: f.cancelled() or f.exception())
+                loop.run_in_executor(None, reader.close)  # runs after that read: the lock orders them
+            else:
+                reader.close()
             if callable(self.on_sent):
                 self.on_sent(sent)
+
+
+class _Reader:
+    """A file descriptor that a read in flight in another thread can never see closed under it."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        self.lock = threading.Lock()
+
+    def pread(self, n: int, pos: int) -> bytes:
+        with self.lock:
+            return os.pread(self.fd, n, pos) if self.fd >= 0 else b""
+
+    def close(self) -> None:
+        with self.lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1

@@ -11,7 +11,7 @@ from layerfreeze.metrics import Metrics
 from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobStore
-from layerfreeze.worker.pool import LocalWorkerPool
+from layerfreeze.worker.queue import JobQueue
 
 
 class Waiters:
@@ -49,6 +49,6 @@ class Service:
     settings: Settings
     blobs: BlobStore
     store: JobStore
-    pool: LocalWorkerPool
+    pool: JobQueue
     metrics: Metrics
     waiters: Waiters = field(default_factory=Waiters)

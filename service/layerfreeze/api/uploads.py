@@ -134,7 +134,9 @@ class _FileSink:
             with contextlib.suppress(Exception):
                 await self.pending
             self.pending = None
-        os.close(self.fd)
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
 
 async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: int,

@@ -77,6 +77,21 @@ class BlobStore:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
 
+    def sweep(self, known_ids: set[str]) -> int:
+        """At start-up, before any worker runs: remove job directories without a record (a crash
+        between storing an upload and recording its job, or during a deletion) and half-written
+        ``.part`` files. Returns how many directories were removed."""
+        removed = 0
+        for entry in self.jobs_dir.iterdir():
+            if entry.name not in known_ids:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+                continue
+            for part in entry.glob("*.part"):
+                with contextlib.suppress(OSError):
+                    part.unlink()
+        return removed
+
     @property
     def db_path(self) -> Path:
         return self.root / "jobs.sqlite3"

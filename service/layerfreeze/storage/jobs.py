@@ -233,6 +233,9 @@ class JobStore:
                            (*args, limit))
         return [_row_to_record(r) for r in rows]
 
+    def ids(self) -> set[str]:
+        return {r[0] for r in self._query("SELECT id FROM jobs")}
+
     def count_by_status(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
         for status, n in self._query("SELECT status, COUNT(*) FROM jobs GROUP BY status"):

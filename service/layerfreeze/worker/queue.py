@@ -16,6 +16,11 @@ class PoolHealth:
 
 
 class JobQueue(Protocol):
+    """What the API needs from whatever runs jobs. It reports each job's end through the store (and,
+    for waiting requests, a callback given at construction)."""
+
+    running: bool  # accepting work (False before start and while stopping)
+
     def start(self) -> None:
         """Start the workers. Called once, after the store has recovered from a restart."""
 

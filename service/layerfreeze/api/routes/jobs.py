@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.downloads import ArtifactResponse
@@ -71,11 +71,11 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
     """Upload a checkpoint and a freeze spec; the job runs in a worker process."""
     s = service.settings
     health = service.pool.health()
-    if health.alive == 0:
-        raise NotReady("no worker process is alive; retry shortly", retry_after=5)
+    if not service.pool.running:  # shutting down; dead workers are replaced, so jobs can still queue
+        raise NotReady("the service is shutting down; retry shortly", retry_after=5)
     if health.queued >= s.queue_max:
         raise QueueFull(f"{health.queued} jobs are already queued; retry later",
-                        retry_after=max(1, int(s.job_timeout_s // 10) or 1))
+                        retry_after=max(1, min(30, health.queued // max(1, health.workers))))
     tmp = service.blobs.temp_path()
     t0 = time.perf_counter()
     upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
@@ -165,11 +165,11 @@ def _finished(service: Any, job_id: str, tenant: str | None) -> JobRecord:
 def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
     """The parameter-state report of a finished job."""
     _finished(service, job_id, tenant)
-    try:
-        data = service.blobs.report_path(job_id).read_bytes()
-    except FileNotFoundError as exc:
-        raise JobNotFound(f"the report of job {job_id} is gone", job_id=job_id) from exc
-    return Response(data, media_type="application/json")
+    path = service.blobs.report_path(job_id)
+    if not path.is_file():
+        raise JobNotFound(f"the report of job {job_id} is gone", job_id=job_id)
+    # Streamed from disk: the report of a model with 100k parameters runs to tens of megabytes.
+    return FileResponse(path, media_type="application/json")
 
 
 @router.head("/{job_id}/artifact", include_in_schema=False)
