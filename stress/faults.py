@@ -66,7 +66,14 @@ class Ledger:
         self.done: dict[str, str] = {}
 
     def submit(self, c: httpx.Client, data: bytes, spec: str = "{}", wait: int = 60) -> httpx.Response:
-        r = c.post("/v1/jobs", params={"wait": wait}, data={"spec": spec}, files={"model": ("m.pt", data)})
+        """Submit and wait, retrying 429/503 after Retry-After as the contract asks clients to (bounded)."""
+        for _ in range(10):
+            r = c.post(
+                "/v1/jobs", params={"wait": wait}, data={"spec": spec}, files={"model": ("m.pt", data)}
+            )
+            if r.status_code not in (429, 503) or "retry-after" not in r.headers:
+                break
+            time.sleep(min(float(r.headers["retry-after"]), 5.0))
         if r.status_code == 200 and r.json()["status"] == "succeeded":
             job = r.json()
             self.done[job["id"]] = hashlib.sha256(c.get(job["links"]["artifact"]).content).hexdigest()
