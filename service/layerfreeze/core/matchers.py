@@ -90,9 +90,12 @@ def _names(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) 
     sel = [any(matcher.matches(name) for name in names) for names in ctx.names]
     for j, compiled in enumerate(matcher.compiled):
         if not _any_hit(compiled.fullmatch, ("." + nm for names in ctx.names for nm in names)):
-            result.problems.append(SpecIssue(
-                json_pointer((*pointer, j)), f"name pattern {values[j]!r} matches no parameter or module",
-                _suggest(values[j], _all_paths(ctx))))
+            empty = [p for p in ctx.modules if p and compiled.fullmatch("." + p)]
+            message = (f"name pattern {values[j]!r} matches only modules without parameters: "
+                       f"{', '.join(empty[:5])}" if empty else
+                       f"name pattern {values[j]!r} matches no parameter or module")
+            result.problems.append(SpecIssue(json_pointer((*pointer, j)), message,
+                                             _suggest(values[j], _all_paths(ctx))))
     return sel
 
 
