@@ -29,7 +29,8 @@ log = logging.getLogger("layerfreeze.api")
 PROBLEM = "application/problem+json"
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     s: {"content": {PROBLEM: {}}, "description": d}
-    for s, d in ((401, "Missing or invalid token"), (404, "Unknown job"), (409, "Job not in that state"))
+    for s, d in ((400, "Malformed request (bad cursor, repeated field)"), (401, "Missing or invalid token"),
+                 (404, "Unknown job"), (409, "Job not in that state"))
 }
 
 
