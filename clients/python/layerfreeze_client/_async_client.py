@@ -1,0 +1,252 @@
+"""The asyncio (or trio) client: the same calls as ``Client``, over ``httpx.AsyncClient``."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from ._base import MAX_SERVER_WAIT, BaseClient, JobRef, default_output
+from ._download import DownloadSink
+from ._errors import TransportError, WaitTimeout
+from ._models import FreezeResult, Job, JobPage, Report
+from ._progress import Progress, ProgressLike
+from ._retry import Retry
+from ._spec import SpecLike
+
+__all__ = ["AsyncClient"]
+
+
+
+class AsyncClient(BaseClient):
+    """Talks to a layerfreeze service from async code. Use ``async with`` (or ``await aclose()``).
+
+    ``base_url`` defaults to ``$LAYERFREEZE_URL`` or http://127.0.0.1:8000, ``token`` to
+    ``$LAYERFREEZE_TOKEN``. ``timeout`` bounds each network operation (connect, one read, one write).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        retry: Retry | None = None,
+        poll_interval: float = 1.0,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: bool | str = True,
+    ) -> None:
+        super().__init__(base_url, token=token, timeout=timeout, retry=retry, poll_interval=poll_interval,
+                         headers=headers)
+        self._http = httpx.AsyncClient(transport=transport, verify=verify, follow_redirects=False)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- transport ------------------------------------------------------------------------------------------
+
+    async def _send(self, build: Callable[[], httpx.Request], *, stream: bool = False,
+                    replayable: bool = True, retries: bool = True) -> httpx.Response:
+        attempt = 0
+        while True:
+            request = build()
+            try:
+                response = await self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                delay = self.retry.delay_for_error(exc, attempt, replayable=replayable and retries)
+                if delay is None:
+                    reason = str(exc) or type(exc).__name__
+                    raise TransportError(f"{request.method} {request.url}: {reason}") from exc
+            else:
+                delay = self.retry.delay_for_response(response, attempt) if retries else None
+                if delay is None:
+                    if stream and response.status_code >= 400:
+                        await response.aread()
+                    return response
+                await response.aclose()
+            await anyio.sleep(delay)
+            attempt += 1
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self._send(lambda: self._request(method, path, **kwargs))
+
+    # -- jobs -----------------------------------------------------------------------------------------------
+
+    async def submit(self, model: str | os.PathLike[str] | Any, spec: SpecLike = None, *,
+                     dry_run: bool = False, wait: float = 0, progress: ProgressLike = False) -> Job:
+        """Upload ``model`` (a path or a seekable binary file) with ``spec``; the job as the service has it.
+
+        With ``wait`` (seconds, at most 60) the service answers once the job finished, if it does in time.
+        """
+        upload = self._upload(model, spec, dry_run)
+        params, read_timeout = self._submit_params(wait)
+        with Progress(progress, upload.file_size, f"upload {upload.filename}") as bar:
+            attempts = 0
+
+            def build() -> httpx.Request:
+                nonlocal attempts
+                if attempts:
+                    bar.restart()
+                attempts += 1
+                return self._request("POST", "/v1/jobs", params=params, headers=upload.headers(),
+                                     content=upload.async_body(bar), read_timeout=read_timeout)
+
+            response = await self._send(build, replayable=upload.restreamable)
+        return self._job(response)
+
+    async def job(self, job: JobRef) -> Job:
+        return self._job(await self._call("GET", self._job_path(job)))
+
+    async def wait(self, job: JobRef, timeout: float | None = None) -> Job:
+        """Poll until the job finished; the succeeded job, or the failure raised as a ``JobFailedError``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        current = job if isinstance(job, Job) else await self.job(job)
+        delays = self._poll_delays()
+        while not current.finished:
+            delay = next(delays)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(f"job {current.id} is still {current.status}", job=current)
+                delay = min(delay, left)
+            await anyio.sleep(delay)
+            current = await self.job(current)
+        if current.status != "succeeded":
+            raise self._failure(current)
+        return current
+
+    async def report(self, job: JobRef) -> Report:
+        return self._report(await self._call("GET", self._job_path(job, "/report")))
+
+    async def delete(self, job: JobRef) -> None:
+        self._raise_for_status(await self._call("DELETE", self._job_path(job)))
+
+    async def list_jobs(self, limit: int = 50, cursor: str | None = None) -> JobPage:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        return JobPage.from_json(self._json(await self._call("GET", "/v1/jobs", params=params)))
+
+    async def jobs(self, limit: int | None = None, page_size: int = 50) -> AsyncIterator[Job]:
+        """Every job visible to this token, newest first, following the pages (at most ``limit``)."""
+        seen = 0
+        page = await self.list_jobs(page_size)
+        while True:
+            for job in page.items:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield job
+            if not page.next or not page.items:
+                return
+            page = JobPage.from_json(self._json(await self._call("GET", page.next)))
+
+    async def download(self, job: JobRef, output: str | os.PathLike[str] | None = None, *,
+                       sha256: str | None = None, progress: ProgressLike = False) -> Path:
+        """Stream the job's checkpoint to ``output`` (a file, or a directory for the service's file name).
+
+        Written to a temporary name and renamed once its sha256 matches the ETag, ``Repr-Digest`` and
+        ``sha256`` (the report's) as given; a broken connection resumes with a Range request.
+        """
+        current = job if isinstance(job, Job) else await self.job(job)
+        path = self._artifact_path(current)
+        sink: DownloadSink | None = None
+        bar: Progress | None = None
+        expected: dict[str, str] = {}
+        total: int | None = None
+        etag: str | None = None
+        attempt = 0
+        try:
+            while True:
+                headers = {}
+                if sink is not None and sink.written:
+                    headers = {"Range": f"bytes={sink.written}-", **({"If-Range": etag} if etag else {})}
+                response = await self._send(lambda h=headers: self._request("GET", path, headers=h),
+                                            stream=True)
+                try:
+                    self._raise_for_status(response)
+                    if sink is None:
+                        sink = DownloadSink(self._download_target(response, output))
+                        expected = self._expected_digests(response, sha256)
+                        etag = response.headers.get("etag")
+                    resumed = sink.written > 0 and self._range_start(response) == sink.written
+                    if not resumed and sink.written:
+                        sink.restart()
+                    total = self._total_size(response, sink.written if resumed else 0)
+                    if bar is None:
+                        bar = Progress(progress, total, f"download {sink.target.name}")
+                    elif not resumed:
+                        bar.restart()
+                    async for chunk in response.aiter_bytes():
+                        sink.write(chunk)
+                        bar.update(len(chunk))
+                    break
+                except httpx.TransportError as exc:
+                    delay = self.retry.delay_for_error(exc, attempt)
+                    if delay is None:
+                        raise TransportError(f"download of job {current.id} broke off: {exc}") from exc
+                finally:
+                    await response.aclose()
+                await anyio.sleep(delay)
+                attempt += 1
+            sink.commit(expected, total)
+            return sink.target
+        except BaseException:
+            if sink is not None:
+                sink.discard()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+    # -- the whole round trip -------------------------------------------------------------------------------
+
+    async def freeze(self, model_path: str | os.PathLike[str], spec: SpecLike = None,
+                     output: str | os.PathLike[str] | None = None, *, progress: ProgressLike = True,
+                     timeout: float | None = None) -> FreezeResult:
+        """Upload, wait, fetch the report, download and verify the frozen checkpoint.
+
+        ``output`` defaults to ``<stem>.frozen<suffix>`` beside the input.
+        """
+        start = time.monotonic()
+        wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
+        job = await self.submit(model_path, spec, wait=wait, progress=progress)
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        job = await self.wait(job, left)
+        report = await self.report(job)
+        target = Path(output) if output is not None else default_output(model_path)
+        digest = report.output.sha256 if report.output else None
+        path = await self.download(job, target, sha256=digest, progress=progress)
+        return FreezeResult(job=job, report=report, output=path)
+
+    async def inspect(self, model_path: str | os.PathLike[str] | Any, spec: SpecLike = None, *,
+                      progress: ProgressLike = True, timeout: float | None = None) -> FreezeResult:
+        """A dry run: the report of ``model_path`` (under ``spec``, if given); nothing is written."""
+        start = time.monotonic()
+        wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
+        job = await self.submit(model_path, spec, dry_run=True, wait=wait, progress=progress)
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        job = await self.wait(job, left)
+        return FreezeResult(job=job, report=await self.report(job), output=None)
+
+    # -- service --------------------------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        return dict(self._json(await self._call("GET", "/healthz")))
+
+    async def ready(self) -> bool:
+        """Whether the service accepts work now (no retries: a 503 is the answer)."""
+        response = await self._send(lambda: self._request("GET", "/readyz"), retries=False)
+        return response.status_code == 200
