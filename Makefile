@@ -35,3 +35,12 @@ bench-http: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Attack, fault and load suites (stress/): one table of figures; fuzz: the long property-fuzzing run.
+.PHONY: stress fuzz
+
+stress: setup
+	$(PY) -m stress
+
+fuzz: setup
+	$(PY) -m stress.fuzz --examples 5000

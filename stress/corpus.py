@@ -1,0 +1,125 @@
+"""The hostile-file corpus, generated (never checked in).
+
+    python -m stress.corpus OUT_DIR            write every case and print a summary
+    python -m stress.corpus OUT_DIR --verify   also prove each payload is live: run it with pickle/torch.load
+                                               in a child process and check that its marker appears
+
+Every case that carries code has a ``marker``: a file (unique per case) that the payload creates if it ever
+runs. A reader must refuse every case with a ``layerfreeze.errors`` exception, quickly, marker absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from stress import cases_containers, cases_pickle
+from stress.case import Builder, Case
+
+__all__ = ["HEAVY_CASES", "KNOWN_FINDINGS", "Case", "generate", "run_controls"]
+
+
+def generate(out: Path, markers: Path, *, heavy: bool = True) -> list[Case]:
+    """Write the corpus under ``out``; payload markers go under ``markers`` (must not exist yet)."""
+    b = Builder(out, markers)
+    data_pkl, storages, ts = cases_pickle.benign_pickles()
+    cases_pickle.raw_pickles(b)
+    cases_pickle.torch_zips(b, data_pkl, storages)
+    cases_pickle.torch_saved(b)
+    cases_pickle.legacy(b)
+    cases_pickle.torchscript(b, ts)
+    cases_containers.zip_tricks(b, data_pkl, storages)
+    cases_pickle.pickle_bombs(b, data_pkl, storages)
+    cases_containers.safetensors(b, data_pkl)
+    if not heavy:
+        b.cases = [c for c in b.cases if c.name not in HEAVY_CASES]
+    return b.cases
+
+
+# Cases the current readers fail (slow or unclean), each with the reason; tests hold them as strict xfails
+# so a fix shows up as an unexpected pass. Keep this list short and explained.
+KNOWN_FINDINGS: dict[str, str] = {
+    "pickle-depth": (
+        "max_pickle_depth counts MARK nesting only: 200,000 lists nested by EMPTY_LIST+APPEND are parsed "
+        "to the end (~1 s) and refused for another reason"
+    ),
+    "zip-pickle-depth": "as pickle-depth, inside a torch zip",
+    "zip-checkpoint-deep-list": (
+        "a checkpoint dict holding a 200,000-deep list is accepted and written: max_pickle_depth (1,000) "
+        "does not bound container nesting"
+    ),
+    "zip-pickle-ops-flood": (
+        "1.2M opcodes in a 1.2 MB data.pkl are all interpreted (~2.5 s) before the refusal; "
+        "max_pickle_ops (50M) allows ~100 s of CPU per upload"
+    ),
+}
+
+HEAVY_CASES = frozenset({"st-header-100MB-plus-1", "zipbomb-ratio", "zipbomb-entries"})
+
+
+def fired(cases: list[Case]) -> list[Case]:
+    return [c for c in cases if c.marker is not None and c.marker.exists()]
+
+
+_CONTROL = r"""
+import io, pickle, sys, torch
+for kind, path in (line.split("\t") for line in sys.stdin.read().splitlines()):
+    try:
+        if kind == "torch":
+            torch.load(path, weights_only=False)
+        else:
+            pickle.loads(open(path, "rb").read())
+    except BaseException:
+        pass
+"""
+
+
+def run_controls(cases: list[Case], env: dict[str, str] | None = None) -> tuple[int, list[Case]]:
+    """Run every case's control through a real unpickler in one child process; returns (controls run,
+    cases whose marker did not appear). Markers are removed afterwards."""
+    with_control = [c for c in cases if c.control is not None]
+    lines = "\n".join(f"{c.control[0]}\t{c.control[1]}" for c in with_control if c.control)
+    subprocess.run(
+        [sys.executable, "-c", _CONTROL],
+        input=lines,
+        text=True,
+        env=env,
+        timeout=300,
+        capture_output=True,
+        cwd=with_control[0].path.parent if with_control else None,
+    )
+    dead = [c for c in with_control if c.marker is None or not c.marker.exists()]
+    for c in with_control:
+        if c.marker is not None:
+            c.marker.unlink(missing_ok=True)
+    return len(with_control), dead
+
+
+def iter_groups(cases: list[Case]) -> Iterator[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for c in cases:
+        counts[c.group] = counts.get(c.group, 0) + 1
+    yield from sorted(counts.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stress.corpus", description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--verify", action="store_true", help="prove every payload is live (runs them!)")
+    args = ap.parse_args(argv)
+    cases = generate(args.out / "files", args.out / "markers")
+    for group, n in iter_groups(cases):
+        print(f"{n:5d}  {group}")
+    print(f"{len(cases):5d}  cases in {args.out / 'files'}")
+    if args.verify:
+        n, dead = run_controls(cases)
+        print(f"controls run: {n}, payloads that did not fire: {[c.name for c in dead]}")
+        return 1 if dead else 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Shared fixtures for the attack, fault and load suites: the generated corpus and a live service."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# the suites' drivers live in the top-level ``stress`` package (also run as ``python -m stress``)
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from adversarial._support import require  # noqa: E402
+from stress.corpus import Case, generate  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("corpus")
+
+
+@pytest.fixture(scope="session")
+def corpus(corpus_dir: Path) -> list[Case]:
+    return generate(corpus_dir / "files", corpus_dir / "markers")
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One service process for the HTTP suites (small upload cap so the over-cap case stays cheap)."""
+    require("layerfreeze.server")
+    from stress.server import Service
+
+    root = tmp_path_factory.mktemp("svc")
+    svc = Service(root / "data", {"LAYERFREEZE_MAX_UPLOAD_BYTES": str(256 << 20)})
+    svc.start()
+    svc.warm_up()
+    try:
+        yield svc
+    finally:
+        svc.stop()
