@@ -90,9 +90,16 @@ def _names(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) 
     sel = [any(matcher.matches(name) for name in names) for names in ctx.names]
     for j, compiled in enumerate(matcher.compiled):
         if not _any_hit(compiled.fullmatch, ("." + nm for names in ctx.names for nm in names)):
-            result.problems.append(SpecIssue(
-                json_pointer((*pointer, j)), f"name pattern {values[j]!r} matches no parameter or module",
-                _suggest(values[j], _all_paths(ctx))))
+            empty = [p for p in ctx.modules if p and compiled.fullmatch("." + p)]
+            if empty:  # the module is real (a whole-module file records it) but holds no parameter
+                kind = ctx.modules[empty[0]].type
+                what = f" ({kind.rsplit('.', 1)[-1]})" if kind else ""
+                message = (f"name pattern {values[j]!r} matches module {empty[0]!r}{what}, which holds no "
+                           "parameters")
+            else:
+                message = f"name pattern {values[j]!r} matches no parameter or module"
+            suggestions = tuple(c for c in _suggest(values[j], _all_paths(ctx)) if c not in empty)
+            result.problems.append(SpecIssue(json_pointer((*pointer, j)), message, suggestions))
     return sel
 
 
@@ -128,6 +135,11 @@ def _types(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) 
     matching = set().union(*hits_by_value)
     paths = {path for path, m in ctx.modules.items() if m.type in matching}
     for j, hits in enumerate(hits_by_value):
+        if hits and not any(_inside(names, {p for p, m in ctx.modules.items() if m.type in hits})
+                            for names in ctx.names):
+            result.problems.append(SpecIssue(
+                json_pointer((*pointer, j)),
+                f"modules of type {values[j]!r} exist in this model but hold no parameters"))
         if not hits:
             shorts = {t.rsplit(".", 1)[-1] for t in types}
             result.problems.append(SpecIssue(
