@@ -65,6 +65,10 @@ def recover_model(root: Any, *, storage_bytes: StorageBytes, storage_prefix: str
 def _describe(value: Any) -> str:
     if isinstance(value, Obj):
         return f"{value.type_name} object"
+    if isinstance(value, (TensorNode, ParamNode)):  # not our internal node names: what the user saved
+        return "single tensor"
+    if isinstance(value, dict) and not value:
+        return "dict with no entries (no tensors at all)"
     return type(value).__name__
 
 
