@@ -198,8 +198,10 @@ def _states_from_torch(path: Path) -> dict[str, bool]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=not _is_legacy(path))
     except pickle.UnpicklingError as exc:
+        lines = str(exc).splitlines()  # torch's first line is generic; the global it refused is further on
+        reason = next((ln.strip() for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
         raise CheckpointReadError(
-            f"{path}: torch.load(weights_only=True) refused it ({str(exc).splitlines()[0]}). A pickled "
+            f"{path}: torch.load(weights_only=True) refused it ({reason}). A pickled "
             "whole module needs its classes allowlisted: call apply() inside "
             "`with torch.serialization.safe_globals([...]):` (torch.serialization."
             "get_unsafe_globals_in_checkpoint lists them), or pass the job's report instead"
