@@ -152,7 +152,10 @@ def test_written_flags_are_what_torch_loads(name: str, fmt: str, tmp_path: Path)
     kinds = {t.name: t.kind for t in archive.inventory.tensors}
     kinds.update({a: t.kind for t in archive.inventory.tensors for a in t.aliases})
     if fmt == "safetensors":
+        with safe_open(str(src), "pt") as f:
+            original = f.metadata() or {}
         with safe_open(str(dst), "pt") as f:
+            assert {k: v for k, v in f.metadata().items() if k != "layerfreeze"} == original
             meta = json.loads(f.metadata()["layerfreeze"])
         assert meta["format_version"] == 1 and meta["spec_sha256"] == "ab" * 32
         assert meta["frozen"] == [n for n, v in final.items() if not v and kinds.get(n) == "parameter"

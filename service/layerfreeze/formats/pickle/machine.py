@@ -10,13 +10,14 @@ Calls (REDUCE, INST, OBJ) go through ``policy.call_kind``; everything else a cal
 from __future__ import annotations
 
 import pickletools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from layerfreeze.errors import LimitExceeded, PickleFormatError, UnsafePickleError
 from layerfreeze.formats.dtypes import storage_dtype
 from layerfreeze.formats.pickle import policy
 from layerfreeze.formats.pickle.calls import SymbolicCalls, hashable_key
+from layerfreeze.formats.pickle.depth import DepthTracker, check_depth
 from layerfreeze.formats.pickle.nodes import (
     Flag,
     Global,
@@ -43,6 +44,7 @@ class PickleMachine(SymbolicCalls):
         self.memo: dict[int, Any] = {}
         self.pos = 0
         self.storages: list[StorageRef] = []
+        self.depths = DepthTracker(limits.max_pickle_depth)
         self._ops: dict[str, Callable[[Any], None]] = {
             name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")
         }
@@ -50,51 +52,43 @@ class PickleMachine(SymbolicCalls):
     # -- driver -------------------------------------------------------------------------------------
     def run(self, reader: BinaryIO, start: int = 0) -> Any:
         """Execute one pickle (up to STOP) from ``reader`` and return its symbolic value."""
+        max_ops = self.limits.max_pickle_ops
+        handlers = self._ops
         count = 0
-        for name, arg, pos in self._genops(reader, start):
-            count += 1
-            if count > self.limits.max_pickle_ops:
-                raise LimitExceeded(
-                    f"pickle has more than {self.limits.max_pickle_ops} opcodes",
-                    limit="max_pickle_ops", maximum=self.limits.max_pickle_ops,
-                )
-            self.pos = pos
-            if name == "STOP":
-                if len(self.stack) != 1 or self.metastack:
-                    raise PickleFormatError(f"pickle ends at byte {pos} with a malformed stack", offset=pos)
-                return self.stack.pop()
-            handler = self._ops.get(name)
-            if handler is None:
-                if name in _PUSH_VALUE:
-                    self.push(arg)
+        try:
+            for op, arg, raw_pos in pickletools.genops(reader):
+                count += 1
+                if count > max_ops:
+                    raise LimitExceeded(f"pickle has more than {max_ops} opcodes", limit="max_pickle_ops",
+                                        maximum=max_ops)
+                name = op.name
+                self.pos = pos = (raw_pos or 0) + start
+                if name in _PUSH_VALUE:  # the hot path: plain values
+                    self.stack.append(arg)
                     continue
-                raise UnsafePickleError(
-                    f"pickle uses opcode {name} at byte {pos}; a checkpoint never needs it",
-                    global_name=None, offset=pos,
-                )
-            try:
-                handler(arg)
-            except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise PickleFormatError(
-                    f"malformed pickle at byte {pos} ({name}): {type(exc).__name__}", offset=pos
-                ) from exc
+                if name == "STOP":
+                    if len(self.stack) != 1 or self.metastack:
+                        raise PickleFormatError(f"pickle ends at byte {pos} with a malformed stack",
+                                                offset=pos)
+                    check_depth(self.stack[-1], self.limits.max_pickle_depth, pos)
+                    return self.stack.pop()
+                handler = handlers.get(name)
+                if handler is None:
+                    raise UnsafePickleError(
+                        f"pickle uses opcode {name} at byte {pos}; a checkpoint never needs it",
+                        global_name=None, offset=pos,
+                    )
+                try:
+                    handler(arg)
+                except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise PickleFormatError(
+                        f"malformed pickle at byte {pos} ({name}): {type(exc).__name__}", offset=pos
+                    ) from exc
+        except (ValueError, EOFError, UnicodeDecodeError, OverflowError, MemoryError) as exc:
+            # raised by the opcode reader itself (our handlers' errors are converted above)
+            where = _tell(reader) + start
+            raise PickleFormatError(f"malformed pickle near byte {where}: {exc}", offset=where) from exc
         raise PickleFormatError(f"pickle ends at byte {self.pos} without STOP", offset=self.pos)
-
-    def _genops(self, reader: BinaryIO, start: int) -> Iterator[tuple[str, Any, int]]:
-        ops = pickletools.genops(reader)
-        while True:
-            try:
-                op, arg, pos = next(ops)
-            except StopIteration:
-                return
-            except (ValueError, EOFError, UnicodeDecodeError, OverflowError, MemoryError) as exc:
-                where = _tell(reader)
-                raise PickleFormatError(
-                    f"malformed pickle near byte {where + start}: {exc}", offset=where + start
-                ) from exc
-            yield op.name, arg, (pos or 0) + start
-            if op.name == "STOP":
-                return
 
     # -- stack helpers -------------------------------------------------------------------------------
     def push(self, value: Any) -> None:
@@ -189,45 +183,57 @@ class PickleMachine(SymbolicCalls):
     def op_EMPTY_SET(self, arg: Any) -> None:
         self.push(set())
 
+    def _push_built(self, container: Any, items: Any) -> None:
+        self.depths.nest(container, items, self.pos)
+        self.push(container)
+
     def op_LIST(self, arg: Any) -> None:
-        self.push(self.pop_mark())
+        items = self.pop_mark()
+        self._push_built(items, items)
 
     def op_TUPLE(self, arg: Any) -> None:
-        self.push(tuple(self.pop_mark()))
+        items = tuple(self.pop_mark())
+        self._push_built(items, items)
 
     def op_TUPLE1(self, arg: Any) -> None:
-        self.push((self.pop(),))
+        items = (self.pop(),)
+        self._push_built(items, items)
 
     def op_TUPLE2(self, arg: Any) -> None:
         b, a = self.pop(), self.pop()
-        self.push((a, b))
+        self._push_built((a, b), (a, b))
 
     def op_TUPLE3(self, arg: Any) -> None:
         c, b, a = self.pop(), self.pop(), self.pop()
-        self.push((a, b, c))
+        self._push_built((a, b, c), (a, b, c))
 
     def op_DICT(self, arg: Any) -> None:
         items = self.pop_mark()
-        self.push({hashable_key(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)})
+        self._push_built({hashable_key(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}, items)
 
     def op_FROZENSET(self, arg: Any) -> None:
-        self.push(frozenset(hashable_key(x) for x in self.pop_mark()))
+        items = self.pop_mark()
+        self._push_built(frozenset(hashable_key(x) for x in items), items)
 
     def op_APPEND(self, arg: Any) -> None:
         value = self.pop()
         _extend(self.stack[-1], [value], self.pos)
+        self.depths.nest(self.stack[-1], (value,), self.pos)
 
     def op_APPENDS(self, arg: Any) -> None:
         items = self.pop_mark()
         _extend(self.stack[-1], items, self.pos)
+        self.depths.nest(self.stack[-1], items, self.pos)
 
     def op_SETITEM(self, arg: Any) -> None:
         value, key = self.pop(), self.pop()
         _setitems(self.stack[-1], [key, value], self.pos)
+        self.depths.nest(self.stack[-1], (key, value), self.pos)
 
     def op_SETITEMS(self, arg: Any) -> None:
         items = self.pop_mark()
         _setitems(self.stack[-1], items, self.pos)
+        self.depths.nest(self.stack[-1], items, self.pos)
 
     def op_ADDITEMS(self, arg: Any) -> None:
         items = self.pop_mark()
@@ -235,6 +241,7 @@ class PickleMachine(SymbolicCalls):
         if not isinstance(target, set):
             raise PickleFormatError(f"ADDITEMS on a non-set at byte {self.pos}", offset=self.pos)
         target.update(hashable_key(x) for x in items)
+        self.depths.nest(target, items, self.pos)
 
     # -- names and objects ----------------------------------------------------------------------------
     def _global(self, module: Any, name: Any) -> None:
@@ -302,7 +309,9 @@ class PickleMachine(SymbolicCalls):
 
     def op_REDUCE(self, arg: Any) -> None:
         args, func = self.pop(), self.pop()
-        self.push(self._call(func, args))
+        result = self._call(func, args)
+        self.depths.nest(result, (args,), self.pos)
+        self.push(result)
 
     def op_OBJ(self, arg: Any) -> None:
         items = self.pop_mark()
@@ -319,6 +328,7 @@ class PickleMachine(SymbolicCalls):
     def op_BUILD(self, arg: Any) -> None:
         state = self.pop()
         target = self.stack[-1]
+        self.depths.nest(target, (state,), self.pos)
         if isinstance(target, Obj):
             if target.state is not None:
                 raise PickleFormatError(f"object state set twice at byte {self.pos}", offset=self.pos)
