@@ -87,15 +87,13 @@ def test_matches_the_reference(pattern, name):
     assert selects(pattern, name) is reference(pattern, name)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.text(st.sampled_from(list("ab.*?[]!-0")), min_size=1, max_size=8), names)
 def test_arbitrary_text_either_compiles_and_agrees_or_is_rejected(pattern, name):
     try:
         matcher = NameMatcher([pattern])
     except GlobError:
         return
-    if "**" in pattern.replace(".**.", ".").strip("*"):
-        return  # ``a**b`` inside a segment is plain ``*`` here and in fnmatch alike; skip odd cases
     assert matcher.matches(name) is reference(pattern, name)
 
 

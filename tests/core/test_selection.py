@@ -349,3 +349,11 @@ def test_last_match_wins_against_a_rule_by_rule_replay(rules):
             if leaf is None or name.rsplit(".", 1)[1] == leaf:
                 p.requires_grad = action == "unfreeze"
     assert ours(live_inventory(build("nested")), spec) == classic.states(model)
+
+
+def test_pattern_naming_a_parameterless_module_says_so():
+    inv = live_inventory(build("cnn"))
+    with pytest.raises(SpecError) as info:
+        select(parse_spec({"rules": [{"action": "freeze", "names": ["0", "2"]}]}), inv)
+    [issue] = info.value.issues
+    assert issue.pointer == "/rules/0/names/1" and "without parameters: 2" in issue.message

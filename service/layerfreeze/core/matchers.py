@@ -91,15 +91,11 @@ def _names(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) 
     for j, compiled in enumerate(matcher.compiled):
         if not _any_hit(compiled.fullmatch, ("." + nm for names in ctx.names for nm in names)):
             empty = [p for p in ctx.modules if p and compiled.fullmatch("." + p)]
-            if empty:  # the module is real (a whole-module file records it) but holds no parameter
-                kind = ctx.modules[empty[0]].type
-                what = f" ({kind.rsplit('.', 1)[-1]})" if kind else ""
-                message = (f"name pattern {values[j]!r} matches module {empty[0]!r}{what}, which holds no "
-                           "parameters")
-            else:
-                message = f"name pattern {values[j]!r} matches no parameter or module"
-            suggestions = tuple(c for c in _suggest(values[j], _all_paths(ctx)) if c not in empty)
-            result.problems.append(SpecIssue(json_pointer((*pointer, j)), message, suggestions))
+            message = (f"name pattern {values[j]!r} matches only modules without parameters: "
+                       f"{', '.join(empty[:5])}" if empty else
+                       f"name pattern {values[j]!r} matches no parameter or module")
+            result.problems.append(SpecIssue(json_pointer((*pointer, j)), message,
+                                             _suggest(values[j], _all_paths(ctx))))
     return sel
 
 

@@ -94,9 +94,13 @@ def select(spec: FreezeSpec, inventory: Inventory) -> Selection:
     if issues:
         raise SpecError(_summary(issues), issues)
 
+    decided_by_rule: dict[int, list[int]] = {}
+    for k, d in enumerate(decided):
+        if d is not None:
+            decided_by_rule.setdefault(d, []).append(k)
     outcomes = []
     for index, (rule, match) in enumerate(zip(spec.rules, matches, strict=True)):
-        mine = [k for k, d in enumerate(decided) if d == index]
+        mine = decided_by_rule.get(index, [])
         outcomes.append(RuleOutcome(
             index=index, action=rule.action, selectors=rule.selectors(),
             selected=len(match.selected), selected_numel=sum(params[k].numel for k in match.selected),
