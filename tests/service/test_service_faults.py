@@ -158,3 +158,21 @@ def test_idle_worker_that_dies_is_replaced_without_a_job(make_server) -> None:
             time.sleep(0.1)
         assert len(server.worker_pids()) == 2
         assert 'layerfreeze_worker_restarts_total{reason="died_idle"} 2.0' in c.get("/metrics").text
+
+
+def test_upload_damaged_on_disk_before_its_job_runs_fails_the_job(make_server, tmp_path: Path) -> None:
+    server = make_server(workers="1")
+    src = checkpoint(tmp_path, "seq3", "safetensors")
+    with server.client() as c:
+        pid = _stopped_worker(server)
+        job = submit(c, src, {}).json()
+        wait_for(c, job["id"], until=("running",))
+        stored = server.data_dir / "jobs" / job["id"] / "input"
+        data = bytearray(stored.read_bytes())
+        data[-3] ^= 0xFF  # inside the last tensor's bytes: still a valid file, no longer the upload
+        stored.write_bytes(bytes(data))
+        os.kill(pid, signal.SIGCONT)
+        failed = wait_for(c, job["id"])
+        assert failed["status"] == "failed"
+        assert failed["error"]["type"].endswith("/input-changed")
+        assert sorted(p.name for p in stored.parent.iterdir()) == ["input"]

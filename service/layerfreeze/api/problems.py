@@ -62,6 +62,10 @@ def storage_error(exc: OSError) -> e.LayerfreezeError | None:
     return None
 
 
+class InputChanged(e.LayerfreezeError):
+    """The stored upload no longer hashes to what arrived (the disk corrupted it, or a crash tore it)."""
+
+
 class JobTimeLimit(e.LimitExceeded):
     """The job ran past ``job_timeout_s``; its worker was killed."""
 
@@ -99,6 +103,7 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     JobMemoryLimit: (422, "job-memory-limit", "Job memory limit exceeded"),
     WorkerLost: (500, "worker-lost", "The job's worker was lost"),
     StorageFull: (507, "storage-full", "Insufficient storage"),
+    InputChanged: (500, "input-changed", "The stored upload was damaged"),
     StoreError: (503, "storage-unavailable", "Job database unavailable"),
 }
 

@@ -139,6 +139,85 @@ class _FileSink:
             os.close(fd)
 
 
+class _FormReader:
+    """Callbacks for python-multipart: the file part goes to a ``_FileSink``, small fields to memory."""
+
+    def __init__(self, tmp_path: Path, file_field: str, max_file_bytes: int, max_field_bytes: int) -> None:
+        self.tmp_path = tmp_path
+        self.file_field = file_field
+        self.max_file_bytes = max_file_bytes
+        self.max_field_bytes = max_field_bytes
+        self.parts = 0
+        self.fields: dict[str, bytearray] = {}
+        self.headers: dict[bytes, bytes] = {}
+        self.header_name = bytearray()
+        self.header_value = bytearray()
+        self.name = ""
+        self.in_file = False
+        self.sink: _FileSink | None = None
+        self.filename = "model"
+        self.ended = False
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        return {
+            "on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished, "on_part_data": self.on_part_data,
+            "on_end": self.on_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise BadRequest(f"the form has more than {MAX_PARTS} parts")
+        self.headers.clear()
+        self.in_file = False
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name.extend(data[start:end])
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value.extend(data[start:end])
+
+    def on_header_end(self) -> None:
+        self.headers[bytes(self.header_name).lower()] = bytes(self.header_value)
+        self.header_name.clear()
+        self.header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        _disposition, opts = parse_options_header(self.headers.get(b"content-disposition", b""))
+        self.name = opts.get(b"name", b"").decode("utf-8", "replace")
+        if self.name == self.file_field:
+            if self.sink is not None:
+                raise BadRequest(f"the form has more than one '{self.file_field}' part")
+            raw = opts.get(b"filename")
+            self.filename = clean_filename(raw.decode("utf-8", "replace") if raw else None)
+            self.sink = _FileSink(self.tmp_path)
+            self.in_file = True
+        elif self.name in self.fields:
+            raise BadRequest(f"the form field '{self.name}' appears more than once")
+        else:
+            self.fields[self.name] = bytearray()
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.in_file:
+            assert self.sink is not None
+            if self.sink.size + (end - start) > self.max_file_bytes:
+                raise UploadTooLarge(
+                    f"the model file is larger than the limit of {self.max_file_bytes} bytes",
+                    limit="max_upload_bytes", maximum=self.max_file_bytes)
+            self.sink.add(memoryview(data)[start:end])  # no copy: the chunk is immutable bytes
+            return
+        buf = self.fields[self.name]
+        if len(buf) + (end - start) > self.max_field_bytes:
+            raise UploadTooLarge(f"form field '{self.name}' is larger than {self.max_field_bytes} bytes",
+                                 limit="max_form_field_bytes", maximum=self.max_field_bytes)
+        buf.extend(data[start:end])
+
+    def on_end(self) -> None:
+        self.ended = True
+
+
 async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: int,
                          max_field_bytes: int, file_field: str = "model") -> Upload:
     ctype, params = parse_options_header(request.headers.get("content-type"))
@@ -153,73 +232,8 @@ async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: in
             raise UploadTooLarge(f"the upload is larger than the limit of {max_file_bytes} bytes",
                                  limit="max_upload_bytes", value=int(declared), maximum=max_file_bytes)
 
-    state: dict[str, object] = {"parts": 0}
-    fields: dict[str, bytearray] = {}
-    header_name = bytearray()
-    header_value = bytearray()
-    headers: dict[bytes, bytes] = {}
-    current: dict[str, object] = {}
-    sink: _FileSink | None = None
-    file_name: list[str] = []
-    ended = [False]
-
-    def on_part_begin() -> None:
-        state["parts"] = int(state["parts"]) + 1  # type: ignore[arg-type]
-        if int(state["parts"]) > MAX_PARTS:  # type: ignore[arg-type]
-            raise BadRequest(f"the form has more than {MAX_PARTS} parts")
-        headers.clear()
-        current.clear()
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        header_name.extend(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        header_value.extend(data[start:end])
-
-    def on_header_end() -> None:
-        headers[bytes(header_name).lower()] = bytes(header_value)
-        header_name.clear()
-        header_value.clear()
-
-    def on_headers_finished() -> None:
-        nonlocal sink
-        _disp, opts = parse_options_header(headers.get(b"content-disposition", b""))
-        name = opts.get(b"name", b"").decode("utf-8", "replace")
-        current["name"] = name
-        if name == file_field:
-            if sink is not None:
-                raise BadRequest(f"the form has more than one '{file_field}' part")
-            raw = opts.get(b"filename")
-            file_name.append(clean_filename(raw.decode("utf-8", "replace") if raw else None))
-            sink = _FileSink(tmp_path)
-            current["file"] = True
-        else:
-            if name in fields:
-                raise BadRequest(f"the form field '{name}' appears more than once")
-            fields[name] = bytearray()
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        if current.get("file"):
-            assert sink is not None
-            if sink.size + (end - start) > max_file_bytes:
-                raise UploadTooLarge(f"the model file is larger than the limit of {max_file_bytes} bytes",
-                                     limit="max_upload_bytes", maximum=max_file_bytes)
-            sink.add(memoryview(data)[start:end])
-        else:
-            buf = fields[str(current["name"])]
-            if len(buf) + (end - start) > max_field_bytes:
-                raise UploadTooLarge(f"form field '{current['name']}' is larger than {max_field_bytes} bytes",
-                                     limit="max_form_field_bytes", maximum=max_field_bytes)
-            buf.extend(data[start:end])
-
-    def on_end() -> None:
-        ended[0] = True
-
-    parser = MultipartParser(params[b"boundary"], {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_end": on_end,
-    })
+    form = _FormReader(tmp_path, file_field, max_file_bytes, max_field_bytes)
+    parser = MultipartParser(params[b"boundary"], form.callbacks())
     received = 0
     try:
         try:
@@ -229,34 +243,35 @@ async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: in
                     raise UploadTooLarge(f"the upload is larger than the limit of {max_file_bytes} bytes",
                                          limit="max_upload_bytes", maximum=max_file_bytes)
                 parser.write(chunk)
-                if sink is not None:
-                    await sink.flush()
+                if form.sink is not None:
+                    await form.sink.flush()
             parser.finalize()
         except FormParserError as exc:
             raise BadRequest(f"malformed multipart body: {exc}") from exc
         except ClientDisconnect as exc:
             raise BadRequest("the client disconnected before the upload was complete") from exc
-        if not ended[0]:
+        if not form.ended:
             raise BadRequest("the multipart body ended before its closing boundary")
-        if sink is None:
+        if form.sink is None:
             raise BadRequest(f"the form has no '{file_field}' file part")
-        await sink.flush(force=True)
-        await sink.close()
+        await form.sink.flush(force=True)
+        await form.sink.close()
     except BaseException as exc:
-        if sink is not None:
+        if form.sink is not None:
             with contextlib.suppress(OSError):
-                await sink.close()
+                await form.sink.close()
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         if isinstance(exc, OSError) and (ours := storage_error(exc)) is not None:
             raise ours from exc
         raise
     text = {}
-    for k, v in fields.items():
+    for k, v in form.fields.items():
         try:
             text[k] = v.decode("utf-8")
         except UnicodeDecodeError as exc:
             tmp_path.unlink(missing_ok=True)
             raise BadRequest(f"form field '{k}' is not UTF-8") from exc
-    return Upload(path=tmp_path, filename=file_name[0], bytes=sink.size, sha256=sink.hash.hexdigest(),
+    sink = form.sink
+    return Upload(path=tmp_path, filename=form.filename, bytes=sink.size, sha256=sink.hash.hexdigest(),
                   fields=text)

@@ -58,6 +58,9 @@ def write_file(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+FINAL_NAMES = ("input", "output", "report.json")
+
+
 class BlobStore:
     """Paths of job files under one data directory."""
 
@@ -87,10 +90,17 @@ class BlobStore:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
                 continue
-            for part in entry.glob("*.part"):
-                with contextlib.suppress(OSError):
-                    part.unlink()
+            self.discard_partials(entry.name)
         return removed
+
+    def discard_partials(self, job_id: str, keep: tuple[str, ...] = FINAL_NAMES) -> None:
+        """Remove whatever a job's directory holds besides its final files (temporary names of an
+        interrupted write, whoever wrote them)."""
+        with contextlib.suppress(OSError):
+            for entry in self.job_dir(job_id).iterdir():
+                if entry.name not in keep:
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
 
     @property
     def db_path(self) -> Path:

@@ -165,6 +165,7 @@ class _Slot:
             dst=None if record.dry_run else blobs.output_path(record.id),
             report=blobs.report_path(record.id), input_name=record.input_filename,
             output_name=record.output_filename, limits=pool.settings.read_limits(),
+            input_sha256=record.input_sha256,
         )
         limit = pool.settings.job_timeout_s
         with contextlib.suppress(OSError):  # a dead process is found below
@@ -273,9 +274,5 @@ class LocalWorkerPool:
         self.on_finished(record.id)
 
     def _discard_outputs(self, job_id: str) -> None:
-        for path in (self.blobs.output_path(job_id), self.blobs.report_path(job_id)):
-            with contextlib.suppress(OSError):
-                path.unlink()
-        for path in (self.blobs.output_path(job_id), self.blobs.report_path(job_id)):
-            with contextlib.suppress(OSError):
-                path.with_name(path.name + ".part").unlink()
+        """A failed job keeps only its input: no report, no artifact, no half-written file."""
+        self.blobs.discard_partials(job_id, keep=("input",))

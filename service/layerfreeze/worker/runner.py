@@ -37,6 +37,7 @@ class Task:
     input_name: str
     output_name: str | None
     limits: ReadLimits
+    input_sha256: str | None = None  # as hashed on arrival; the worker checks the file still matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 
 def run_task(task: Task, memory_mb: int) -> Outcome:
-    from layerfreeze.api.problems import JobMemoryLimit, problem_for, storage_error
+    from layerfreeze.api.problems import InputChanged, JobMemoryLimit, problem_for, storage_error
     from layerfreeze.storage.blobs import publish_all, write_file
 
     part = task.dst.with_name(task.dst.name + ".part") if task.dst else None
@@ -75,6 +76,10 @@ def run_task(task: Task, memory_mb: int) -> Outcome:
         report = freeze_file(task.src, task.spec, part, limits=task.limits, input_name=task.input_name,
                              output_name=task.output_name)
         body = _report_dict(report)
+        read_sha = (body.get("input") or {}).get("sha256")
+        if task.input_sha256 and read_sha and read_sha != task.input_sha256:
+            raise InputChanged("the stored upload no longer matches the sha256 taken when it arrived; "
+                               "submit it again")
         report_part = task.report.with_name(task.report.name + ".part")
         write_file(report_part, json.dumps(body, separators=(",", ":")).encode())
         # Both files fsynced, renamed into place, then one fsync of their directory.
