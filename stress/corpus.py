@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,6 +92,10 @@ def run_controls(cases: list[Case], env: dict[str, str] | None = None) -> tuple[
         capture_output=True,
         cwd=with_control[0].path.parent if with_control else None,
     )
+    # some payloads start a process (Popen) and return: give those a moment to land before looking
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(c.marker and not c.marker.exists() for c in with_control):
+        time.sleep(0.1)
     dead = [c for c in with_control if c.marker is None or not c.marker.exists()]
     for c in with_control:
         if c.marker is not None:
