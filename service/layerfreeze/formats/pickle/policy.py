@@ -21,6 +21,10 @@ ALLOWED_CALLS = {
     "__builtin__.set": "set",
     "builtins.bytearray": "bytearray",
     "builtins.complex": "opaque",
+    # protocol 2 (what torch.save writes) spells builtins the Python 2 way
+    "__builtin__.frozenset": "frozenset",
+    "__builtin__.bytearray": "bytearray",
+    "__builtin__.complex": "opaque",
     "torch._utils._rebuild_tensor_v2": "tensor",
     "torch._utils._rebuild_tensor_v3": "tensor",
     "torch._utils._rebuild_parameter": "parameter",
