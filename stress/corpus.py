@@ -42,21 +42,7 @@ def generate(out: Path, markers: Path, *, heavy: bool = True) -> list[Case]:
 
 # Cases the current readers fail (slow or unclean), each with the reason; tests hold them as strict xfails
 # so a fix shows up as an unexpected pass. Keep this list short and explained.
-KNOWN_FINDINGS: dict[str, str] = {
-    "pickle-depth": (
-        "max_pickle_depth counts MARK nesting only: 200,000 lists nested by EMPTY_LIST+APPEND are parsed "
-        "to the end (~1 s) and refused for another reason"
-    ),
-    "zip-pickle-depth": "as pickle-depth, inside a torch zip",
-    "zip-checkpoint-deep-list": (
-        "a checkpoint dict holding a 200,000-deep list is accepted and written: max_pickle_depth (1,000) "
-        "does not bound container nesting"
-    ),
-    "zip-pickle-ops-flood": (
-        "1.2M opcodes in a 1.2 MB data.pkl are all interpreted (~2.5 s) before the refusal; "
-        "max_pickle_ops (50M) allows ~100 s of CPU per upload"
-    ),
-}
+KNOWN_FINDINGS: dict[str, str] = {}  # none open: depth and opcode floods are now stopped in time
 
 HEAVY_CASES = frozenset({"st-header-100MB-plus-1", "zipbomb-ratio", "zipbomb-entries"})
 

@@ -69,10 +69,11 @@ def test_service_refuses_every_case(corpus: list[Case], service) -> None:  # typ
     tally = refuse_over_http(corpus, service.url)
     print(tally.summary())
     assert tally.ran == 0
-    # the known findings are held (strict xfail) by test_known_findings
+    # known findings are held (strict xfail) by test_known_findings; wall time over HTTP includes the
+    # upload and the queue on a shared 2-core machine, hence 2 s here (the figures are in `make stress`)
     bad = [
         f"{o.case}: {o.detail} ({o.seconds:.2f}s)"
-        for o in tally.failures(1.0)
+        for o in tally.failures(2.0)
         if o.case not in KNOWN_FINDINGS
     ]
     assert not bad, "\n".join(bad)
