@@ -196,3 +196,22 @@ def test_last_rule_wins_bitfit(tmp_path: Path, fmt: str) -> None:
     assert frozen(report) == _matching(model, lambda n: n.endswith("weight")) | {"11.bias"}
     decided = {p["name"]: p["rule"] for p in report["parameters"]}
     assert decided["0.weight"] == 0 and decided["0.bias"] == 1 and decided["11.bias"] == 2
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_negated_classes_both_spellings(tmp_path: Path, fmt: str) -> None:
+    """``[^0-5]`` is negation (as in bash and regex), the same as ``[!0-5]``; read literally it would
+    select exactly the layers the user meant to leave out."""
+    model = build("seq12")
+    src = _file(tmp_path, model, fmt)
+    want = _names_under(model, ["6", "7", "8", "9"])
+    assert frozen(_report(src, {"action": "freeze", "names": ["[!0-5]"]})) == want
+    assert frozen(_report(src, {"action": "freeze", "names": ["[^0-5]"]})) == want
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    src = _file(tmp_path, build("seq12"), "state_dict")
+    raw = '{"rules": [{"action": "freeze", "names": ["0"], "names": ["1"]}]}'
+    with pytest.raises(SpecError) as err:
+        freeze_file(src, raw)
+    assert err.value.issues[0].pointer == "/rules/0/names"
