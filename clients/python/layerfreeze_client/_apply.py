@@ -65,8 +65,9 @@ def apply(
 
     ``prefix`` is stripped from the state's names (e.g. ``"model."`` for a Lightning checkpoint applied
     to the inner model); by default a single common leading segment is stripped when, and only when,
-    no name matches as it is. Raises ModelMismatchError (a ValueError) when names do not match and
-    ``strict`` is set, CheckpointReadError when the source cannot be read.
+    no name matches as it is, or added when the live model is the wrapped one (``module.``,
+    ``_orig_mod.``) and the state came from the inner model. Raises ModelMismatchError (a ValueError)
+    when names do not match and ``strict`` is set, CheckpointReadError when the source cannot be read.
     """
     states = _states_from(checkpoint_or_report)
     params: dict[str, Any] = dict(model.named_parameters(remove_duplicate=False))
@@ -114,6 +115,14 @@ def _strip_prefix(states: dict[str, bool], params: Mapping[str, Any], prefix: st
             stripped = {n.split(".", 1)[1]: v for n, v in states.items()}
             if any(n in params for n in stripped):
                 return stripped
+        # the other way round: the live model is wrapped (DataParallel's ``module.``, torch.compile's
+        # ``_orig_mod.``) while the checkpoint was saved from the inner model
+        model_heads = {n.split(".", 1)[0] for n in params}
+        if len(model_heads) == 1 and all("." in n for n in params):
+            head = model_heads.pop()
+            prefixed = {f"{head}.{n}": v for n, v in states.items()}
+            if any(n in params for n in prefixed):
+                return prefixed
     return states
 
 
