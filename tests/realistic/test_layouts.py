@@ -163,3 +163,19 @@ def test_shared_storage_views_keep_their_layout(tmp_path: Path) -> None:
     assert out["attn.q.weight"].untyped_storage().data_ptr() == storage
     assert {p["name"]: p["requires_grad"] for p in report["parameters"]}["attn.k.weight"] is False
     assert any("share" in w["message"] for w in report["warnings"])
+
+
+@pytest.mark.parametrize("wrap", ["dataparallel", "compile"])
+def test_apply_to_a_wrapped_live_model(tmp_path: Path, wrap: str) -> None:
+    """Checkpoint saved from the bare model, state applied after wrapping it for training."""
+    from layerfreeze_client import apply
+
+    src = tmp_path / "sd.pt"
+    torch.save(build("seq3").state_dict(), src)
+    report, dst = run(src, {"rules": [{"action": "freeze", "names": ["0"]}]}, tmp_path)
+    model = nn.DataParallel(build("seq3")) if wrap == "dataparallel" else torch.compile(build("seq3"))
+    head = "module" if wrap == "dataparallel" else "_orig_mod"
+    for source in (dst, report):
+        state = apply(model, source)
+        assert set(state.frozen) == {f"{head}.0.weight", f"{head}.0.bias"}
+        assert {n for n, p in model.named_parameters() if not p.requires_grad} == set(state.frozen)
