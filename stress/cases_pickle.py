@@ -217,7 +217,10 @@ def pickle_bombs(b: Builder, data_pkl: bytes, storages: list[tuple[str, bytes]])
         ".bin",
         payload=False,
     )
-    # 1.2 million cheap opcodes (push None, pop) in 1.2 MB: work per byte uploaded
+    # 4 million cheap opcodes (push None, pop) in 4 MB, well inside max_pickle_ops: work per byte uploaded
     b.add(
-        "zip-pickle-ops-flood", "pickle bomb", torch_zip(b"\x80\x02" + b"N0" * 600_000 + b"}."), payload=False
+        "zip-pickle-ops-flood",
+        "pickle bomb",
+        torch_zip(b"\x80\x02" + b"N0" * 2_000_000 + b"}."),
+        payload=False,
     )
