@@ -179,3 +179,22 @@ def test_apply_to_a_wrapped_live_model(tmp_path: Path, wrap: str) -> None:
         state = apply(model, source)
         assert set(state.frozen) == {f"{head}.0.weight", f"{head}.0.bias"}
         assert {n for n, p in model.named_parameters() if not p.requires_grad} == set(state.frozen)
+
+
+@pytest.mark.parametrize("name", ["user", "cnn", "transformer", "lstm"])
+def test_legacy_whole_module(tmp_path: Path, name: str) -> None:
+    """The non-zip format records each module class with its source code as a persistent id."""
+    model = build(name)
+    src = tmp_path / "legacy.pt"
+    torch.save(model, src, _use_new_zipfile_serialization=False)
+    first = next(iter(dict(model.named_children())))
+    report, dst = run(src, {"rules": [{"action": "freeze", "until": first}]}, tmp_path)
+    assert report["format"] == "torch.module"
+    assert [p["name"] for p in report["parameters"]] == [n for n, _ in model.named_parameters()]
+    out = torch.load(dst, weights_only=False)  # the test's own file
+    assert {n: p.requires_grad for n, p in out.named_parameters()} == \
+        {p["name"]: p["requires_grad"] for p in report["parameters"]}
+    assert frozen(report) == {n for n, _ in model.get_submodule(first).named_parameters(prefix=first)} | {
+        n for n, _ in model.named_parameters(recurse=False)}
+    for a, b in zip(model.state_dict().values(), out.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
