@@ -177,3 +177,15 @@ def test_unusual_dtypes(tmp_path: Path) -> None:
     assert {p["name"] for p in report["parameters"]} == {"c.weight", "f8.weight", "h.weight"}
     assert {b["name"] for b in report["buffers"]} == {"b.mask", "u16.count"}
     assert_state_dict_output(src, dst, report, torch.load(dst, weights_only=True, mmap=True))
+
+
+def test_quantized_state_dict_is_not_supported_not_unsafe(tmp_path: Path) -> None:
+    from layerfreeze.errors import UnsafePickleError
+
+    quantized = torch.ao.quantization.quantize_dynamic(build("seq3"), {nn.Linear}, dtype=torch.qint8)
+    src = tmp_path / "q.pt"
+    torch.save(quantized.state_dict(), src)
+    with pytest.raises(FormatError) as err:
+        freeze_file(src, {})
+    assert not isinstance(err.value, UnsafePickleError)
+    assert "not supported" in str(err.value)
