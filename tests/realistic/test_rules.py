@@ -215,3 +215,18 @@ def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         freeze_file(src, raw)
     assert err.value.issues[0].pointer == "/rules/0/names"
+
+
+def test_until_a_parameter_name(tmp_path: Path) -> None:
+    """Torch archives know a module's parameter order (weight before bias); safetensors sorts names, so
+    there ``until`` a parameter name is refused rather than guessed."""
+    model = build("seq12")
+    for fmt in ("module", "state_dict"):
+        src = _file(tmp_path, model, fmt)
+        assert frozen(_report(src, {"action": "freeze", "until": "1.weight"})) == \
+            {"0.weight", "0.bias", "1.weight"}
+    src = _file(tmp_path, model, "safetensors")
+    with pytest.raises(SpecError) as err:
+        _report(src, {"action": "freeze", "until": "1.weight"})
+    assert "order of the parameters of 1" in err.value.issues[0].message
+    assert frozen(_report(src, {"action": "freeze", "until": "1"})) == _names_under(model, ["0", "1"])
