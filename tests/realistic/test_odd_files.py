@@ -189,3 +189,28 @@ def test_quantized_state_dict_is_not_supported_not_unsafe(tmp_path: Path) -> Non
         freeze_file(src, {})
     assert not isinstance(err.value, UnsafePickleError)
     assert "not supported" in str(err.value)
+
+
+def test_training_side_files_uploaded_by_mistake(tmp_path: Path) -> None:
+    """The files a trainer writes next to the model: each a clear FormatError, the optimizer one named."""
+    import random
+
+    import numpy as np
+
+    model = build("seq3")
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    files = {
+        "optimizer.pt": opt.state_dict(),
+        "scheduler.pt": torch.optim.lr_scheduler.StepLR(opt, 1).state_dict(),
+        "rng_state.pth": {"python": random.getstate(), "numpy": np.random.get_state(),
+                          "cpu": torch.random.get_rng_state()},
+    }
+    for name, obj in files.items():
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(FormatError) as err:
+            freeze_file(tmp_path / name, {})
+        assert "no state dict or module" in str(err.value)
+        if name == "optimizer.pt":
+            assert "optimizer" in str(err.value)
