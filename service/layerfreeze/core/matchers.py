@@ -116,7 +116,15 @@ def type_matches(value: str, recorded: str) -> bool:
     name) names the recorded class or, for torch.nn classes, one of its torch.nn bases."""
     if value.startswith("nn."):
         value = "torch." + value
-    return any(value in (cls, cls.rsplit(".", 1)[-1], public_name(cls)) for cls in ancestors(recorded))
+    return any(value in (cls, cls.rsplit(".", 1)[-1], public_name(cls)) or _package_alias(value, cls)
+               for cls in ancestors(recorded))
+
+
+def _package_alias(value: str, cls: str) -> bool:
+    """``transformers.BertLayer`` for ``transformers.models.bert.modeling_bert.BertLayer``: a package's
+    top-level spelling of its class (how users import it)."""
+    package, dot, name = value.partition(".")
+    return bool(dot) and "." not in name and cls.startswith(package + ".") and cls.rsplit(".", 1)[-1] == name
 
 
 def _types(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
