@@ -192,3 +192,16 @@ def test_types_value_on_parameterless_modules_is_named(tmp_path: Path) -> None:
     assert issue.pointer == "/rules/0/types/0" and "hold no parameters" in issue.message
     report = freeze_file(src, {"rules": [{"action": "freeze", "types": ["ReLU", "Linear"]}], "strict": False})
     assert frozen(report.model_dump(mode="json")) == {"lin.weight", "tail.weight", "tail.bias"}
+
+
+def test_types_spelled_as_users_import_them(tmp_path: Path) -> None:
+    from layerfreeze.freeze import freeze_file
+
+    model = BERT()
+    src = tmp_path / "bert.pt"
+    torch.save(model, src)
+    want = _classic(model, ("BertLayer",))
+    spellings = ("BertLayer", "transformers.BertLayer", "transformers.models.bert.modeling_bert.BertLayer")
+    for spelling in spellings:
+        report = freeze_file(src, {"rules": [{"action": "freeze", "types": [spelling]}]})
+        assert frozen(report.model_dump(mode="json")) == want, spelling
