@@ -36,6 +36,18 @@ class OddModule(nn.Module):
         return self.tail(self.act(self.lin(x)) * self.gain)
 
 
+class ParameterContainers(nn.Module):
+    """Parameters held directly by ParameterList / ParameterDict, and less common layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pl = nn.ParameterList([nn.Parameter(torch.randn(2)) for _ in range(3)])
+        self.pd = nn.ParameterDict({"a": nn.Parameter(torch.randn(2)), "b": nn.Parameter(torch.randn(2))})
+        self.bag = nn.EmbeddingBag(5, 2)
+        self.bil = nn.Bilinear(2, 2, 2)
+        self.prelu = nn.PReLU()
+
+
 def _tiny(cls: str, cfg: str, **kw: int) -> Callable[[], nn.Module]:
     def make() -> nn.Module:
         torch.manual_seed(0)
@@ -87,6 +99,8 @@ CASES = [
         nn.InstanceNorm2d(4, affine=True), nn.Embedding(10, 4, padding_idx=0))),
      ["torch.nn.GroupNorm", "nn.InstanceNorm2d"],
      (nn.GroupNorm, nn.InstanceNorm2d), None),
+    ("containers", _seeded(ParameterContainers), ["ParameterList", "nn.PReLU"], (nn.ParameterList, nn.PReLU),
+     None),
     ("odd", _seeded(OddModule), ["Linear"], (nn.Linear,), lambda: {"x": torch.randn(2, 3)}),
 ]
 
