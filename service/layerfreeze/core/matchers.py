@@ -91,8 +91,11 @@ def _names(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) 
     for j, compiled in enumerate(matcher.compiled):
         if not _any_hit(compiled.fullmatch, ("." + nm for names in ctx.names for nm in names)):
             empty = [p for p in ctx.modules if p and compiled.fullmatch("." + p)]
+            buffers = _buffers_hit(ctx, lambda b, c=compiled: c.fullmatch("." + b))
             message = (f"name pattern {values[j]!r} matches only modules without parameters: "
                        f"{', '.join(empty[:5])}" if empty else
+                       f"name pattern {values[j]!r} matches only buffers, which are never trainable: "
+                       f"{', '.join(buffers[:5])}" if buffers else
                        f"name pattern {values[j]!r} matches no parameter or module")
             result.problems.append(SpecIssue(json_pointer((*pointer, j)), message,
                                              _suggest(values[j], _all_paths(ctx))))
@@ -104,8 +107,11 @@ def _regex(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) 
     sel = [any(matcher.matches(name) for name in names) for names in ctx.names]
     for j, compiled in enumerate(matcher.compiled):
         if not _any_hit(compiled.fullmatch, (nm for names in ctx.names for nm in names)):
+            buffers = _buffers_hit(ctx, lambda b, c=compiled: c.fullmatch(b))
             result.problems.append(SpecIssue(
                 json_pointer((*pointer, j)),
+                f"regular expression {values[j]!r} matches only buffers, which are never trainable: "
+                f"{', '.join(buffers[:5])}" if buffers else
                 f"regular expression {values[j]!r} matches no whole parameter name",
                 _suggest(values[j], {nm for names in ctx.names for nm in names})))
     return sel
@@ -219,8 +225,11 @@ def _until(path: str, ctx: _Context, pointer: tuple, result: RuleMatch) -> list[
             if any(name == path or name.startswith(path + ".") for name in names)]
     if hits:
         return [k <= hits[-1] for k in range(n)]
+    is_buffer = bool(_buffers_hit(ctx, lambda b: b == path))
     result.problems.append(SpecIssue(
-        json_pointer(pointer), f"no module or parameter {path!r} in this model",
+        json_pointer(pointer),
+        f"{path!r} is a buffer, never trainable: until takes a module or a parameter" if is_buffer
+        else f"no module or parameter {path!r} in this model",
         _suggest(path, _all_paths(ctx))))
     return [False] * n
 
@@ -231,10 +240,18 @@ def _params(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch)
     present = set().union(*leaves) if leaves else set()
     for j, value in enumerate(values):
         if value not in present:
+            buffers = _buffers_hit(ctx, lambda b, v=value: leaf(b) == v)
             result.problems.append(SpecIssue(
-                json_pointer((*pointer, j)), f"no parameter is named {value!r} (leaf name)",
+                json_pointer((*pointer, j)),
+                f"{value!r} names only buffers, which are never trainable: {', '.join(buffers[:5])}"
+                if buffers else f"no parameter is named {value!r} (leaf name)",
                 _suggest(value, present)))
     return [not wanted.isdisjoint(ls) for ls in leaves]
+
+
+def _buffers_hit(ctx: _Context, predicate) -> list[str]:  # type: ignore[no-untyped-def]
+    """Buffers a value would have selected: named in the problem instead of "matches nothing"."""
+    return [t.name for t in ctx.inventory.tensors if t.kind == "buffer" and predicate(t.name)]
 
 
 def _any_hit(predicate, items) -> bool:  # type: ignore[no-untyped-def]
