@@ -230,3 +230,14 @@ def test_until_a_parameter_name(tmp_path: Path) -> None:
         _report(src, {"action": "freeze", "until": "1.weight"})
     assert "order of the parameters of 1" in err.value.issues[0].message
     assert frozen(_report(src, {"action": "freeze", "until": "1"})) == _names_under(model, ["0", "1"])
+
+
+@pytest.mark.parametrize("fmt", ["module", "state_dict"])
+def test_selecting_only_buffers_is_named(tmp_path: Path, fmt: str) -> None:
+    """BatchNorm statistics are buffers: a rule aimed at them is refused with that reason."""
+    src = _file(tmp_path, build("cnn"), fmt)
+    for selector in ({"names": ["**.running_*"]}, {"params": ["running_mean"]},
+                     {"regex": ["1\\.running_.*"]}, {"until": "1.running_mean"}):
+        with pytest.raises(SpecError) as err:
+            _report(src, {"action": "freeze", **selector})
+        assert "buffer" in err.value.issues[0].message, selector
