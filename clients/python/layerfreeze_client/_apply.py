@@ -65,8 +65,9 @@ def apply(
 
     ``prefix`` is stripped from the state's names (e.g. ``"model."`` for a Lightning checkpoint applied
     to the inner model); by default a single common leading segment is stripped when, and only when,
-    no name matches as it is. Raises ModelMismatchError (a ValueError) when names do not match and
-    ``strict`` is set, CheckpointReadError when the source cannot be read.
+    no name matches as it is, or added when the live model is the wrapped one (``module.``,
+    ``_orig_mod.``) and the state came from the inner model. Raises ModelMismatchError (a ValueError)
+    when names do not match and ``strict`` is set, CheckpointReadError when the source cannot be read.
     """
     states = _states_from(checkpoint_or_report)
     params: dict[str, Any] = dict(model.named_parameters(remove_duplicate=False))
@@ -114,6 +115,14 @@ def _strip_prefix(states: dict[str, bool], params: Mapping[str, Any], prefix: st
             stripped = {n.split(".", 1)[1]: v for n, v in states.items()}
             if any(n in params for n in stripped):
                 return stripped
+        # the other way round: the live model is wrapped (DataParallel's ``module.``, torch.compile's
+        # ``_orig_mod.``) while the checkpoint was saved from the inner model
+        model_heads = {n.split(".", 1)[0] for n in params}
+        if len(model_heads) == 1 and all("." in n for n in params):
+            head = model_heads.pop()
+            prefixed = {f"{head}.{n}": v for n, v in states.items()}
+            if any(n in params for n in prefixed):
+                return prefixed
     return states
 
 
@@ -198,8 +207,10 @@ def _states_from_torch(path: Path) -> dict[str, bool]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=not _is_legacy(path))
     except pickle.UnpicklingError as exc:
+        lines = str(exc).splitlines()  # torch's first line is generic; the global it refused is further on
+        reason = next((ln.strip() for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
         raise CheckpointReadError(
-            f"{path}: torch.load(weights_only=True) refused it ({str(exc).splitlines()[0]}). A pickled "
+            f"{path}: torch.load(weights_only=True) refused it ({reason}). A pickled "
             "whole module needs its classes allowlisted: call apply() inside "
             "`with torch.serialization.safe_globals([...]):` (torch.serialization."
             "get_unsafe_globals_in_checkpoint lists them), or pass the job's report instead"

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     spec = freeze.add_mutually_exclusive_group(required=True)
     spec.add_argument("--spec", type=Path, metavar="SPEC.json", help="freeze spec file ('-' for stdin)")
     spec.add_argument("--spec-json", metavar="JSON", help="freeze spec given inline")
-    freeze.add_argument("-o", "--output", type=Path, metavar="OUT", help="where to write the checkpoint")
+    freeze.add_argument("-o", "--output", type=Path, metavar="OUT",
+                        help="where to write the checkpoint (a directory: <name>.frozen<suffix> in it)")
     freeze.add_argument("--report", type=Path, metavar="REPORT.json", help="also write the report as JSON")
     freeze.add_argument("--dry-run", action="store_true", help="report only, write no checkpoint")
     _output_options(freeze)
@@ -93,10 +94,15 @@ def _freeze_or_inspect(args: argparse.Namespace) -> int:
         if not args.dry_run and args.output is None:
             raise UsageError("-o/--output is required (or --dry-run)")
         output = args.output
+        if output is not None and output.is_dir():  # like cp: into the directory, under the usual name
+            output = output / f"{args.model.stem}.frozen{args.model.suffix}"
         if output is not None and output.exists() and output.resolve() == args.model.resolve():
             raise UsageError("the output would overwrite the input model; choose another -o")
         if output is not None and not output.absolute().parent.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "output directory does not exist", str(output.parent))
+    if args.model.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "the model is a directory, not a checkpoint file",
+                                str(args.model))
     if not args.model.is_file():
         raise FileNotFoundError(errno.ENOENT, "no such model file", str(args.model))
     report = freeze_file(args.model, spec, output)

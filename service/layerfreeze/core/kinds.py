@@ -21,14 +21,23 @@ KNOWN_BUFFER_LEAVES = frozenset(
         "relative_position_index",  # Swin and friends
         "masked_bias",  # older GPT-2
         "anchor_grid",  # YOLO detection heads
+        "weight_u",  # torch.nn.utils.spectral_norm (its weight_v is ambiguous: weight_norm's parameter)
     }
 )
+
+# torch.nn.utils.parametrizations.spectral_norm keeps its power-iteration vectors as buffers of the
+# parametrization module: ``<module>.parametrizations.<tensor>.<i>._u`` / ``._v``.
+_PARAMETRIZATION_BUFFER_LEAVES = ("_u", "_v")
 
 
 def tensor_kind(name: str, dtype: str) -> TensorKind:
     """``"buffer"`` for non-floating dtypes and known buffer leaf names, else ``"parameter"``."""
     if dtype not in FLOATING_DTYPES:
         return "buffer"
-    if name.rsplit(".", 1)[-1] in KNOWN_BUFFER_LEAVES:
+    parts = name.split(".")
+    if parts[-1] in KNOWN_BUFFER_LEAVES:
+        return "buffer"
+    if (parts[-1] in _PARAMETRIZATION_BUFFER_LEAVES and len(parts) >= 4
+            and parts[-4] == "parametrizations" and parts[-2].isdigit()):
         return "buffer"
     return "parameter"

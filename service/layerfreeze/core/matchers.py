@@ -91,8 +91,11 @@ def _names(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) 
     for j, compiled in enumerate(matcher.compiled):
         if not _any_hit(compiled.fullmatch, ("." + nm for names in ctx.names for nm in names)):
             empty = [p for p in ctx.modules if p and compiled.fullmatch("." + p)]
+            buffers = _buffers_hit(ctx, lambda b, c=compiled: c.fullmatch("." + b))
             message = (f"name pattern {values[j]!r} matches only modules without parameters: "
                        f"{', '.join(empty[:5])}" if empty else
+                       f"name pattern {values[j]!r} matches only buffers, which are never trainable: "
+                       f"{', '.join(buffers[:5])}" if buffers else
                        f"name pattern {values[j]!r} matches no parameter or module")
             result.problems.append(SpecIssue(json_pointer((*pointer, j)), message,
                                              _suggest(values[j], _all_paths(ctx))))
@@ -104,8 +107,11 @@ def _regex(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) 
     sel = [any(matcher.matches(name) for name in names) for names in ctx.names]
     for j, compiled in enumerate(matcher.compiled):
         if not _any_hit(compiled.fullmatch, (nm for names in ctx.names for nm in names)):
+            buffers = _buffers_hit(ctx, lambda b, c=compiled: c.fullmatch(b))
             result.problems.append(SpecIssue(
                 json_pointer((*pointer, j)),
+                f"regular expression {values[j]!r} matches only buffers, which are never trainable: "
+                f"{', '.join(buffers[:5])}" if buffers else
                 f"regular expression {values[j]!r} matches no whole parameter name",
                 _suggest(values[j], {nm for names in ctx.names for nm in names})))
     return sel
@@ -116,7 +122,15 @@ def type_matches(value: str, recorded: str) -> bool:
     name) names the recorded class or, for torch.nn classes, one of its torch.nn bases."""
     if value.startswith("nn."):
         value = "torch." + value
-    return any(value in (cls, cls.rsplit(".", 1)[-1], public_name(cls)) for cls in ancestors(recorded))
+    return any(value in (cls, cls.rsplit(".", 1)[-1], public_name(cls)) or _package_alias(value, cls)
+               for cls in ancestors(recorded))
+
+
+def _package_alias(value: str, cls: str) -> bool:
+    """``transformers.BertLayer`` for ``transformers.models.bert.modeling_bert.BertLayer``: a package's
+    top-level spelling of its class (how users import it)."""
+    package, dot, name = value.partition(".")
+    return bool(dot) and "." not in name and cls.startswith(package + ".") and cls.rsplit(".", 1)[-1] == name
 
 
 def _types(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
@@ -131,6 +145,11 @@ def _types(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) 
     matching = set().union(*hits_by_value)
     paths = {path for path, m in ctx.modules.items() if m.type in matching}
     for j, hits in enumerate(hits_by_value):
+        if hits and not any(_inside(names, {p for p, m in ctx.modules.items() if m.type in hits})
+                            for names in ctx.names):
+            result.problems.append(SpecIssue(
+                json_pointer((*pointer, j)),
+                f"modules of type {values[j]!r} exist in this model but hold no parameters"))
         if not hits:
             shorts = {t.rsplit(".", 1)[-1] for t in types}
             result.problems.append(SpecIssue(
@@ -206,8 +225,11 @@ def _until(path: str, ctx: _Context, pointer: tuple, result: RuleMatch) -> list[
             if any(name == path or name.startswith(path + ".") for name in names)]
     if hits:
         return [k <= hits[-1] for k in range(n)]
+    is_buffer = bool(_buffers_hit(ctx, lambda b: b == path))
     result.problems.append(SpecIssue(
-        json_pointer(pointer), f"no module or parameter {path!r} in this model",
+        json_pointer(pointer),
+        f"{path!r} is a buffer, never trainable: until takes a module or a parameter" if is_buffer
+        else f"no module or parameter {path!r} in this model",
         _suggest(path, _all_paths(ctx))))
     return [False] * n
 
@@ -218,10 +240,18 @@ def _params(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch)
     present = set().union(*leaves) if leaves else set()
     for j, value in enumerate(values):
         if value not in present:
+            buffers = _buffers_hit(ctx, lambda b, v=value: leaf(b) == v)
             result.problems.append(SpecIssue(
-                json_pointer((*pointer, j)), f"no parameter is named {value!r} (leaf name)",
+                json_pointer((*pointer, j)),
+                f"{value!r} names only buffers, which are never trainable: {', '.join(buffers[:5])}"
+                if buffers else f"no parameter is named {value!r} (leaf name)",
                 _suggest(value, present)))
     return [not wanted.isdisjoint(ls) for ls in leaves]
+
+
+def _buffers_hit(ctx: _Context, predicate) -> list[str]:  # type: ignore[no-untyped-def]
+    """Buffers a value would have selected: named in the problem instead of "matches nothing"."""
+    return [t.name for t in ctx.inventory.tensors if t.kind == "buffer" and predicate(t.name)]
 
 
 def _any_hit(predicate, items) -> bool:  # type: ignore[no-untyped-def]

@@ -44,6 +44,13 @@ def until_by_names(path: str, names: Sequence[tuple[str, ...]]) -> tuple[list[bo
             where = ".".join(parent) or "the model"
             listed = ", ".join(sorted(siblings | {seg}))
             return [False] * len(names), f"the children of {where} ({listed}) are named, not numbered"
+    if any(ns == segs for group in split for ns in group):  # ``path`` is a parameter: its siblings'
+        parent, last = segs[:-1], len(segs) - 1  # order inside the module is not recorded either
+        params = {ns[last] for group in split for ns in group if len(ns) == len(segs) and ns[:last] == parent}
+        if len(params) > 1:
+            where = ".".join(parent) or "the model"
+            listed = ", ".join(sorted(params))
+            return [False] * len(names), f"the order of the parameters of {where} ({listed}) is not recorded"
 
     def before(ns: list[str]) -> bool:
         if ns[: len(segs)] == segs:

@@ -1,8 +1,8 @@
 """Name patterns, compiled once per spec, matched against dotted parameter names.
 
-A glob is matched **segment by segment**: ``*``, ``?``, ``[0-5]`` and ``[!x]`` stay inside one segment,
-``**`` spans any number of segments (zero included). A glob selects a name when it matches the name
-itself or any of its dotted prefixes (the modules that contain it), so ``0`` selects ``0.weight`` but
+A glob is matched **segment by segment**: ``*``, ``?``, ``[0-5]`` and ``[!x]`` (or ``[^x]``) stay inside
+one segment, ``**`` spans any number of segments (zero included). A glob selects a name when it matches
+the name itself or any of its dotted prefixes (the modules that contain it), so ``0`` selects ``0.weight`` but
 never ``10.weight``, and ``head`` never ``decode_head.weight``.
 
 Each glob becomes one regular expression over ``"." + name``: a literal segment ``S`` is ``\\.S``,
@@ -36,7 +36,7 @@ def _translate_segment(segment: str) -> str:
             out.append(_SEGMENT_CHAR)
         elif c == "[":
             j = i
-            if j < n and segment[j] == "!":
+            if j < n and segment[j] in "!^":
                 j += 1
             if j < n and segment[j] == "]":  # a leading ']' is literal, as in fnmatch
                 j += 1
@@ -46,7 +46,9 @@ def _translate_segment(segment: str) -> str:
                 raise GlobError(f"unbalanced '[' at position {i - 1} in {segment!r}")
             body = segment[i:j]
             i = j + 1
-            negate = body.startswith("!")
+            # ``[^x]`` negates as in bash and regex (fnmatch would read a literal '^', which no
+            # parameter name holds: the pattern would silently select the opposite of what was meant)
+            negate = body[:1] in ("!", "^")
             if negate:
                 body = body[1:]
             body = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")

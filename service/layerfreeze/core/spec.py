@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -76,9 +76,12 @@ def parse_spec(raw: str | bytes | Mapping[str, Any] | FreezeSpec) -> FreezeSpec:
         if isinstance(raw, (bytes, bytearray)) and raw.startswith(b"\xef\xbb\xbf"):
             raw = bytes(raw[3:])  # a UTF-8 byte-order mark, as some editors write
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, object_pairs_hook=_KeyedObject.from_pairs)
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise SpecError("the spec is not valid JSON", [SpecIssue("", f"not valid JSON: {exc}")]) from exc
+        duplicates = list(_duplicate_keys(data, ()))
+        if duplicates:
+            raise SpecError(_summary(duplicates), duplicates)
     else:
         data = raw
     if not isinstance(data, Mapping):
@@ -108,6 +111,32 @@ def spec_sha256(spec: FreezeSpec) -> str:
 def json_pointer(parts: tuple[str | int, ...] | list[str | int]) -> str:
     """RFC 6901: ``("rules", 2, "regex", 0)`` -> ``/rules/2/regex/0``."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+class _KeyedObject(dict):  # type: ignore[type-arg]
+    """A JSON object that remembers keys it saw twice (json.loads would silently keep the last one, so
+    ``{"names": ["0"], "names": ["1"]}`` would quietly drop a selector)."""
+
+    duplicates: tuple[str, ...] = ()
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> _KeyedObject:
+        obj = cls(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            obj.duplicates = tuple(dict.fromkeys(k for k, _ in pairs if k in seen or seen.add(k)))
+        return obj
+
+
+def _duplicate_keys(value: Any, path: tuple[str | int, ...]) -> Iterator[SpecIssue]:
+    if isinstance(value, _KeyedObject):
+        for key in value.duplicates:
+            yield SpecIssue(json_pointer((*path, key)), f"key {key!r} appears more than once in this object")
+        for key, item in value.items():
+            yield from _duplicate_keys(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _duplicate_keys(item, (*path, index))
 
 
 def _plain(value: Any) -> Any:

@@ -138,13 +138,17 @@ class SafetensorsArchive:
 
 
 def _recorded_flags(value: str | None) -> dict[str, bool] | None:
-    """Flags from our own metadata (``frozen``/``trainable`` lists), or None when absent or unreadable."""
+    """Flags from our own metadata (``frozen``/``trainable`` lists), or None when absent; malformed or
+    unknown-version metadata is refused rather than silently ignored."""
     if value is None:
         return None
     try:
         doc = json.loads(value)
     except json.JSONDecodeError as exc:
         raise SafetensorsFormatError("the layerfreeze metadata is not valid JSON") from exc
+    if isinstance(doc, dict) and doc.get("format_version", 1) != 1:
+        raise SafetensorsFormatError(
+            f"the layerfreeze metadata has format_version {doc.get('format_version')!r}; only 1 is read")
     if not isinstance(doc, dict) or not isinstance(doc.get("frozen"), list) or not isinstance(
         doc.get("trainable"), list
     ):

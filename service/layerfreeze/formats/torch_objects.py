@@ -65,6 +65,10 @@ def recover_model(root: Any, *, storage_bytes: StorageBytes, storage_prefix: str
 def _describe(value: Any) -> str:
     if isinstance(value, Obj):
         return f"{value.type_name} object"
+    if isinstance(value, (TensorNode, ParamNode)):  # not our internal node names: what the user saved
+        return "single tensor"
+    if isinstance(value, dict) and not value:
+        return "dict with no entries (no tensors at all)"
     return type(value).__name__
 
 
@@ -100,8 +104,11 @@ def _from_checkpoint(root: dict[str, Any], storage_bytes: StorageBytes, prefix: 
             return _from_state_dict(sd, "torch.checkpoint", key, (note,), storage_bytes, prefix, limits)
         if is_module(value):
             return _from_module(value, "torch.checkpoint", key, (note,), storage_bytes, prefix, limits)
+    hint = ""
+    if {"state", "param_groups"} <= set(root):  # a common mix-up: the optimizer.pt beside the model
+        hint = "; this is an optimizer's state_dict, not a model's"
     raise FormatError(
-        "the checkpoint dict holds no state dict or module (keys: " + ", ".join(list(root)[:20]) + ")"
+        "the checkpoint dict holds no state dict or module (keys: " + ", ".join(list(root)[:20]) + ")" + hint
     )
 
 

@@ -262,10 +262,19 @@ class PickleMachine(SymbolicCalls):
         self._global(module, name)
 
     def op_PERSID(self, arg: Any) -> None:
-        self.push(self._storage(arg))
+        self.push(self._persistent(arg))
 
     def op_BINPERSID(self, arg: Any) -> None:
-        self.push(self._storage(self.pop()))
+        self.push(self._persistent(self.pop()))
+
+    def _persistent(self, pid: Any) -> Any:
+        # The legacy (non-zip) format records each nn.Module class as ``('module', <class global>,
+        # source file, source code)``; torch's loader answers with the class itself. The class is
+        # already a checked name (its GLOBAL went through the policy); the source is never looked at.
+        if (isinstance(pid, tuple) and len(pid) == 4 and pid[0] == "module"
+                and isinstance(pid[1], Global)):
+            return pid[1]
+        return self._storage(pid)
 
     def _storage(self, pid: Any) -> StorageRef:
         """``('storage', <storage type or dtype global>, key, location, numel[, view])``."""

@@ -21,6 +21,10 @@ ALLOWED_CALLS = {
     "__builtin__.set": "set",
     "builtins.bytearray": "bytearray",
     "builtins.complex": "opaque",
+    # protocol 2 (what torch.save writes) spells builtins the Python 2 way
+    "__builtin__.frozenset": "frozenset",
+    "__builtin__.bytearray": "bytearray",
+    "__builtin__.complex": "opaque",
     "torch._utils._rebuild_tensor_v2": "tensor",
     "torch._utils._rebuild_tensor_v3": "tensor",
     "torch._utils._rebuild_parameter": "parameter",
@@ -142,6 +146,8 @@ def check_torch_global(module: str, name: str, pos: int) -> None:
             return
         if name in ("float", "double", "half", "long", "int", "short", "bool", "cfloat", "cdouble", "uint8"):
             return  # dtype aliases
+        if name in ("qint8", "quint8", "qint32", "quint4x2", "quint2x4"):
+            return  # quantized dtypes: inert names (their tensors get the plain "not supported" answer)
         raise _refuse(qualname, pos, "only dtypes, storages and tensor classes of torch belong in a "
                       "checkpoint")
     if module == "torch.serialization" and name in ALLOWED_TORCH_SERIALIZATION:
