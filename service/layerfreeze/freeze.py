@@ -71,6 +71,20 @@ def freeze_file(
     )
 
 
+def output_filename(input_name: str, fmt: str | None = None) -> str:
+    """``resnet.pt`` -> ``resnet.frozen.pt``; ``model`` -> ``model.frozen``.
+
+    With the detected format known, a torch archive uploaded under a ``.safetensors`` name gets ``.pt``:
+    ``torch.load`` chooses its safetensors reader by that suffix and would fail on the output.
+    """
+    stem, dot, suffix = input_name.rpartition(".")
+    if not dot or not stem:
+        return f"{input_name}.frozen"
+    if fmt is not None and fmt != "safetensors" and suffix.lower() == "safetensors":
+        suffix = "pt"
+    return f"{stem}.frozen.{suffix}"
+
+
 def sha256_file(path: Path) -> tuple[int, str]:
     """Size and sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()

@@ -40,6 +40,19 @@ def test_freeze_roundtrip_artifact_has_report_flags(server, tmp_path: Path) -> N
         assert load_flags(art.content) == flags
 
 
+def test_artifact_name_follows_the_detected_format(server, tmp_path: Path) -> None:
+    """A torch archive uploaded as ``.safetensors`` comes back as ``.pt``: torch.load picks its reader
+    by that suffix."""
+    misnamed = checkpoint(tmp_path, "seq3").rename(tmp_path / "seq3.safetensors")
+    with server.client() as c:
+        job = wait_for(c, submit(c, misnamed, {}).json()["id"])
+        assert job["status"] == "succeeded", job
+        assert job["output"]["filename"] == "seq3.frozen.pt"
+        assert c.get(job["links"]["report"]).json()["output"]["filename"] == "seq3.frozen.pt"
+        art = c.get(job["links"]["artifact"])
+        assert art.headers["content-disposition"].startswith('attachment; filename="seq3.frozen.pt"')
+
+
 def test_download_ranges_and_validators(server, tmp_path: Path) -> None:
     src = checkpoint(tmp_path, "seq12")
     with server.client() as c:

@@ -19,8 +19,9 @@ from layerfreeze.api.problems import (
     problem_for,
     storage_error,
 )
-from layerfreeze.api.uploads import clean_filename, output_filename
+from layerfreeze.api.uploads import clean_filename
 from layerfreeze.errors import JobConflict, JobNotFound, SpecError, SpecIssue, UnsafePickleError
+from layerfreeze.freeze import output_filename
 from layerfreeze.settings import Settings, get_settings, parse_tokens
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobRecord, JobStore
@@ -64,6 +65,8 @@ def test_file_names() -> None:
     assert output_filename("resnet.pt") == "resnet.frozen.pt"
     assert output_filename("model.safetensors") == "model.frozen.safetensors"
     assert output_filename("weights") == "weights.frozen"
+    assert output_filename("model.safetensors", "torch.state_dict") == "model.frozen.pt"
+    assert output_filename("model.safetensors", "safetensors") == "model.frozen.safetensors"
     assert clean_filename("../../etc/passwd") == "passwd"
     assert clean_filename("C:\\x\\m\x00odel.bin") == "model.bin"
     assert clean_filename("") == "model"

@@ -51,14 +51,6 @@ def clean_filename(raw: str | None) -> str:
     return name or "model"
 
 
-def output_filename(input_name: str) -> str:
-    """``resnet.pt`` -> ``resnet.frozen.pt``; ``model`` -> ``model.frozen``."""
-    stem, dot, suffix = input_name.rpartition(".")
-    if not dot or not stem:
-        return f"{input_name}.frozen"
-    return f"{stem}.frozen.{suffix}"
-
-
 def _sync_file_range() -> Callable[[int, int, int], None] | None:
     """Linux ``sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE)``: start writeback, do not wait."""
     try:

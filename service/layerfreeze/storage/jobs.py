@@ -154,12 +154,13 @@ class JobStore:
             row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _row_to_record(row)
 
-    def succeed(self, job_id: str, *, output_bytes: int | None, output_sha256: str | None) -> None:
+    def succeed(self, job_id: str, *, output_bytes: int | None, output_sha256: str | None,
+                output_filename: str | None = None) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE jobs SET status='succeeded', finished_at=?, output_bytes=?, output_sha256=?, "
-                "error=NULL WHERE id=? AND status='running'",
-                (time.time(), output_bytes, output_sha256, job_id),
+                "output_filename=COALESCE(?, output_filename), error=NULL WHERE id=? AND status='running'",
+                (time.time(), output_bytes, output_sha256, output_filename, job_id),
             )
 
     def fail(self, job_id: str, problem: dict[str, Any]) -> None:

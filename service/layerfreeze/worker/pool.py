@@ -260,6 +260,7 @@ class LocalWorkerPool:
                     record.id,
                     output_bytes=out.get("bytes") if out else None,
                     output_sha256=out.get("sha256") if out else None,
+                    output_filename=out.get("filename") if out else None,
                 )
             else:
                 self._discard_outputs(record.id)

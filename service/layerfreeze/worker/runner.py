@@ -71,11 +71,13 @@ def run_task(task: Task, memory_mb: int) -> Outcome:
 
     part = task.dst.with_name(task.dst.name + ".part") if task.dst else None
     try:
-        from layerfreeze.freeze import freeze_file
+        from layerfreeze.freeze import freeze_file, output_filename
 
         report = freeze_file(task.src, task.spec, part, limits=task.limits, input_name=task.input_name,
                              output_name=task.output_name)
         body = _report_dict(report)
+        if body.get("output"):  # the name follows the detected format, not only the uploaded name
+            body["output"]["filename"] = output_filename(task.input_name, body.get("format"))
         read_sha = (body.get("input") or {}).get("sha256")
         if task.input_sha256 and read_sha and read_sha != task.input_sha256:
             raise InputChanged("the stored upload no longer matches the sha256 taken when it arrived; "

@@ -18,9 +18,10 @@ from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.downloads import ArtifactResponse
 from layerfreeze.api.problems import BadRequest, NotReady, QueueFull, storage_error
 from layerfreeze.api.schemas import JobPublic, JobsPublic, job_public
-from layerfreeze.api.uploads import output_filename, receive_upload
+from layerfreeze.api.uploads import receive_upload
 from layerfreeze.core.spec import parse_spec
 from layerfreeze.errors import JobConflict, JobNotFound
+from layerfreeze.freeze import output_filename
 from layerfreeze.storage.jobs import JobRecord
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
