@@ -45,7 +45,7 @@ def generate(out: Path, markers: Path, *, heavy: bool = True) -> list[Case]:
 KNOWN_FINDINGS: dict[str, str] = {
     "zip-pickle-ops-flood": (
         "4M opcodes (4 MB data.pkl, push None / pop) are all interpreted before the refusal, about 2-4 s of "
-        "CPU; the default max_pickle_ops (50M) lets one upload cost about a minute of worker CPU"
+        "CPU; the default max_pickle_ops (10M) lets one upload cost about ten seconds of worker CPU"
     ),
 }
 
