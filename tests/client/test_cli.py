@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fixtures.server import free_port
 from layerfreeze_client import Spec
 from layerfreeze_client.cli import (
     EXIT_INTEGRITY,
@@ -22,7 +23,6 @@ from layerfreeze_client.cli import (
     spec_from_flags,
 )
 
-from .conftest import free_port
 from .fakeservice import FakeService, StubHTTPServer, problem
 
 

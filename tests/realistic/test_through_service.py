@@ -4,19 +4,14 @@ problem (never a 5xx), after which it still serves what it stored."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
 from fixtures.models import build, tiny_bert
+from fixtures.server import running_service
 from layerfreeze_client import Client, apply
 from layerfreeze_client._errors import APIError
 from safetensors import safe_open
@@ -24,39 +19,10 @@ from safetensors import safe_open
 from realistic.test_layouts import lightning
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory, subprocess_env: dict[str, str]) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("realistic-service")
-    port = _free_port()
-    env = {**subprocess_env, "LAYERFREEZE_DATA_DIR": str(data / "data"), "LAYERFREEZE_PORT": str(port),
-           "LAYERFREEZE_HOST": "127.0.0.1", "LAYERFREEZE_WORKERS": "1"}
-    with open(data / "server.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "layerfreeze.server"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (data / "server.log").read_text()[-2000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "service not ready in 60 s"
-            time.sleep(0.1)
+    with running_service(tmp_path_factory.mktemp("realistic-service"), subprocess_env, workers="1") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_lightning_checkpoint(base_url: str, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from svc_helpers import free_port
+from fixtures.server import free_port
 
 
 def children(pid: int) -> list[int]:

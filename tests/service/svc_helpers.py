@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -50,8 +49,3 @@ def load_flags(data: bytes) -> dict[str, bool]:
 def report_flags(report: dict[str, Any]) -> dict[str, bool]:
     return {p["name"]: bool(p["requires_grad"]) for p in report["parameters"]}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

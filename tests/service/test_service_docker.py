@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from svc_helpers import free_port
+from fixtures.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
