@@ -15,7 +15,8 @@ class Case:
     path: Path
     marker: Path | None = None  # created by the payload if it ever runs
     control: tuple[str, Path] | None = None  # ("pickle" | "torch", file) that proves the payload is live
-    expect_limit: str | None = None  # the refusal must be LimitExceeded for this ReadLimits field
+    # the refusal must be LimitExceeded for one of these ReadLimits fields
+    expect_limit: tuple[str, ...] | None = None
 
     @property
     def filename(self) -> str:
@@ -41,7 +42,7 @@ class Builder:
         *,
         payload: bool = True,
         control: tuple[str, bytes | Path] | None = None,
-        expect_limit: str | None = None,
+        expect_limit: tuple[str, ...] | None = None,
     ) -> None:
         path = self.out / f"{name}__model{ext}"
         path.write_bytes(data)

@@ -174,6 +174,10 @@ def torchscript(b: Builder, ts: bytes) -> None:
             b.add(name, "torchscript zip", write_zip(swapped), ".pt", control=("pickle", p))
 
 
+# lists nested without MARK pile their values up on the stack until the first APPEND: either bound stops them
+_NESTING_LIMITS = ("max_pickle_depth", "max_pickle_stack")
+
+
 def pickle_bombs(b: Builder, data_pkl: bytes, storages: list[tuple[str, bytes]]) -> None:
     depth = 200_000
     nested = b"]" * depth + b"a" * (depth - 1)  # lists nested 200,000 deep, without a single MARK
@@ -183,14 +187,14 @@ def pickle_bombs(b: Builder, data_pkl: bytes, storages: list[tuple[str, bytes]])
         b"\x80\x02" + nested + b".",
         ".bin",
         payload=False,
-        expect_limit="max_pickle_depth",
+        expect_limit=_NESTING_LIMITS,
     )
     b.add(
         "zip-pickle-depth",
         "pickle bomb",
         torch_zip(b"\x80\x02" + nested + b"."),
         payload=False,
-        expect_limit="max_pickle_depth",
+        expect_limit=_NESTING_LIMITS,
     )
     # a real checkpoint dict whose extra entry is that nesting: readable, unless depth is bounded
     body = data_pkl[2:-1]  # the state dict's opcodes, without PROTO and STOP
@@ -207,7 +211,7 @@ def pickle_bombs(b: Builder, data_pkl: bytes, storages: list[tuple[str, bytes]])
         "pickle bomb",
         torch_zip(ckpt, storages),
         payload=False,
-        expect_limit="max_pickle_depth",
+        expect_limit=_NESTING_LIMITS,
     )
     b.add("pickle-marks", "pickle bomb", b"\x80\x02" + b"(" * 1_000_000 + b"N.", ".bin", payload=False)
     b.add(

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     # Read limits for untrusted files (layerfreeze.limits.ReadLimits).
     max_pickle_bytes: int = Field(_DEFAULT_LIMITS.max_pickle_bytes, ge=1)
     max_pickle_depth: int = Field(_DEFAULT_LIMITS.max_pickle_depth, ge=1)
+    max_pickle_stack: int = Field(_DEFAULT_LIMITS.max_pickle_stack, ge=1)
     max_pickle_ops: int = Field(_DEFAULT_LIMITS.max_pickle_ops, ge=1)
     max_zip_entries: int = Field(_DEFAULT_LIMITS.max_zip_entries, ge=1)
     max_zip_ratio: int = Field(_DEFAULT_LIMITS.max_zip_ratio, ge=1)
@@ -90,6 +91,7 @@ class Settings(BaseSettings):
         return ReadLimits(
             max_pickle_bytes=self.max_pickle_bytes,
             max_pickle_depth=self.max_pickle_depth,
+            max_pickle_stack=self.max_pickle_stack,
             max_pickle_ops=self.max_pickle_ops,
             max_zip_entries=self.max_zip_entries,
             max_zip_ratio=self.max_zip_ratio,

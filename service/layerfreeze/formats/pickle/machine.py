@@ -53,6 +53,7 @@ class PickleMachine(SymbolicCalls):
     def run(self, reader: BinaryIO, start: int = 0) -> Any:
         """Execute one pickle (up to STOP) from ``reader`` and return its symbolic value."""
         max_ops = self.limits.max_pickle_ops
+        max_stack = self.limits.max_pickle_stack
         handlers = self._ops
         count = 0
         try:
@@ -63,6 +64,11 @@ class PickleMachine(SymbolicCalls):
                                         maximum=max_ops)
                 name = op.name
                 self.pos = pos = (raw_pos or 0) + start
+                if len(self.stack) >= max_stack:
+                    raise LimitExceeded(
+                        f"pickle piles up more than {max_stack} values on its stack at byte {pos}",
+                        limit="max_pickle_stack", maximum=max_stack,
+                    )
                 if name in _PUSH_VALUE:  # the hot path: plain values
                     self.stack.append(arg)
                     continue
