@@ -11,7 +11,7 @@ from stress.corpus import KNOWN_FINDINGS, Case, run_controls
 from stress.refusal import refuse_in_process, refuse_over_http
 
 
-def test_corpus_covers_the_brief(corpus: list[Case]) -> None:
+def test_corpus_covers_every_family_of_attack(corpus: list[Case]) -> None:
     groups = {c.group for c in corpus}
     assert {
         "raw pickle",
