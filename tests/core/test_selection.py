@@ -189,6 +189,14 @@ def test_strict_typo_fails_with_pointer_and_suggestions():
     assert issues["/rules/0"].suggestions == ("bias",)
 
 
+def test_a_short_name_with_no_lookalike_suggests_the_names_at_its_depth():
+    inv = live_inventory(build("seq3"))
+    with pytest.raises(SpecError) as info:
+        select(parse_spec({"rules": [{"action": "freeze", "names": ["5"]}]}), inv)
+    issues = {i.pointer: i for i in info.value.issues}
+    assert issues["/rules/0/names/0"].suggestions == ("0", "1", "2")
+
+
 def test_strict_and_of_selectors_that_exclude_each_other():
     inv = live_inventory(build("nested"))
     with pytest.raises(SpecError) as info:

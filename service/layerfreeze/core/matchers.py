@@ -75,7 +75,10 @@ def _suggest(value: str, candidates: list[str] | set[str]) -> tuple[str, ...]:
     pool = sorted(candidates)
     if len(pool) > _MAX_CANDIDATES:
         pool = [c for c in pool if abs(c.count(".") - depth) <= 1][:_MAX_CANDIDATES]
-    return tuple(difflib.get_close_matches(value, pool, n=5, cutoff=0.6))
+    close = difflib.get_close_matches(value, pool, n=5, cutoff=0.6)
+    if not close:  # nothing alike (short names such as "5"): show what exists at that depth instead
+        close = [c for c in pool if c.count(".") == depth][:5]
+    return tuple(close)
 
 
 def _all_paths(ctx: _Context) -> set[str]:
