@@ -1,4 +1,4 @@
-# layerfreeze service image: no torch inside (the service reads checkpoints as data and never imports it).
+# layerfreeze service image. No torch by default: the service reads checkpoints as data and never imports it.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,6 +13,15 @@ WORKDIR /app
 # then the code, so a code change does not reinstall them.
 COPY pyproject.toml README.md ./
 COPY service ./service
+COPY clients/python ./clients/python
+# Optional: torch (and the client's apply()) inside the image, for checking outputs there. The service
+# never needs it. Pass a CPU build, e.g. --build-arg TORCH=torch==2.13.0 plus a PIP_INDEX_URL /
+# PIP_EXTRA_INDEX_URL build arg naming an index that serves CPU wheels.
+ARG TORCH=""
+ARG PIP_INDEX_URL=""
+ARG PIP_EXTRA_INDEX_URL=""
+# hadolint ignore=DL3013  (the versions are the build arg's and the local client package)
+RUN if [ -n "$TORCH" ]; then pip install --no-cache-dir "$TORCH" ./clients/python; fi
 RUN pip install --no-cache-dir . \
     && groupadd --system --gid 10001 layerfreeze \
     && useradd --system --uid 10001 --gid layerfreeze --home-dir /app --shell /usr/sbin/nologin layerfreeze \
