@@ -20,7 +20,8 @@ COPY clients/python ./clients/python
 ARG TORCH=""
 ARG PIP_INDEX_URL=""
 ARG PIP_EXTRA_INDEX_URL=""
-# hadolint ignore=DL3013  (the versions are the build arg's and the local client package)
+# (versions: the build arg's own, and the local client package)
+# hadolint ignore=DL3013
 RUN if [ -n "$TORCH" ]; then pip install --no-cache-dir "$TORCH" ./clients/python; fi
 RUN pip install --no-cache-dir . \
     && groupadd --system --gid 10001 layerfreeze \
