@@ -15,14 +15,15 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 COPY clients/python ./clients/python
 # Optional: torch (and the client's apply()) inside the image, for checking outputs there. The service
-# never needs it. Pass a CPU build, e.g. --build-arg TORCH=torch==2.13.0 plus a PIP_INDEX_URL /
-# PIP_EXTRA_INDEX_URL build arg naming an index that serves CPU wheels.
+# never needs it. Pass a CPU build: --build-arg TORCH=torch==2.13.0 --build-arg TORCH_INDEX_URL=<an index
+# serving CPU wheels>.
 ARG TORCH=""
-ARG PIP_INDEX_URL=""
-ARG PIP_EXTRA_INDEX_URL=""
+ARG TORCH_INDEX_URL=""
 # (versions: the build arg's own, and the local client package)
 # hadolint ignore=DL3013
-RUN if [ -n "$TORCH" ]; then pip install --no-cache-dir "$TORCH" ./clients/python; fi
+RUN if [ -n "$TORCH" ]; then \
+        pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} "$TORCH" ./clients/python; \
+    fi
 RUN pip install --no-cache-dir . \
     && groupadd --system --gid 10001 layerfreeze \
     && useradd --system --uid 10001 --gid layerfreeze --home-dir /app --shell /usr/sbin/nologin layerfreeze \
