@@ -8,7 +8,6 @@
     │   ├── ArchiveError          the zip container is malformed or hostile
     │   └── SafetensorsFormatError
     ├── LimitExceeded         a configured limit (size, entries, depth, ...) was hit
-    ├── ModelMismatchError    apply(): the names do not match the live model
     └── JobError
         ├── JobNotFound
         └── JobConflict       the job is not in a state that allows the request
@@ -81,10 +80,6 @@ class LimitExceeded(LayerfreezeError):
         self.limit = limit
         self.value = value
         self.maximum = maximum
-
-
-class ModelMismatchError(LayerfreezeError):
-    pass
 
 
 class JobError(LayerfreezeError):

@@ -88,7 +88,6 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     e.ArchiveError: (422, "malformed-archive", "Malformed or hostile archive"),
     e.SafetensorsFormatError: (422, "malformed-safetensors", "Malformed safetensors file"),
     e.LimitExceeded: (422, "limit-exceeded", "A read limit was exceeded"),
-    e.ModelMismatchError: (422, "model-mismatch", "Names do not match the model"),
     e.JobError: (409, "job-conflict", "Job conflict"),
     e.JobNotFound: (404, "not-found", "Not found"),
     e.JobConflict: (409, "job-conflict", "Job conflict"),

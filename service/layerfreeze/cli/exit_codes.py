@@ -19,7 +19,6 @@ BY_CLASS: dict[type[BaseException], int] = {
     errors.ArchiveError: 7,
     errors.SafetensorsFormatError: 8,
     errors.LimitExceeded: 9,
-    errors.ModelMismatchError: 10,
     errors.JobError: 11,
     errors.LayerfreezeError: 12,
     FileNotFoundError: NO_INPUT,
