@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _freeze_or_inspect(args: argparse.Namespace) -> int:
     from layerfreeze.cli.render import render
-    from layerfreeze.freeze import freeze_file
+    from layerfreeze.freeze import freeze_file, output_filename
 
     if args.command == "inspect":
         spec: str | bytes = "{}"
@@ -95,7 +95,7 @@ def _freeze_or_inspect(args: argparse.Namespace) -> int:
             raise UsageError("-o/--output is required (or --dry-run)")
         output = args.output
         if output is not None and output.is_dir():  # like cp: into the directory, under the usual name
-            output = output / f"{args.model.stem}.frozen{args.model.suffix}"
+            output = output / output_filename(args.model.name)
         if output is not None and output.exists() and output.resolve() == args.model.resolve():
             raise UsageError("the output would overwrite the input model; choose another -o")
         if output is not None and not output.absolute().parent.is_dir():
