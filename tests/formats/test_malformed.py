@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.models import save
 from layerfreeze.errors import ArchiveError, FormatError, LimitExceeded, SafetensorsFormatError
 from layerfreeze.formats.detect import open_archive
 from layerfreeze.limits import ReadLimits
@@ -56,22 +57,10 @@ def test_unknown_content_says_what_it_starts_with(tmp_path: Path) -> None:
 
 
 def _saved(tmp_path: Path, fmt: str) -> Path:
+    """A small real checkpoint (Linear, BatchNorm, Linear) in ``fmt`` (``zip`` = a torch.save state dict)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-    path = tmp_path / f"src.{fmt}"
-    if fmt == "zip":
-        torch.save(model.state_dict(), path)
-    elif fmt == "module":
-        torch.save(model, path)
-    elif fmt == "legacy":
-        torch.save(model.state_dict(), path, _use_new_zipfile_serialization=False)
-    elif fmt == "torchscript":
-        torch.jit.save(torch.jit.script(model), str(path))
-    else:
-        from safetensors.torch import save_model
-
-        save_model(model, str(path))
-    return path
+    return save(model, tmp_path / f"src.{fmt}", "state_dict" if fmt == "zip" else fmt)
 
 
 @pytest.mark.parametrize("fmt", ["zip", "module", "legacy", "torchscript", "safetensors"])
