@@ -29,16 +29,23 @@ class Unauthorized(e.LayerfreezeError):
     pass
 
 
-class QueueFull(e.LayerfreezeError):
-    def __init__(self, detail: str, *, retry_after: int) -> None:
+class RetryLater(e.LayerfreezeError):
+    """A passing condition: the answer carries ``Retry-After``."""
+
+    default_retry_after = 5
+
+    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
+        retry_after = self.default_retry_after if retry_after is None else retry_after
         super().__init__(detail, retry_after=retry_after)
         self.retry_after = retry_after
 
 
-class NotReady(e.LayerfreezeError):
-    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
-        super().__init__(detail, retry_after=retry_after)
-        self.retry_after = retry_after
+class QueueFull(RetryLater):
+    pass
+
+
+class NotReady(RetryLater):
+    pass
 
 
 class RangeNotSatisfiable(e.LayerfreezeError):
@@ -47,12 +54,10 @@ class RangeNotSatisfiable(e.LayerfreezeError):
         self.size = size
 
 
-class StorageFull(e.LayerfreezeError):
+class StorageFull(RetryLater):
     """The data directory's file system is full: retry once space has been freed."""
 
-    def __init__(self, detail: str, *, retry_after: int = 60) -> None:
-        super().__init__(detail, retry_after=retry_after)
-        self.retry_after = retry_after
+    default_retry_after = 60
 
 
 def storage_error(exc: OSError) -> e.LayerfreezeError | None:
