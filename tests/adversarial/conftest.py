@@ -33,11 +33,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     require("layerfreeze.server")
     from stress.server import Service
 
-    root = tmp_path_factory.mktemp("svc")
-    svc = Service(root / "data", {"LAYERFREEZE_MAX_UPLOAD_BYTES": str(256 << 20)})
-    svc.start()
-    svc.warm_up()
-    try:
+    cap = {"LAYERFREEZE_MAX_UPLOAD_BYTES": str(256 << 20)}
+    with Service(tmp_path_factory.mktemp("svc") / "data", cap) as svc:
+        svc.warm_up()
         yield svc
-    finally:
-        svc.stop()

@@ -20,13 +20,10 @@ pytestmark = pytest.mark.server
 @pytest.fixture(scope="module")
 def small_cap_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     require("layerfreeze.server")
-    svc = Service(tmp_path_factory.mktemp("abuse") / "data", {"LAYERFREEZE_MAX_UPLOAD_BYTES": str(CAP)})
-    svc.start()
-    svc.warm_up()
-    try:
+    cap = {"LAYERFREEZE_MAX_UPLOAD_BYTES": str(CAP)}
+    with Service(tmp_path_factory.mktemp("abuse") / "data", cap) as svc:
+        svc.warm_up()
         yield svc
-    finally:
-        svc.stop()
 
 
 def test_abuse_cases(small_cap_service: Service) -> None:
