@@ -1,22 +1,38 @@
-"""Errors raised by layerfreeze. Every failure a user can cause is one of these.
+"""Every error layerfreeze raises on purpose, in one tree. Every failure a user can cause is one of these.
 
     LayerfreezeError
-    ├── SpecError             the freeze spec is invalid or selects nothing (strict)
-    ├── FormatError           the upload is not a checkpoint we can read
-    │   ├── UnsafePickleError     the pickle references or calls something a checkpoint never needs
-    │   ├── PickleFormatError     the pickle stream is malformed
-    │   ├── ArchiveError          the zip container is malformed or hostile
+    ├── SpecError                 the freeze spec is invalid or selects nothing (strict)
+    ├── FormatError               the upload is not a checkpoint we can read
+    │   ├── UnsafePickleError         the pickle references or calls something a checkpoint never needs
+    │   ├── PickleFormatError         the pickle stream is malformed
+    │   ├── ArchiveError              the zip container is malformed or hostile
     │   └── SafetensorsFormatError
-    ├── LimitExceeded         a configured limit (size, entries, depth, ...) was hit
-    └── JobError
-        ├── JobNotFound
-        └── JobConflict       the job is not in a state that allows the request
+    ├── LimitExceeded             a configured limit (size, entries, depth, ...) was hit
+    │   ├── UploadTooLarge            the request body (or a form field) is over its cap
+    │   ├── JobTimeLimit              the job ran past ``job_timeout_s``; its worker was killed
+    │   └── JobMemoryLimit            the job needed more than ``worker_memory_mb``
+    ├── JobError
+    │   ├── JobNotFound
+    │   ├── JobConflict               the job is not in a state that allows the request
+    │   └── WorkerLost                the job's worker died under it, or the service restarted
+    ├── BadRequest                the request itself is malformed (not the model file)
+    ├── UnsupportedMediaType
+    ├── Unauthorized
+    ├── RangeNotSatisfiable
+    ├── InputChanged              a stored upload no longer hashes to what arrived
+    ├── StoreError                the job database failed (disk full, corruption, ...)
+    └── RetryLater                a passing condition; the answer carries ``Retry-After``
+        ├── QueueFull
+        ├── NotReady
+        └── StorageFull               the data directory's file system is full
 
-Errors carry structured fields; mapping to HTTP statuses or exit codes happens only at the edges.
+Errors carry structured fields; mapping them to HTTP answers is data in :mod:`layerfreeze.problems`, to exit
+codes in :mod:`layerfreeze.cli.exit_codes`. This module imports nothing of layerfreeze.
 """
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +98,18 @@ class LimitExceeded(LayerfreezeError):
         self.maximum = maximum
 
 
+class UploadTooLarge(LimitExceeded):
+    """The request body is over ``max_upload_bytes`` (or a form field over its own cap)."""
+
+
+class JobTimeLimit(LimitExceeded):
+    """The job ran past ``job_timeout_s``; its worker was killed."""
+
+
+class JobMemoryLimit(LimitExceeded):
+    """The job needed more than ``worker_memory_mb``."""
+
+
 class JobError(LayerfreezeError):
     pass
 
@@ -92,3 +120,65 @@ class JobNotFound(JobError):
 
 class JobConflict(JobError):
     pass
+
+
+class WorkerLost(JobError):
+    """The worker process died under the job (killed by a signal, crashed) or the service restarted."""
+
+
+class BadRequest(LayerfreezeError):
+    """The request itself is malformed (not the model file): bad multipart, missing field."""
+
+
+class UnsupportedMediaType(LayerfreezeError):
+    pass
+
+
+class Unauthorized(LayerfreezeError):
+    pass
+
+
+class RangeNotSatisfiable(LayerfreezeError):
+    def __init__(self, detail: str, *, size: int) -> None:
+        super().__init__(detail, size=size)
+        self.size = size
+
+
+class InputChanged(LayerfreezeError):
+    """The stored upload no longer hashes to what arrived (the disk corrupted it, or a crash tore it)."""
+
+
+class StoreError(LayerfreezeError):
+    """The job database failed (disk full, corruption, ...): the service cannot take work right now."""
+
+
+class RetryLater(LayerfreezeError):
+    """A passing condition: the answer carries ``Retry-After``."""
+
+    default_retry_after = 5
+
+    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
+        retry_after = self.default_retry_after if retry_after is None else retry_after
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class QueueFull(RetryLater):
+    pass
+
+
+class NotReady(RetryLater):
+    pass
+
+
+class StorageFull(RetryLater):
+    """The data directory's file system is full: retry once space has been freed."""
+
+    default_retry_after = 60
+
+
+def storage_error(exc: OSError) -> LayerfreezeError | None:
+    """Our error for an OSError that is the disk's fault, or None."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull("the service's storage is full; retry later")
+    return None

@@ -10,18 +10,22 @@ import pytest
 from fastapi.testclient import TestClient
 from layerfreeze.api.app import create_app
 from layerfreeze.api.downloads import content_disposition, parse_range
-from layerfreeze.api.problems import (
+from layerfreeze.api.uploads import clean_filename
+from layerfreeze.errors import (
+    JobConflict,
+    JobNotFound,
     JobTimeLimit,
     QueueFull,
     RangeNotSatisfiable,
+    SpecError,
+    SpecIssue,
+    UnsafePickleError,
     UploadTooLarge,
     WorkerLost,
-    problem_for,
     storage_error,
 )
-from layerfreeze.api.uploads import clean_filename
-from layerfreeze.errors import JobConflict, JobNotFound, SpecError, SpecIssue, UnsafePickleError
 from layerfreeze.freeze import output_filename
+from layerfreeze.problems import problem_for
 from layerfreeze.settings import Settings, get_settings, parse_tokens
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobRecord, JobStore

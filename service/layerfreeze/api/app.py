@@ -17,11 +17,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from layerfreeze import __version__
 from layerfreeze.api.middleware import RequestIdMiddleware
-from layerfreeze.api.problems import WorkerLost, problem, problem_for
 from layerfreeze.api.routes import health, jobs
 from layerfreeze.api.service import Service
-from layerfreeze.errors import LayerfreezeError
+from layerfreeze.errors import LayerfreezeError, WorkerLost
 from layerfreeze.metrics import Metrics
+from layerfreeze.problems import problem, problem_for
 from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobStore

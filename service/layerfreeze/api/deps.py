@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from layerfreeze.api.problems import Unauthorized
 from layerfreeze.api.service import Service
+from layerfreeze.errors import Unauthorized
 
 
 def get_service(request: Request) -> Service:

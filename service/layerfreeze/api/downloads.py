@@ -15,7 +15,7 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from layerfreeze.api.problems import RangeNotSatisfiable
+from layerfreeze.errors import RangeNotSatisfiable
 
 CHUNK = 4 * 1024 * 1024
 MAX_RANGES = 8

@@ -24,7 +24,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from layerfreeze.api.problems import BadRequest, UnsupportedMediaType, UploadTooLarge, storage_error
+from layerfreeze.errors import BadRequest, UnsupportedMediaType, UploadTooLarge, storage_error
 
 BATCH_BYTES = 4 * 1024 * 1024  # hand the writer thread this much at a time
 WRITEBACK_BYTES = 16 * 1024 * 1024  # start the disk writeback of every this much, without waiting

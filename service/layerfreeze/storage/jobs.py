@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from layerfreeze.errors import JobConflict, JobNotFound, LayerfreezeError
+from layerfreeze.errors import JobConflict, JobNotFound, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -43,10 +43,6 @@ CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at 
 """
 
 STATUSES = ("queued", "running", "succeeded", "failed")
-
-
-class StoreError(LayerfreezeError):
-    """The job database failed (disk full, corruption, ...): the service cannot take work right now."""
 
 
 @dataclass(frozen=True, slots=True)

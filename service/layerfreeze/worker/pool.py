@@ -19,11 +19,12 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
-from layerfreeze.api.problems import JobTimeLimit, WorkerLost, problem_for
+from layerfreeze.errors import JobTimeLimit, StoreError, WorkerLost
 from layerfreeze.metrics import Metrics
+from layerfreeze.problems import problem_for
 from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
-from layerfreeze.storage.jobs import JobRecord, JobStore, StoreError
+from layerfreeze.storage.jobs import JobRecord, JobStore
 from layerfreeze.worker.queue import PoolHealth
 from layerfreeze.worker.runner import READY, Outcome, Task, worker_main
 
@@ -164,7 +165,7 @@ class _Slot:
             job_id=record.id, src=blobs.input_path(record.id), spec=record.spec,
             dst=None if record.dry_run else blobs.output_path(record.id),
             report=blobs.report_path(record.id), input_name=record.input_filename,
-            output_name=record.output_filename, limits=pool.settings.read_limits(),
+            limits=pool.settings.read_limits(),
             input_sha256=record.input_sha256,
         )
         limit = pool.settings.job_timeout_s

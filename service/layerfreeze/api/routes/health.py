@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from layerfreeze.api.deps import ServiceDep
-from layerfreeze.api.problems import problem
+from layerfreeze.problems import problem
 
 router = APIRouter(tags=["operations"])
 

@@ -16,12 +16,10 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.downloads import ArtifactResponse
-from layerfreeze.api.problems import BadRequest, NotReady, QueueFull, storage_error
 from layerfreeze.api.schemas import JobPublic, JobsPublic, job_public
 from layerfreeze.api.uploads import receive_upload
 from layerfreeze.core.spec import parse_spec
-from layerfreeze.errors import JobConflict, JobNotFound
-from layerfreeze.freeze import output_filename
+from layerfreeze.errors import BadRequest, JobConflict, JobNotFound, NotReady, QueueFull, storage_error
 from layerfreeze.storage.jobs import JobRecord
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -103,7 +101,7 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
     record = JobRecord(
         id=job_id, tenant=tenant or "", status="queued", created_at=time.time(), dry_run=dry_run,
         spec=spec_text, input_filename=upload.filename, input_bytes=upload.bytes,
-        input_sha256=upload.sha256, output_filename=None if dry_run else output_filename(upload.filename),
+        input_sha256=upload.sha256,
     )
     wait_s = min(max(wait, 0.0), s.wait_max_s, 60.0)
     event = service.waiters.register(job_id) if wait_s > 0 else None
