@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from layerfreeze.version import __version__
 
 __all__ = ["FreezeSpec", "Report", "__version__", "freeze_file", "parse_spec", "spec_sha256"]
 
