@@ -16,6 +16,14 @@ FLOATING_DTYPES = frozenset(
      "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"}
 )  # dtypes that can require grad (torch: floating point and complex)
 
+ITEMSIZE = {  # bytes per element, by dtype name as torch spells it
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128": 16, "complex64": 8,
+    "complex32": 4, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1,
+    "uint16": 2, "uint32": 4, "uint64": 8, "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1,
+    "float8_e5m2fnuz": 1, "float8_e8m0fnu": 1, "qint8": 1, "quint8": 1, "qint32": 4, "quint4x2": 1,
+    "quint2x4": 1, "bits8": 1, "bits16": 2, "untyped": 1,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class TensorInfo:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from layerfreeze.core.model import ITEMSIZE
+
+__all__ = ["DIRECT_DTYPES", "ITEMSIZE", "SAFETENSORS_DTYPES", "STORAGE_DTYPES", "storage_dtype"]
+
 STORAGE_DTYPES = {
     "FloatStorage": "float32",
     "DoubleStorage": "float64",
@@ -22,13 +26,6 @@ STORAGE_DTYPES = {
     "QUInt2x4Storage": "quint2x4",
 }
 
-ITEMSIZE = {
-    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128": 16, "complex64": 8,
-    "complex32": 4, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1,
-    "uint16": 2, "uint32": 4, "uint64": 8, "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1,
-    "float8_e5m2fnuz": 1, "float8_e8m0fnu": 1, "qint8": 1, "quint8": 1, "qint32": 4, "quint4x2": 1,
-    "quint2x4": 1, "bits8": 1, "bits16": 2, "untyped": 1,
-}
 
 # dtypes torch >= 2.3 names directly in a storage's persistent id (no legacy storage class exists)
 DIRECT_DTYPES = frozenset(ITEMSIZE) - frozenset(STORAGE_DTYPES.values()) - {"untyped"}
