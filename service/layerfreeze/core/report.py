@@ -11,20 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from layerfreeze import __version__
+from layerfreeze.core.model import ITEMSIZE
 from layerfreeze.core.ordering import natural_key, order_known
 from layerfreeze.core.patterns import containing_modules, owner
 from layerfreeze.core.selection import Selection
 from layerfreeze.core.spec import FreezeSpec, spec_sha256
+from layerfreeze.version import __version__
 
 REPORT_VERSION = 1
-
-DTYPE_BYTES = {
-    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128": 16, "complex64": 8,
-    "complex32": 4, "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
-    "float8_e8m0fnu": 1, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "uint16": 2,
-    "uint32": 4, "uint64": 8, "bool": 1, "qint8": 1, "quint8": 1, "qint32": 4, "quint4x2": 1,
-}
 
 # Per frozen parameter, AdamW training would hold a gradient and two moments of the parameter's own size.
 SAVING_FACTOR = 3
@@ -138,7 +132,7 @@ class Report(_Model):
 
 
 def tensor_bytes(dtype: str, numel: int) -> int:
-    return DTYPE_BYTES.get(dtype, 0) * numel
+    return ITEMSIZE.get(dtype, 0) * numel
 
 
 def build_report(
