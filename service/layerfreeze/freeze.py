@@ -32,7 +32,7 @@ def freeze_file(
     spec: str | bytes | Mapping[str, Any] | FreezeSpec,
     dst: Path | str | None = None,
     *,
-    limits: ReadLimits = ReadLimits(),  # noqa: B008  (frozen dataclass: safe as a default)
+    limits: ReadLimits = ReadLimits(),  # noqa: B008  (frozen: safe as a default)
     input_name: str | None = None,
     output_name: str | None = None,
 ) -> Report:

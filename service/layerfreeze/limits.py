@@ -1,23 +1,33 @@
-"""Limits on what a reader accepts from an untrusted file. Each has a safe default."""
+"""Limits on what a reader accepts from an untrusted file. Each has a safe default.
+
+The one definition of these limits: :class:`layerfreeze.settings.Settings` inherits the fields, so each is
+also a setting (``LAYERFREEZE_MAX_PICKLE_BYTES``, ...) with the same default and bounds.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import BaseModel, ConfigDict, Field
 
 
-@dataclass(frozen=True, slots=True)
-class ReadLimits:
-    max_pickle_bytes: int = 256 * 1024 * 1024  # one data.pkl / legacy pickle stream
-    max_pickle_depth: int = 1_000  # nesting of containers / calls in the symbolic machine
-    max_pickle_stack: int = 100_000  # values waiting on the stack (pickle batches containers by 1000)
-    max_pickle_ops: int = 10_000_000  # opcodes in one stream (~30 per tensor; bounds CPU per upload)
-    max_zip_entries: int = 100_000  # torch.save writes one entry per storage: raise it for bigger models
-    max_zip_ratio: int = 100  # declared size / compressed size for deflated members
-    max_member_bytes: int = 1 << 30  # uncompressed size of any member we decompress (code/, pickles)
-    max_safetensors_header: int = 100_000_000  # bytes, as the reference reader
-    max_tensors: int = 1_000_000
+class ReadLimits(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        for name in self.__slots__:  # type: ignore[attr-defined]
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+    max_pickle_bytes: int = Field(256 * 1024 * 1024, ge=1,
+                                  description="bytes of one pickle stream (data.pkl, a legacy file)")
+    max_pickle_depth: int = Field(1_000, ge=1, description="nesting of containers and calls in a pickle")
+    max_pickle_stack: int = Field(100_000, ge=1, description="values waiting on the pickle stack "
+                                  "(pickle batches containers by 1,000)")
+    max_pickle_ops: int = Field(10_000_000, ge=1, description="opcodes in one pickle stream "
+                                "(about 30 per tensor; bounds the CPU an upload can cost)")
+    max_zip_entries: int = Field(100_000, ge=1, description="members of a zip archive (torch.save "
+                                 "writes one per storage: raise it for bigger models)")
+    max_zip_ratio: int = Field(100, ge=1, description="declared size / compressed size of a deflated member")
+    max_member_bytes: int = Field(1 << 30, ge=1, description="uncompressed bytes of any member we "
+                                  "decompress (code/, pickles)")
+    max_safetensors_header: int = Field(100_000_000, ge=1, description="bytes of a safetensors header, "
+                                        "as the reference reader")
+    max_tensors: int = Field(1_000_000, ge=1, description="tensors in one checkpoint")
+
+    def as_limits(self) -> ReadLimits:
+        """These limits alone (a Settings object is a ReadLimits with more fields)."""
+        return ReadLimits(**{name: getattr(self, name) for name in ReadLimits.model_fields})

@@ -1,7 +1,7 @@
 """Service settings, read from the environment (prefix ``LAYERFREEZE_``) by :func:`get_settings`.
 
 Nothing reads ``os.environ`` anywhere else; the app, the workers and the server receive a ``Settings``
-object. The README's configuration table lists every field with its default.
+object. The configuration reference lists every field with its default.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from layerfreeze.limits import ReadLimits
-
-_DEFAULT_LIMITS = ReadLimits()
 
 
 def parse_tokens(value: Any) -> dict[str, str]:
@@ -46,7 +44,9 @@ def parse_tokens(value: Any) -> dict[str, str]:
     return out
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, ReadLimits):
+    """Every setting; the read limits for untrusted files are inherited from :class:`ReadLimits`."""
+
     model_config = SettingsConfigDict(env_prefix="LAYERFREEZE_", extra="ignore", frozen=True)
 
     host: str = "127.0.0.1"
@@ -63,16 +63,6 @@ class Settings(BaseSettings):
     tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     wait_max_s: float = Field(60.0, ge=0, le=600)
     log_level: str = "INFO"
-    # Read limits for untrusted files (layerfreeze.limits.ReadLimits).
-    max_pickle_bytes: int = Field(_DEFAULT_LIMITS.max_pickle_bytes, ge=1)
-    max_pickle_depth: int = Field(_DEFAULT_LIMITS.max_pickle_depth, ge=1)
-    max_pickle_stack: int = Field(_DEFAULT_LIMITS.max_pickle_stack, ge=1)
-    max_pickle_ops: int = Field(_DEFAULT_LIMITS.max_pickle_ops, ge=1)
-    max_zip_entries: int = Field(_DEFAULT_LIMITS.max_zip_entries, ge=1)
-    max_zip_ratio: int = Field(_DEFAULT_LIMITS.max_zip_ratio, ge=1)
-    max_member_bytes: int = Field(_DEFAULT_LIMITS.max_member_bytes, ge=1)
-    max_safetensors_header: int = Field(_DEFAULT_LIMITS.max_safetensors_header, ge=1)
-    max_tensors: int = Field(_DEFAULT_LIMITS.max_tensors, ge=1)
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -88,17 +78,8 @@ class Settings(BaseSettings):
         return level
 
     def read_limits(self) -> ReadLimits:
-        return ReadLimits(
-            max_pickle_bytes=self.max_pickle_bytes,
-            max_pickle_depth=self.max_pickle_depth,
-            max_pickle_stack=self.max_pickle_stack,
-            max_pickle_ops=self.max_pickle_ops,
-            max_zip_entries=self.max_zip_entries,
-            max_zip_ratio=self.max_zip_ratio,
-            max_member_bytes=self.max_member_bytes,
-            max_safetensors_header=self.max_safetensors_header,
-            max_tensors=self.max_tensors,
-        )
+        """The read limits alone, to hand to the readers (and across to worker processes)."""
+        return self.as_limits()
 
 
 def get_settings(**overrides: Any) -> Settings:
