@@ -35,7 +35,6 @@ class Task:
     dst: Path | None  # None: dry run
     report: Path
     input_name: str
-    output_name: str | None
     limits: ReadLimits
     input_sha256: str | None = None  # as hashed on arrival; the worker checks the file still matches
 
@@ -66,15 +65,15 @@ def _report_dict(report: Any) -> dict[str, Any]:
 
 
 def run_task(task: Task, memory_mb: int) -> Outcome:
-    from layerfreeze.api.problems import InputChanged, JobMemoryLimit, problem_for, storage_error
+    from layerfreeze.errors import InputChanged, JobMemoryLimit, storage_error
+    from layerfreeze.problems import problem_for
     from layerfreeze.storage.blobs import publish_all, write_file
 
     part = task.dst.with_name(task.dst.name + ".part") if task.dst else None
     try:
         from layerfreeze.freeze import freeze_file, output_filename
 
-        report = freeze_file(task.src, task.spec, part, limits=task.limits, input_name=task.input_name,
-                             output_name=task.output_name)
+        report = freeze_file(task.src, task.spec, part, limits=task.limits, input_name=task.input_name)
         body = _report_dict(report)
         if body.get("output"):  # the name follows the detected format, not only the uploaded name
             body["output"]["filename"] = output_filename(task.input_name, body.get("format"))
@@ -112,7 +111,7 @@ def run_task(task: Task, memory_mb: int) -> Outcome:
 
 def _internal(task: Task, exc: Exception) -> Outcome:
     """A bug: log it with a reference, tell the client only the reference."""
-    from layerfreeze.api.problems import problem_for
+    from layerfreeze.problems import problem_for
 
     ref = uuid.uuid4().hex
     log.error("job %s failed unexpectedly (reference %s): %s\n%s", task.job_id, ref, exc,
