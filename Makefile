@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup serve test lint bench bench-http clean
+.PHONY: setup serve test lint bench bench-http docs clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ bench: setup
 
 bench-http: setup
 	$(PY) bench/http_throughput.py
+
+# docs/configuration.md is generated from the settings (a test fails when it is out of date).
+docs: setup
+	$(PY) -m layerfreeze.settings_doc docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -12,21 +12,27 @@ from pydantic import BaseModel, ConfigDict, Field
 class ReadLimits(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_pickle_bytes: int = Field(256 * 1024 * 1024, ge=1,
-                                  description="bytes of one pickle stream (data.pkl, a legacy file)")
-    max_pickle_depth: int = Field(1_000, ge=1, description="nesting of containers and calls in a pickle")
-    max_pickle_stack: int = Field(100_000, ge=1, description="values waiting on the pickle stack "
-                                  "(pickle batches containers by 1,000)")
-    max_pickle_ops: int = Field(10_000_000, ge=1, description="opcodes in one pickle stream "
-                                "(about 30 per tensor; bounds the CPU an upload can cost)")
-    max_zip_entries: int = Field(100_000, ge=1, description="members of a zip archive (torch.save "
-                                 "writes one per storage: raise it for bigger models)")
-    max_zip_ratio: int = Field(100, ge=1, description="declared size / compressed size of a deflated member")
-    max_member_bytes: int = Field(1 << 30, ge=1, description="uncompressed bytes of any member we "
-                                  "decompress (code/, pickles)")
-    max_safetensors_header: int = Field(100_000_000, ge=1, description="bytes of a safetensors header, "
-                                        "as the reference reader")
-    max_tensors: int = Field(1_000_000, ge=1, description="tensors in one checkpoint")
+    max_pickle_bytes: int = Field(256 * 1024 * 1024, ge=1, description=(
+        "Largest pickle stream read (one `data.pkl` or legacy `torch.save` stream)."))
+    max_pickle_depth: int = Field(1_000, ge=1, description=(
+        "Nesting (MARKs and containers, including nesting built through the memo) in the symbolic "
+        "pickle reader."))
+    max_pickle_stack: int = Field(100_000, ge=1, description=(
+        "Values waiting on the pickle stack (Python's pickler batches containers by 1,000, so real "
+        "files stay far below it)."))
+    max_pickle_ops: int = Field(10_000_000, ge=1, description=(
+        "Opcodes in one pickle stream: about 30 per tensor, and 1-2 µs each, so it is also the CPU "
+        "bound per upload. Raise it for checkpoints with over ~300,000 tensors."))
+    max_zip_entries: int = Field(100_000, ge=1, description=(
+        "Members of a zip archive. `torch.save` writes one per storage: raise it for checkpoints "
+        "with more tensors."))
+    max_zip_ratio: int = Field(100, ge=1, description=(
+        "Declared size / compressed size of a deflated zip member."))
+    max_member_bytes: int = Field(1 << 30, ge=1, description=(
+        "Uncompressed size of a zip member that is decompressed (`code/`, pickles)."))
+    max_safetensors_header: int = Field(100_000_000, ge=1, description=(
+        "Bytes of a safetensors header, as the reference reader caps it."))
+    max_tensors: int = Field(1_000_000, ge=1, description="Tensors in one checkpoint.")
 
     def as_limits(self) -> ReadLimits:
         """These limits alone (a Settings object is a ReadLimits with more fields)."""

@@ -1,7 +1,7 @@
 """Service settings, read from the environment (prefix ``LAYERFREEZE_``) by :func:`get_settings`.
 
 Nothing reads ``os.environ`` anywhere else; the app, the workers and the server receive a ``Settings``
-object. The configuration reference lists every field with its default.
+object. ``docs/configuration.md`` is generated from these fields (``python -m layerfreeze.settings_doc``).
 """
 
 from __future__ import annotations
@@ -49,20 +49,39 @@ class Settings(BaseSettings, ReadLimits):
 
     model_config = SettingsConfigDict(env_prefix="LAYERFREEZE_", extra="ignore", frozen=True)
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    data_dir: Path = Path("data")
-    workers: int = Field(2, ge=1, le=64)
-    max_upload_bytes: int = Field(8 * 1024**3, ge=1)  # 8 GiB
-    max_form_field_bytes: int = Field(1024**2, ge=1)  # spec / dry_run fields
-    job_timeout_s: float = Field(300.0, gt=0)
-    worker_memory_mb: int = Field(4096, ge=0)  # RLIMIT_AS per worker; 0 = no limit
-    queue_max: int = Field(64, ge=1)  # queued (not yet running) jobs before 429
-    retention_s: int = Field(7 * 24 * 3600, ge=0)  # finished jobs kept this long; 0 = forever
-    cleanup_interval_s: float = Field(300.0, gt=0)
-    tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
-    wait_max_s: float = Field(60.0, ge=0, le=600)
-    log_level: str = "INFO"
+    host: str = Field("127.0.0.1", description=(
+        "Interface to listen on. Keep the loopback default unless you mean otherwise, and set `tokens` "
+        "before listening on a public interface. `layerfreeze serve --host` overrides it."))
+    port: int = Field(8000, ge=0, le=65535, description=(
+        "Port to listen on. `layerfreeze serve --port` overrides it."))
+    data_dir: Path = Field(Path("data"), description=(
+        "Job database (`jobs.sqlite3`) and files (`jobs/<id>/`, `tmp/`); relative to the working directory."))
+    workers: int = Field(2, ge=1, le=64, description="Worker processes that run jobs (1-64).")
+    max_upload_bytes: int = Field(8 * 1024**3, ge=1, description=(
+        "Largest model file accepted (413 above: refused from `Content-Length` before reading, "
+        "or while streaming)."))
+    max_form_field_bytes: int = Field(1024**2, ge=1, description=(
+        "Largest `spec` or `dry_run` form field of an upload (413 above)."))
+    job_timeout_s: float = Field(300.0, gt=0, description=(
+        "Run time of one job in seconds; the worker is killed past it and the job fails "
+        "(`job-time-limit`, 422)."))
+    worker_memory_mb: int = Field(4096, ge=0, description=(
+        "Address-space limit (`RLIMIT_AS`) of each worker process in MiB; a job that needs more fails "
+        "(`job-memory-limit`, 422). 0 = no limit."))
+    queue_max: int = Field(64, ge=1, description=(
+        "Jobs waiting for a worker (queued, not yet running) before new ones get 429 with `Retry-After`."))
+    retention_s: int = Field(7 * 24 * 3600, ge=0, description=(
+        "Finished jobs older than this many seconds are deleted with their files; 0 = keep them forever."))
+    cleanup_interval_s: float = Field(300.0, gt=0, description="How often retention runs, in seconds.")
+    tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict, description=(
+        "Bearer tokens and their tenants: `token1:tenant1,token2:tenant2` or a JSON object "
+        "`{\"token\": \"tenant\"}`. Empty = no auth, every caller shares one space."))
+    wait_max_s: float = Field(60.0, ge=0, le=600, description=(
+        "Upper bound in seconds for `?wait=` on `POST /v1/jobs`: longer waits are clamped to it, "
+        "and to 60 s whatever it says."))
+    log_level: str = Field("INFO", description=(
+        "`DEBUG`, `INFO`, `WARNING` or `ERROR`. Logs are JSON on stderr, one object per line, "
+        "with the `request_id` of the request being served."))
 
     @field_validator("tokens", mode="before")
     @classmethod
