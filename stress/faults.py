@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from stress.server import Service, descendants
+from stress.server import Service
 
 
 @dataclass(slots=True)
@@ -45,18 +45,6 @@ def state_dict_bytes(mib: int, seed: int = 0) -> bytes:
     buf = io.BytesIO()
     torch.save(sd, buf)
     return buf.getvalue()
-
-
-def worker_pids(svc: Service) -> list[int]:
-    out = []
-    for pid in descendants(svc.pid):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmd or b"multiprocessing.spawn" in cmd:
-            out.append(pid)
-    return out
 
 
 class Ledger:
@@ -131,7 +119,7 @@ def kill_worker_mid_job(svc: Service, ledger: Ledger, big: bytes, small: bytes) 
     with httpx.Client(base_url=svc.url, timeout=120) as c:
         job = c.post("/v1/jobs", files={"model": ("big.pt", big)}, data={"spec": "{}"}).json()
         _wait_status(c, job["id"], {"running", "succeeded", "failed"})
-        victims = worker_pids(svc)
+        victims = svc.worker_pids()
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -152,7 +140,7 @@ def kill_idle_workers(svc: Service, ledger: Ledger, small: bytes) -> Result:
     t0 = time.perf_counter()
     with httpx.Client(base_url=svc.url, timeout=60) as c:
         ledger.submit(c, small)  # every slot has had work; now they idle
-        for pid in worker_pids(svc):
+        for pid in svc.worker_pids():
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         deadline = time.monotonic() + 30
@@ -180,7 +168,7 @@ def kill_worker_mid_upload_and_download(svc: Service, ledger: Ledger, big: bytes
             got = hashlib.sha256()
             for i, chunk in enumerate(r.iter_bytes(1 << 16)):
                 if i == 2:
-                    for pid in worker_pids(svc):
+                    for pid in svc.worker_pids():
                         os.kill(pid, signal.SIGKILL)
                 got.update(chunk)
         if got.hexdigest() != ledger.done[big_id]:
