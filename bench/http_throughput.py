@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the test kit (testing/), also when run as a file
 
 from testing.files import MiB, write_safetensors  # noqa: E402
-from testing.service import Service  # noqa: E402
+from testing.service import Service, wait_for  # noqa: E402
 
 # -- test files ------------------------------------------------------------------------------------
 
@@ -199,13 +199,8 @@ async def small_jobs(base: str, path: Path, jobs: int, clients: int) -> tuple[li
 
 
 def wait_done(base: str, job_id: str, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{base}/v1/jobs/{job_id}", timeout=30).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.05)
-    raise RuntimeError("job did not finish")
+    with httpx.Client(base_url=base, timeout=30) as client:
+        return wait_for(client, job_id, timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from stress.server import Service
+from testing.service import wait_for
 
 
 @dataclass(slots=True)
@@ -100,16 +101,6 @@ def _served_consistently(c: httpx.Client) -> list[str]:
     return problems
 
 
-def _wait_status(c: httpx.Client, job_id: str, statuses: set[str], timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = c.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.02)
-    raise TimeoutError(f"job {job_id} never reached {statuses}")
-
-
 def _check(name: str, t0: float, problems: list[str], detail: str) -> Result:
     return Result(name, not problems, time.perf_counter() - t0, "; ".join(problems) or detail)
 
@@ -118,12 +109,12 @@ def kill_worker_mid_job(svc: Service, ledger: Ledger, big: bytes, small: bytes) 
     t0 = time.perf_counter()
     with httpx.Client(base_url=svc.url, timeout=120) as c:
         job = c.post("/v1/jobs", files={"model": ("big.pt", big)}, data={"spec": "{}"}).json()
-        _wait_status(c, job["id"], {"running", "succeeded", "failed"})
+        wait_for(c, job["id"], until={"running", "succeeded", "failed"})
         victims = svc.worker_pids()
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        final = _wait_status(c, job["id"], {"succeeded", "failed"})
+        final = wait_for(c, job["id"], until={"succeeded", "failed"})
         problems = [] if victims else ["no worker process found"]
         if final["status"] == "failed" and not (final.get("error") or {}).get("detail"):
             problems.append("the killed job failed without a reason")
@@ -199,7 +190,7 @@ def kill_server(svc: Service, ledger: Ledger, big: bytes, small: bytes, during: 
             s.close()
         elif during == "job":
             job = c.post("/v1/jobs", files={"model": ("big.pt", big)}, data={"spec": "{}"}).json()
-            _wait_status(c, job["id"], {"running", "succeeded", "failed"})
+            wait_for(c, job["id"], until={"running", "succeeded", "failed"})
             svc.kill()
         elif during == "download":
             some = next(iter(ledger.done))
@@ -218,7 +209,7 @@ def kill_server(svc: Service, ledger: Ledger, big: bytes, small: bytes, during: 
                 f"interrupted job -> {state['status']} {(state.get('error') or {}).get('detail', '')[:60]}"
             )
             if state["status"] == "queued":  # re-run is allowed: it must then finish correctly
-                state = _wait_status(c, job["id"], {"succeeded", "failed"})
+                state = wait_for(c, job["id"], until={"succeeded", "failed"})
             if state["status"] == "running":
                 problems.append("interrupted job still 'running' after restart")
         if during == "upload":

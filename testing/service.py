@@ -19,8 +19,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -150,6 +151,22 @@ class Service:
             return self.log.read_text(errors="replace")[-n:]
         except OSError:
             return ""
+
+
+FINISHED = ("succeeded", "failed")
+
+
+def wait_for(client: httpx.Client, job_id: str, timeout: float = 60,
+             until: Collection[str] = FINISHED) -> dict[str, Any]:
+    """Poll ``GET /v1/jobs/{id}`` until the job's status is one of ``until``; returns the job."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in until:
+            return job
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager

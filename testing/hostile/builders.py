@@ -12,6 +12,9 @@ from typing import Any
 from testing.hostile.asm import Asm
 from testing.hostile.zips import torch_zip
 
+__all__ = ["ResolvesName", "RunsCommand", "getattr_chain_pickle", "pickle_bytes", "protocol0_inst_pickle",
+           "safetensors_bytes", "stack_global_pickle", "zip_with_data_pkl"]
+
 
 class RunsCommand:
     """Unpickling this runs ``touch <marker>`` through os.system."""
