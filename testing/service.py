@@ -44,7 +44,10 @@ class Service:
     port. It runs in its own session, so that stopping it also ends workers a crash left behind."""
 
     def __init__(self, data_dir: Path, settings: dict[str, str] | None = None, *,
-                 env: dict[str, str] | None = None, port: int | None = None, log: Path | None = None) -> None:
+                 env: dict[str, str] | None = None, port: int | None = None, log: Path | None = None,
+                 command: list[str] | None = None) -> None:
+        """``command``: how to start it (default ``python -m layerfreeze.server``); it may name
+        ``{port}``, which is filled in."""
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -53,6 +56,8 @@ class Service:
                     "LAYERFREEZE_HOST": "127.0.0.1", "LAYERFREEZE_PORT": str(self.port),
                     "LAYERFREEZE_DATA_DIR": str(self.data_dir)}
         self.log = log or self.data_dir.parent / f"server-{self.port}.log"
+        self.command = [a.replace("{port}", str(self.port))
+                        for a in command or [sys.executable, "-m", "layerfreeze.server"]]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,8 +68,8 @@ class Service:
     def start(self, timeout: float = 60.0, *, wait_ready: bool = True) -> Service:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "layerfreeze.server"], env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         if wait_ready:
             self.wait_ready(timeout)
         return self
