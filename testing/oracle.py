@@ -30,6 +30,11 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def requires_grad(model: nn.Module) -> dict[str, bool]:
+    """Every parameter name (tied ones under each of their names) -> its ``requires_grad``."""
+    return {n: p.requires_grad for n, p in model.named_parameters(remove_duplicate=False)}
+
+
 def _folded(named: list[tuple[str, torch.Tensor]]) -> dict[int, tuple[torch.Tensor, list[str]]]:
     """Tensor identity -> (tensor, its names in order); dicts keep first-seen order."""
     out: dict[int, tuple[torch.Tensor, list[str]]] = {}
