@@ -4,7 +4,7 @@
     python bench/client_memory.py --url URL       # or uses a running one
     python bench/client_memory.py --size-mib 256  # a smaller file
 
-The checkpoint is a safetensors file (one float32 tensor per 64 MiB, zeros; written without torch) so that
+The checkpoint is a safetensors file (one float32 tensor per 64 MiB; written without torch) so that
 the whole round trip runs: the service rewrites the header and copies the data. This process imports only
 the client, so its own peak RSS (VmHWM) is the client's; the limit checked is 100 MiB.
 """
@@ -15,80 +15,31 @@ import argparse
 import contextlib
 import json
 import os
-import resource
-import socket
-import struct
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "clients" / "python"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "clients" / "python")]  # the test kit and the client, also as a file
 
 from layerfreeze_client import Client, Spec  # noqa: E402
 
+from testing import child_env  # noqa: E402
+from testing.files import MiB, write_safetensors  # noqa: E402
+from testing.procs import peak_rss_mib  # noqa: E402
+from testing.service import Service  # noqa: E402
+
 LIMIT_MIB = 100
-TENSOR_MIB = 64
-
-
-def write_safetensors(path: Path, size_mib: int) -> None:
-    count = max(1, size_mib // TENSOR_MIB)
-    per = TENSOR_MIB * 1024 * 1024
-    header: dict[str, object] = {}
-    for i in range(count):
-        header[f"layers.{i}.weight"] = {"dtype": "F32", "shape": [per // 4 // 1024, 1024],
-                                        "data_offsets": [i * per, (i + 1) * per]}
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    zeros = bytes(1 << 20)
-    with path.open("wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
-        for _ in range(count * TENSOR_MIB):
-            f.write(zeros)
-
-
-def rss_mib() -> float:
-    """Peak RSS of this process. Linux: VmHWM, which starts afresh at exec (``ru_maxrss`` keeps the
-    parent's peak across fork + exec, so a large parent would hide the figure); elsewhere ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @contextlib.contextmanager
-def service(data: Path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "LAYERFREEZE_HOST": "127.0.0.1", "LAYERFREEZE_PORT": str(port),
-           "LAYERFREEZE_DATA_DIR": str(data), "LAYERFREEZE_WORKERS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "service"), os.environ.get("PYTHONPATH", "")])}
-    env.pop("LAYERFREEZE_TOKENS", None)
-    log = open(data.parent / "server.log", "wb")  # noqa: SIM115 - open for the child's lifetime
-    proc = subprocess.Popen([sys.executable, "-m", "layerfreeze.server"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with Client(url, timeout=5) as probe:
-            for _ in range(300):
-                if proc.poll() is not None:
-                    raise SystemExit((data.parent / "server.log").read_text()[-2000:])
-                with contextlib.suppress(Exception):
-                    if probe.ready():
-                        break
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+def service(data: Path) -> Iterator[str]:
+    """A service on a free port with one worker and no tokens (whatever this shell has set)."""
+    env = {k: v for k, v in child_env().items() if k != "LAYERFREEZE_TOKENS"}
+    with Service(data, {"workers": "1"}, env=env, log=data.parent / "server.log") as svc:
+        yield svc.url
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="lf-bench-") as tmp:
         model = Path(tmp) / "big.safetensors"
-        write_safetensors(model, args.size_mib)
+        write_safetensors(model, args.size_mib * MiB)
         size = model.stat().st_size
-        baseline = rss_mib()
+        baseline = peak_rss_mib()
         with contextlib.ExitStack() as stack:
             url = args.url or stack.enter_context(service(Path(tmp) / "data"))
             with Client(url, token=args.token, timeout=300) as client:
@@ -120,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                     assert result.output.stat().st_size == out.bytes >= size  # the header grew
                     moved, frozen = 2 * size, result.report.summary.frozen
                 elapsed = time.monotonic() - start
-        peak = rss_mib()
+        peak = peak_rss_mib()
         print(json.dumps({
             "mode": "upload" if args.upload_only else "round trip",
             "file_mib": round(size / 2**20, 1), "seconds": round(elapsed, 2),

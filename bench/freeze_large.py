@@ -22,22 +22,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the test kit (testing/), also when run as a file
+
+from testing.procs import peak_rss_mib  # noqa: E402
+
 LAYER = 4096  # 4096 x 4096 float32 = 64 MiB per weight
-
-
-def _peak_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def child_ours(src: str, dst: str, known: str | None = None) -> None:
     sys.path.insert(0, str(ROOT / "service"))
     from layerfreeze.formats.detect import open_archive
 
-    base = _peak_rss_mib()
+    base = peak_rss_mib()
     started = time.perf_counter()
     archive = open_archive(Path(src))
     params = [t for t in archive.inventory.tensors if t.kind == "parameter"]
@@ -47,7 +43,7 @@ def child_ours(src: str, dst: str, known: str | None = None) -> None:
             final[name] = i >= len(params) // 2
     written = archive.write(Path(dst), final, "0" * 64, source_sha256=known)
     elapsed = time.perf_counter() - started
-    print(json.dumps({"seconds": elapsed, "peak_mib": _peak_rss_mib(), "startup_mib": base,
+    print(json.dumps({"seconds": elapsed, "peak_mib": peak_rss_mib(), "startup_mib": base,
                       "bytes": written.bytes}))
 
 
@@ -60,14 +56,14 @@ def child_sha256(src: str, dst: str) -> None:
     with open(src, "rb", buffering=0) as f:
         while chunk := f.read(4 << 20):
             digest.update(chunk)
-    print(json.dumps({"seconds": time.perf_counter() - started, "peak_mib": _peak_rss_mib(),
+    print(json.dumps({"seconds": time.perf_counter() - started, "peak_mib": peak_rss_mib(),
                       "digest": digest.hexdigest()}))
 
 
 def child_naive(src: str, dst: str) -> None:
     import torch
 
-    base = _peak_rss_mib()
+    base = peak_rss_mib()
     started = time.perf_counter()
     if src.endswith(".torchscript"):
         torch.jit.save(torch.jit.load(src), dst)
@@ -79,7 +75,7 @@ def child_naive(src: str, dst: str) -> None:
         obj = torch.load(src, weights_only=False)
         torch.save(obj, dst, _use_new_zipfile_serialization=not src.endswith(".legacy"))
     elapsed = time.perf_counter() - started
-    print(json.dumps({"seconds": elapsed, "peak_mib": _peak_rss_mib(), "startup_mib": base}))
+    print(json.dumps({"seconds": elapsed, "peak_mib": peak_rss_mib(), "startup_mib": base}))
 
 
 def _run_child(kind: str, src: Path, dst: Path, *extra: str) -> dict[str, float]:

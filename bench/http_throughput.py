@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import multiprocessing
 import os
 import socket
 import statistics
-import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,34 +34,12 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-MiB = 1024 * 1024
+sys.path.insert(0, str(ROOT))  # the test kit (testing/), also when run as a file
 
+from testing.files import MiB, write_safetensors  # noqa: E402
+from testing.service import Service, wait_for  # noqa: E402
 
 # -- test files ------------------------------------------------------------------------------------
-
-
-def write_safetensors(path: Path, size: int) -> None:
-    """A valid safetensors file of about ``size`` bytes: float32 tensors of 64 MiB, no torch needed."""
-    block = os.urandom(MiB)
-    per = 64 * MiB
-    sizes = [per] * (size // per) + ([size % per // 4 * 4] if size % per >= 4 else [])
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for i, n in enumerate(sizes):
-        header[f"layers.{i}.weight"] = {"dtype": "F32", "shape": [n // 4],
-                                        "data_offsets": [offset, offset + n]}
-        offset += n
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    if len(raw) & 0xFF == 0x80:  # keep the first byte off the pickle PROTO opcode (see the report)
-        raw += b" " * 8
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
-        for n in sizes:
-            while n > 0:
-                k = min(n, MiB)
-                f.write(block[:k])
-                n -= k
 
 
 def write_small(path: Path) -> None:
@@ -223,32 +198,9 @@ async def small_jobs(base: str, path: Path, jobs: int, clients: int) -> tuple[li
 # -- driver -----------------------------------------------------------------------------------------
 
 
-def start_server(data_dir: Path, port: int, workers: int) -> subprocess.Popen:
-    pythonpath = os.pathsep.join([str(ROOT / "service"), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": pythonpath,
-           "LAYERFREEZE_DATA_DIR": str(data_dir), "LAYERFREEZE_PORT": str(port),
-           "LAYERFREEZE_WORKERS": str(workers),
-           "LAYERFREEZE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-           "LAYERFREEZE_QUEUE_MAX": "1000"}
-    proc = subprocess.Popen([sys.executable, "-m", "layerfreeze.server"], env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not become ready")
-
-
 def wait_done(base: str, job_id: str, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{base}/v1/jobs/{job_id}", timeout=30).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.05)
-    raise RuntimeError("job did not finish")
+    with httpx.Client(base_url=base, timeout=30) as client:
+        return wait_for(client, job_id, timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,10 +222,10 @@ def main(argv: list[str] | None = None) -> int:
 
         ceiling = max(loopback_ceiling(big) for _ in range(2))
         disk = disk_ceiling(big, tmp / "disk")
-        port = int(os.environ.get("BENCH_PORT", "0")) or _free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = start_server(tmp / "data", port, args.workers)
-        try:
+        settings = {"workers": str(args.workers), "queue_max": "1000",
+                    "log_level": os.environ.get("BENCH_LOG_LEVEL", "WARNING")}
+        with Service(tmp / "data", settings, port=int(os.environ.get("BENCH_PORT", "0")) or None) as server:
+            port, base = server.port, server.url
             up_t, job = upload(port, big)
             job = wait_done(base, job["id"])
             if job["status"] != "succeeded":
@@ -281,9 +233,6 @@ def main(argv: list[str] | None = None) -> int:
             down_t, got = download(port, job["links"]["artifact"])
             solo, _ = asyncio.run(small_jobs(base, small, max(10, args.jobs // 4), 1))
             latencies, wall = asyncio.run(small_jobs(base, small, args.jobs, args.clients))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
     lat = sorted(latencies)
     solo.sort()
@@ -310,12 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def ensure_paths() -> None:
-    """Make this checkout's service code and test fixtures importable when run as ``python -m stress``."""
-    for sub in ("service", "clients/python", "tests"):
-        p = str(ROOT / sub)
+    """Make this checkout's service code, test fixtures and test kit importable when run as
+    ``python -m stress``."""
+    for p in (str(ROOT), *(str(ROOT / sub) for sub in ("service", "clients/python", "tests"))):
         if p not in sys.path:
             sys.path.insert(0, p)

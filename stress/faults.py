@@ -21,7 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from stress.server import Service, descendants
+from stress.server import Service
+from testing.service import wait_for
 
 
 @dataclass(slots=True)
@@ -45,18 +46,6 @@ def state_dict_bytes(mib: int, seed: int = 0) -> bytes:
     buf = io.BytesIO()
     torch.save(sd, buf)
     return buf.getvalue()
-
-
-def worker_pids(svc: Service) -> list[int]:
-    out = []
-    for pid in descendants(svc.pid):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmd or b"multiprocessing.spawn" in cmd:
-            out.append(pid)
-    return out
 
 
 class Ledger:
@@ -112,16 +101,6 @@ def _served_consistently(c: httpx.Client) -> list[str]:
     return problems
 
 
-def _wait_status(c: httpx.Client, job_id: str, statuses: set[str], timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = c.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.02)
-    raise TimeoutError(f"job {job_id} never reached {statuses}")
-
-
 def _check(name: str, t0: float, problems: list[str], detail: str) -> Result:
     return Result(name, not problems, time.perf_counter() - t0, "; ".join(problems) or detail)
 
@@ -130,12 +109,12 @@ def kill_worker_mid_job(svc: Service, ledger: Ledger, big: bytes, small: bytes) 
     t0 = time.perf_counter()
     with httpx.Client(base_url=svc.url, timeout=120) as c:
         job = c.post("/v1/jobs", files={"model": ("big.pt", big)}, data={"spec": "{}"}).json()
-        _wait_status(c, job["id"], {"running", "succeeded", "failed"})
-        victims = worker_pids(svc)
+        wait_for(c, job["id"], until={"running", "succeeded", "failed"})
+        victims = svc.worker_pids()
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        final = _wait_status(c, job["id"], {"succeeded", "failed"})
+        final = wait_for(c, job["id"], until={"succeeded", "failed"})
         problems = [] if victims else ["no worker process found"]
         if final["status"] == "failed" and not (final.get("error") or {}).get("detail"):
             problems.append("the killed job failed without a reason")
@@ -152,7 +131,7 @@ def kill_idle_workers(svc: Service, ledger: Ledger, small: bytes) -> Result:
     t0 = time.perf_counter()
     with httpx.Client(base_url=svc.url, timeout=60) as c:
         ledger.submit(c, small)  # every slot has had work; now they idle
-        for pid in worker_pids(svc):
+        for pid in svc.worker_pids():
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         deadline = time.monotonic() + 30
@@ -180,7 +159,7 @@ def kill_worker_mid_upload_and_download(svc: Service, ledger: Ledger, big: bytes
             got = hashlib.sha256()
             for i, chunk in enumerate(r.iter_bytes(1 << 16)):
                 if i == 2:
-                    for pid in worker_pids(svc):
+                    for pid in svc.worker_pids():
                         os.kill(pid, signal.SIGKILL)
                 got.update(chunk)
         if got.hexdigest() != ledger.done[big_id]:
@@ -211,7 +190,7 @@ def kill_server(svc: Service, ledger: Ledger, big: bytes, small: bytes, during: 
             s.close()
         elif during == "job":
             job = c.post("/v1/jobs", files={"model": ("big.pt", big)}, data={"spec": "{}"}).json()
-            _wait_status(c, job["id"], {"running", "succeeded", "failed"})
+            wait_for(c, job["id"], until={"running", "succeeded", "failed"})
             svc.kill()
         elif during == "download":
             some = next(iter(ledger.done))
@@ -230,7 +209,7 @@ def kill_server(svc: Service, ledger: Ledger, big: bytes, small: bytes, during: 
                 f"interrupted job -> {state['status']} {(state.get('error') or {}).get('detail', '')[:60]}"
             )
             if state["status"] == "queued":  # re-run is allowed: it must then finish correctly
-                state = _wait_status(c, job["id"], {"succeeded", "failed"})
+                state = wait_for(c, job["id"], until={"succeeded", "failed"})
             if state["status"] == "running":
                 problems.append("interrupted job still 'running' after restart")
         if during == "upload":

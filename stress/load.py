@@ -269,11 +269,10 @@ def run(
     def sample() -> None:
         t0 = time.monotonic()
         while not done.wait(1.0):
-            from stress.faults import worker_pids
-            from stress.server import rss_mib
+            from testing.procs import rss_mib
 
             report.memory.append(
-                Sample(time.monotonic() - t0, rss_mib(svc.pid), [rss_mib(p) for p in worker_pids(svc)])
+                Sample(time.monotonic() - t0, rss_mib(svc.pid), [rss_mib(p) for p in svc.worker_pids()])
             )
 
     sampler = threading.Thread(target=sample, daemon=True)

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from testing import ROOT, child_env
 
 
 @pytest.fixture(scope="session")
@@ -17,9 +16,4 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def subprocess_env() -> dict[str, str]:
     """Environment for child processes (servers, CLIs) that must import this checkout's code."""
-    env = dict(os.environ)
-    paths = [str(ROOT / "service"), str(ROOT / "clients" / "python"), str(ROOT / "tests")]
-    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env["LAYERFREEZE_TEST_PYTHON"] = sys.executable
-    return env
+    return child_env({"LAYERFREEZE_TEST_PYTHON": sys.executable})

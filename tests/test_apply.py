@@ -13,11 +13,9 @@ from fixtures.training import example
 from layerfreeze.freeze import freeze_file
 from layerfreeze_client._apply import AppliedState, CheckpointReadError, ModelMismatchError, apply
 
+from testing.oracle import requires_grad as flags
+
 SPEC = {"rules": [{"action": "freeze", "names": ["embed", "body.0"]}]}
-
-
-def flags(model: torch.nn.Module) -> dict[str, bool]:
-    return {n: p.requires_grad for n, p in model.named_parameters(remove_duplicate=False)}
 
 
 @pytest.fixture

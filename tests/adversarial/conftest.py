@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# the suites' drivers live in the top-level ``stress`` package (also run as ``python -m stress``)
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from adversarial._support import require  # noqa: E402
-from stress.corpus import Case, generate  # noqa: E402
+from adversarial._support import require
+from stress.corpus import Case, generate
 
 
 @pytest.fixture(scope="session")

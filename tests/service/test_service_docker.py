@@ -12,12 +12,10 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from fixtures.server import free_port
+from fixtures.server import Service
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -56,28 +54,12 @@ def test_image_shape() -> None:
 
 @pytest.mark.server
 def test_cmd_and_healthcheck_work(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
-    port = free_port()
     cmd = json.loads(_instruction("CMD"))
     assert cmd[:2] == ["layerfreeze", "serve"]
     # The image's CMD, with the console script spelled as a module and a loopback port for the test.
-    argv = [sys.executable, "-m", "layerfreeze.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    env = {**subprocess_env, "LAYERFREEZE_DATA_DIR": str(tmp_path / "data"), "LAYERFREEZE_WORKERS": "1"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "layerfreeze serve exited"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "not ready in 60 s"
-            time.sleep(0.1)
+    argv = [sys.executable, "-m", "layerfreeze.cli.main", "serve", "--host", "127.0.0.1", "--port", "{port}"]
+    with Service(tmp_path / "data", {"workers": "1"}, env=subprocess_env, command=argv) as svc:
         check = json.loads(re.sub(r"^.*?CMD\s+", "", _instruction("HEALTHCHECK")))
-        check = [sys.executable if a == "python" else a.replace(":8000/", f":{port}/") for a in check]
-        assert subprocess.run(check, env=env, timeout=30).returncode == 0
+        check = [sys.executable if a == "python" else a.replace(":8000/", f":{svc.port}/") for a in check]
+        assert subprocess.run(check, env=svc.env, timeout=30).returncode == 0
         assert (tmp_path / "data" / "jobs.sqlite3").exists()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)

@@ -1,4 +1,4 @@
-"""``create_app(settings)``: the FastAPI application, its lifespan, and its error handlers."""
+"""``create_app(settings[, runtime])``: the FastAPI application, its lifespan, and its error handlers."""
 
 from __future__ import annotations
 
@@ -121,12 +121,14 @@ def _start(settings: Settings, metrics: Metrics) -> Service:
     return service
 
 
-def create_app(settings: Settings) -> FastAPI:
-    metrics = Metrics()
+def create_app(settings: Settings, runtime: Service | None = None) -> FastAPI:
+    """The application. ``runtime`` (store, blobs, pool, metrics), when given, is served as it is
+    instead of being started from ``settings`` (a test's fake pool, say): its owner starts and stops it."""
+    metrics = runtime.metrics if runtime is not None else Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = await anyio.to_thread.run_sync(_start, settings, metrics)
+        service = runtime or await anyio.to_thread.run_sync(_start, settings, metrics)
         service.waiters.loop = asyncio.get_running_loop()
         metrics.watch(service.store.count_by_status, service.pool.health)
         app.state.service = service
@@ -139,8 +141,9 @@ def create_app(settings: Settings) -> FastAPI:
             cleaner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await cleaner
-            await anyio.to_thread.run_sync(service.pool.stop)
-            service.store.close()
+            if runtime is None:
+                await anyio.to_thread.run_sync(service.pool.stop)
+                service.store.close()
 
     app = FastAPI(
         title="layerfreeze", version=__version__, lifespan=lifespan,

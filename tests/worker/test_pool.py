@@ -1,0 +1,165 @@
+"""The worker pool (worker/pool.py) with its real store and blobs but no HTTP: a job runs in a worker
+process and its outcome is recorded; a refused input, a killed worker or an overrun fails only its own
+job; a dead or overdue worker is replaced and the next job runs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import queue
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from layerfreeze.metrics import Metrics
+from layerfreeze.settings import Settings
+from layerfreeze.storage.blobs import BlobStore
+from layerfreeze.storage.jobs import JobRecord, JobStore
+from layerfreeze.worker.pool import LocalWorkerPool
+
+from testing.hostile import payload_pickle, torch_zip
+from testing.procs import gone
+
+FREEZE_WEIGHT = '{"rules": [{"action": "freeze", "names": ["weight"]}]}'
+
+
+def linear_bytes() -> bytes:
+    buf = io.BytesIO()
+    torch.save(torch.nn.Linear(3, 2).state_dict(), buf)
+    return buf.getvalue()
+
+
+class Harness:
+    """A started pool over a fresh data directory; ``on_finished`` lands in ``self.finished``."""
+
+    def __init__(self, data_dir: Path, **settings: object) -> None:
+        self.settings = Settings(data_dir=data_dir, **settings)  # type: ignore[arg-type]
+        self.blobs = BlobStore(self.settings.data_dir)
+        self.blobs.prepare()
+        self.store = JobStore(self.blobs.db_path)
+        self.metrics = Metrics()
+        self.finished: queue.Queue[str] = queue.Queue()
+        self.pool = LocalWorkerPool(self.settings, self.store, self.blobs, self.metrics,
+                                    on_finished=self.finished.put)
+        self.pool.start()
+
+    def submit(self, data: bytes, spec: str = FREEZE_WEIGHT) -> str:
+        job_id = uuid.uuid4().hex
+        self.blobs.job_dir(job_id).mkdir(parents=True)
+        self.blobs.input_path(job_id).write_bytes(data)
+        self.store.create(JobRecord(
+            id=job_id, tenant="", status="queued", created_at=time.time(), dry_run=False, spec=spec,
+            input_filename="m.pt", input_bytes=len(data), input_sha256=hashlib.sha256(data).hexdigest(),
+            output_filename="m-frozen.pt"))
+        self.pool.submit(job_id)
+        return job_id
+
+    def wait(self, job_id: str, timeout: float = 60) -> JobRecord:
+        assert self.finished.get(timeout=timeout) == job_id
+        return self.store.get(job_id)
+
+    def wait_status(self, job_id: str, status: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.store.get(job_id).status != status:
+            assert time.monotonic() < deadline, f"job {job_id} never {status}"
+            time.sleep(0.02)
+
+    def restarts(self, reason: str) -> float:
+        return self.metrics.worker_restarts.labels(reason)._value.get()
+
+    def close(self) -> None:
+        self.pool.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def make(**settings: object) -> Harness:
+        made.append(Harness(tmp_path / f"data{len(made)}", **{"workers": 1, **settings}))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def test_a_job_runs_in_a_worker_and_its_outcome_is_recorded(harness: Callable[..., Harness]) -> None:
+    h = harness()
+    job_id = h.submit(linear_bytes())
+    record = h.wait(job_id)
+    assert record.status == "succeeded", record.error
+    out = h.blobs.output_path(job_id)
+    assert record.output_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert record.output_bytes == out.stat().st_size
+    assert h.blobs.report_path(job_id).exists()
+    frozen = torch.load(out, weights_only=True)
+    assert set(frozen) == {"weight", "bias"}
+    health = h.pool.health()
+    assert (health.workers, health.alive, health.busy, health.restarts) == (1, 1, 0, 0)
+
+
+def test_a_refused_input_fails_only_its_job_and_keeps_the_worker(harness: Callable[..., Harness],
+                                                                 tmp_path: Path) -> None:
+    h = harness()
+    (pid,) = h.pool.worker_pids()
+    hostile = torch_zip(payload_pickle("os_system", 2, str(tmp_path / "ran")))
+    bad = h.wait(h.submit(hostile))
+    assert bad.status == "failed" and bad.error is not None and bad.error["status"] == 422
+    assert not (tmp_path / "ran").exists()
+    assert [p.name for p in h.blobs.job_dir(bad.id).iterdir()] == ["input"]  # no report, no artifact
+    assert h.wait(h.submit(linear_bytes())).status == "succeeded"
+    assert h.pool.worker_pids() == [pid] and h.pool.health().restarts == 0
+
+
+def test_a_worker_killed_mid_job_fails_that_job_and_is_replaced(harness: Callable[..., Harness]) -> None:
+    h = harness()
+    (pid,) = h.pool.worker_pids()
+    os.kill(pid, signal.SIGSTOP)  # the job it is handed hangs until the kill
+    job_id = h.submit(linear_bytes())
+    h.wait_status(job_id, "running")
+    os.kill(pid, signal.SIGKILL)
+    lost = h.wait(job_id)
+    assert lost.status == "failed" and lost.error is not None and lost.error["status"] >= 500
+    assert h.wait(h.submit(linear_bytes())).status == "succeeded"
+    (new_pid,) = h.pool.worker_pids()
+    assert new_pid != pid and gone(pid)
+    assert h.restarts("died") == 1
+
+
+def test_a_job_over_its_time_limit_fails_and_the_worker_is_replaced(harness: Callable[..., Harness]) -> None:
+    h = harness(job_timeout_s=1)
+    (pid,) = h.pool.worker_pids()
+    os.kill(pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    overdue = h.wait(h.submit(linear_bytes()))
+    assert 1 <= time.monotonic() - t0 < 20
+    assert overdue.status == "failed" and overdue.error is not None and overdue.error["status"] == 422
+    assert h.wait(h.submit(linear_bytes())).status == "succeeded"
+    assert gone(pid) and h.restarts("time_limit") == 1
+
+
+def test_an_idle_worker_that_dies_is_replaced_before_the_next_job(harness: Callable[..., Harness]) -> None:
+    h = harness()
+    (pid,) = h.pool.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while h.restarts("died_idle") < 1:  # found by the idle supervisor, not by the next job
+        assert time.monotonic() < deadline, "the dead worker was not noticed"
+        time.sleep(0.05)
+    assert h.wait(h.submit(linear_bytes())).status == "succeeded"
+    (new_pid,) = h.pool.worker_pids()
+    assert new_pid != pid and h.restarts("died") == 0
+
+
+def test_stop_ends_every_worker(harness: Callable[..., Harness]) -> None:
+    h = harness(workers=2)
+    pids = h.pool.worker_pids()
+    h.pool.stop()
+    assert all(gone(p) for p in pids) and h.pool.health().alive == 0
