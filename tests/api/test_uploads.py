@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from layerfreeze.api.problems import problem_for
 from layerfreeze.api.uploads import MAX_PARTS, Upload, clean_filename, receive_upload
 from layerfreeze.errors import LayerfreezeError
+from layerfreeze.problems import problem_for
 from starlette.requests import Request
 
 MODEL = bytes(range(256)) * 300  # 75 KiB, not valid UTF-8
