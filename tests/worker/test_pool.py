@@ -163,3 +163,38 @@ def test_stop_ends_every_worker(harness: Callable[..., Harness]) -> None:
     pids = h.pool.worker_pids()
     h.pool.stop()
     assert all(gone(p) for p in pids) and h.pool.health().alive == 0
+
+
+def test_a_replacement_counts_as_alive_only_once_started_and_stop_meanwhile_is_clean(
+        harness: Callable[..., Harness]) -> None:
+    """A worker being replaced is not yet ready (``/readyz`` must not count it), and a pool stopped while a
+    replacement starts ends it without crashing the supervisor thread."""
+    h = harness()
+    (slot,) = h.pool._slots
+    (pid,) = h.pool.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while h.restarts("died_idle") < 1:  # the supervisor has begun the replacement
+        assert time.monotonic() < deadline, "the dead worker was not noticed"
+        time.sleep(0.01)
+    if not slot.ready:
+        assert h.pool.health().alive == 0
+    h.pool.stop()
+    slot.thread.join(timeout=10)
+    assert not slot.thread.is_alive() and h.pool.health().alive == 0
+    assert all(gone(p) for p in (pid, *h.pool.worker_pids()))
+
+
+def test_await_ready_after_a_concurrent_stop_is_a_start_error(harness: Callable[..., Harness]) -> None:
+    from layerfreeze.worker.pool import WorkerStartError
+
+    h = harness()
+    (slot,) = h.pool._slots
+    (pid,) = h.pool.worker_pids()
+    slot.retire(kill=True)
+    slot.launch()  # a replacement on its way up ...
+    assert not slot.alive()
+    slot.retire(kill=True)  # ... retired by stop() on another thread
+    with pytest.raises(WorkerStartError, match="stopped while it started"):
+        slot.await_ready()
+    assert gone(pid)

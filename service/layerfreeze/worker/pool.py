@@ -57,6 +57,7 @@ class _Slot:
         self.proc: BaseProcess | None = None
         self.conn: Connection | None = None
         self.busy = False
+        self.ready = False  # the process said READY: its imports are done and it takes jobs
         self.thread = threading.Thread(target=self._loop, name=f"layerfreeze-worker-{index}", daemon=True)
 
     # -- process management ------------------------------------------------------------------------
@@ -72,28 +73,29 @@ class _Slot:
                               name=f"layerfreeze-worker-{self.index}", daemon=True)
         proc.start()
         child.close()
-        self.proc, self.conn = proc, parent
+        self.proc, self.conn, self.ready = proc, parent, False
 
     def await_ready(self) -> None:
         """Wait for the worker's imports to finish, so they never count against a job's time limit."""
-        assert self.conn is not None
-        if not (self.conn.poll(SPAWN_TIMEOUT_S) and self._recv_ready()):
+        conn = self.conn  # stop() may retire this slot from another thread meanwhile
+        if conn is None:
+            raise WorkerStartError(f"worker {self.index} was stopped while it started")
+        try:
+            self.ready = conn.poll(SPAWN_TIMEOUT_S) and conn.recv() == READY
+        except (EOFError, OSError):
+            self.ready = False
+        if not self.ready:
             code = self.retire(kill=True)
             raise WorkerStartError(f"worker {self.index} did not start: {_death_reason(code)}")
 
-    def _recv_ready(self) -> bool:
-        assert self.conn is not None
-        try:
-            return self.conn.recv() == READY
-        except (EOFError, OSError):
-            return False
-
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.is_alive()
+        """The process runs and has finished starting (a replacement still importing does not count)."""
+        return self.ready and self.proc is not None and self.proc.is_alive()
 
     def retire(self, kill: bool) -> int | None:
         proc, conn = self.proc, self.conn
         self.proc = self.conn = None
+        self.ready = False
         if conn is not None:
             if not kill:
                 with contextlib.suppress(OSError):
