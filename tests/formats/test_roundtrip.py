@@ -174,3 +174,15 @@ def test_written_flags_are_what_torch_loads(name: str, fmt: str, tmp_path: Path)
         for t in again.tensors:
             if t.kind == "parameter":
                 assert t.requires_grad == final[t.name], t.name
+
+
+def test_a_checkpoint_with_dtype_values_is_read(tmp_path):
+    """Training loops save the dtype they ran in (``{"dtype": torch.bfloat16, "model": sd}``)."""
+    import torch
+    from layerfreeze.formats.detect import open_archive
+
+    path = tmp_path / "ckpt.pt"
+    torch.save({"dtype": torch.bfloat16, "amp": torch.float16, "model": torch.nn.Linear(2, 2).state_dict()},
+               path)
+    names = [t.name for t in open_archive(path).inventory.tensors]
+    assert names == ["weight", "bias"]

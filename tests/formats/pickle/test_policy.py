@@ -35,9 +35,7 @@ def test_names_a_checkpoint_carries_pass(module: str, name: str) -> None:
     check_global(module, name, 0)
 
 
-@pytest.mark.xfail(reason="a dtype value by its full name (torch.save({'dtype': torch.float16})) is refused, "
-                          "though torch's weights_only loader reads it", strict=False)
-@pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "int64"])
+@pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "int64", "float8_e4m3fn", "complex64"])
 def test_dtype_values_pass(name: str) -> None:
     check_global("torch", name, 0)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from layerfreeze.errors import FormatError, UnsafePickleError
-from layerfreeze.formats.dtypes import storage_dtype
+from layerfreeze.formats.dtypes import ITEMSIZE, storage_dtype
 
 # Callables a checkpoint legitimately applies (REDUCE), mapped to how the machine treats them.
 ALLOWED_CALLS = {
@@ -142,8 +142,8 @@ def check_torch_global(module: str, name: str, pos: int) -> None:
     if qualname in ALLOWED_CALLS:
         return
     if module == "torch":
-        if name in TORCH_TOP_ALLOWED or storage_dtype(module, name) is not None:
-            return
+        if name in TORCH_TOP_ALLOWED or name in ITEMSIZE or storage_dtype(module, name) is not None:
+            return  # torch.float16, torch.int64, ...: a dtype as a value (``{"dtype": torch.float16}``)
         if name in ("float", "double", "half", "long", "int", "short", "bool", "cfloat", "cdouble", "uint8"):
             return  # dtype aliases
         if name in ("qint8", "quint8", "qint32", "quint4x2", "quint2x4"):
