@@ -66,24 +66,43 @@ def spec_from_flags(rules: list[tuple[str, list[str]]], strict: bool) -> Spec:
     return spec
 
 
+GLOBAL_DEFAULTS: dict[str, Any] = {"url": None, "token": None, "timeout": 60.0, "retries": 4, "json": False,
+                                   "no_progress": False}
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """The options every command takes, before or after the command name. The subcommands' copies default
+    to SUPPRESS: argparse copies a subparser's namespace over the main one, so a real default there would
+    overwrite what was given before the command."""
+
+    def default(name: str) -> Any:
+        return argparse.SUPPRESS if suppress else GLOBAL_DEFAULTS[name]
+
+    parser.add_argument("--url", default=default("url"),
+                        help="service URL (env LAYERFREEZE_URL; http://127.0.0.1:8000)")
+    parser.add_argument("--token", default=default("token"), help="bearer token (env LAYERFREEZE_TOKEN)")
+    parser.add_argument("--timeout", type=float, default=default("timeout"),
+                        help="seconds per network operation (60)")
+    parser.add_argument("--retries", type=int, default=default("retries"),
+                        help="retries on connection errors, 429 and 503 (4)")
+    parser.add_argument("--json", action="store_true", default=default("json"),
+                        help="print JSON instead of tables")
+    parser.add_argument("--no-progress", action="store_true", default=default("no_progress"),
+                        help="no progress bars")
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    sup = argparse.SUPPRESS
-    common.add_argument("--url", default=sup, help="service URL (env LAYERFREEZE_URL; http://127.0.0.1:8000)")
-    common.add_argument("--token", default=sup, help="bearer token (env LAYERFREEZE_TOKEN)")
-    common.add_argument("--timeout", type=float, default=sup, help="seconds per network operation (60)")
-    common.add_argument("--retries", type=int, default=sup,
-                        help="retries on connection errors, 429 and 503 (4)")
-    common.add_argument("--json", action="store_true", default=sup, help="print JSON instead of tables")
-    common.add_argument("--no-progress", action="store_true", default=sup, help="no progress bars")
+    _add_global_options(common, suppress=True)
 
     parser = argparse.ArgumentParser(
-        prog="layerfreeze-client", parents=[common],
+        prog="layerfreeze-client",
         description="Freeze PyTorch checkpoints through a layerfreeze service.",
-        epilog="exit codes: 0 ok, 1 local failure, 2 usage, 3 input rejected by the service (4xx), "
+        epilog="global options may come before or after the command. "
+               "exit codes: 0 ok, 1 local failure, 2 usage, 3 input rejected by the service (4xx), "
                "4 service failure (5xx), 5 service unreachable or timed out, 6 checksum mismatch",
     )
-    parser.set_defaults(url=None, token=None, timeout=60.0, retries=4, json=False, no_progress=False)
+    _add_global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("freeze", parents=[common], help="freeze a checkpoint by rule and download the result")
