@@ -21,6 +21,11 @@ class BadRequest(e.LayerfreezeError):
     """The request itself is malformed (not the model file): bad multipart, missing field."""
 
 
+class InvalidForm(BadRequest):
+    """A well-formed request whose form or query says something we do not take (an unknown field, a missing
+    spec, two answers to one question): refused rather than ignored, naming the fields."""
+
+
 class UnsupportedMediaType(e.LayerfreezeError):
     pass
 
@@ -98,6 +103,7 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     e.JobConflict: (409, "job-conflict", "Job conflict"),
     UploadTooLarge: (413, "upload-too-large", "Upload too large"),
     BadRequest: (400, "bad-request", "Bad request"),
+    InvalidForm: (422, "invalid-form", "Invalid form field"),
     UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
     Unauthorized: (401, "unauthorized", "Unauthorized"),
     QueueFull: (429, "queue-full", "Too many queued jobs"),
