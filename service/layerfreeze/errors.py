@@ -8,9 +8,12 @@
     │   ├── ArchiveError          the zip container is malformed or hostile
     │   └── SafetensorsFormatError
     ├── LimitExceeded         a configured limit (size, entries, depth, ...) was hit
-    └── JobError
-        ├── JobNotFound
-        └── JobConflict       the job is not in a state that allows the request
+    ├── JobError
+    │   ├── JobNotFound
+    │   └── JobConflict       the job is not in a state that allows the request
+    └── StartupError          the service cannot start
+        ├── DataDirInUse          another service holds the data directory
+        └── PortInUse             the address to listen on is taken
 
 Errors carry structured fields; mapping to HTTP statuses or exit codes happens only at the edges.
 """
@@ -92,3 +95,15 @@ class JobNotFound(JobError):
 
 class JobConflict(JobError):
     pass
+
+
+class StartupError(LayerfreezeError):
+    """The service cannot start (nothing was changed)."""
+
+
+class DataDirInUse(StartupError):
+    """Another service process holds the data directory's lock."""
+
+
+class PortInUse(StartupError):
+    """The host and port to listen on are taken (or not ours to take)."""
