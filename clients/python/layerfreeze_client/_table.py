@@ -45,20 +45,27 @@ def _file(label: str, info: FileInfo) -> str:
     return f"{label}: {info.filename or '-'}  {_size(info.bytes)}{digest}"
 
 
-def render_report(report: Report, *, parameters: bool = False) -> str:
+def render_report(report: Report, *, parameters: bool = False, depth: int | None = None) -> str:
+    """The report as a table of modules (down to ``depth``; None: all) or, with ``parameters``, of every
+    parameter; then totals, rules and warnings."""
     lines = [f"format: {report.format or '-'}", _file("input", report.input)]
     if report.output is not None:
         lines.append(_file("output", report.output))
     lines.append("")
     if report.modules and not parameters:
         rows = []
-        for m in report.modules:
+        shown = [m for m in report.modules if depth is None or m.depth <= depth]
+        for m in shown:
             name = m.name or "(root)"
             total, trainable = m.numel, m.numel_trainable
             label = "  " * m.depth + (name.rpartition(".")[2] if m.depth > 1 else name)
             rows.append([label, _short(m.type), m.state or "-", _n(m.parameters), _n(trainable), _n(total)])
         lines += table(["module", "type", "state", "params", "trainable elements", "elements"], rows,
                        right=(3, 4, 5))
+        hidden = len(report.modules) - len(shown)
+        if hidden and depth is not None:
+            lines.append(f"... {hidden} deeper modules not shown: --depth {depth + 1} shows one more level, "
+                         "--depth all shows every module, --params every parameter")
     else:
         rows = [[p.name, _short(p.module_type), "x".join(map(str, p.shape)) or "scalar", p.dtype or "-",
                  _n(p.numel), "trainable" if p.requires_grad else "frozen",
@@ -91,7 +98,7 @@ def render_report(report: Report, *, parameters: bool = False) -> str:
 
 def render_jobs(jobs: Iterable[Job]) -> str:
     rows = [[j.id, j.status, j.created_at or "-", j.input.filename or "-", _size(j.input.bytes),
-             "dry run" if j.dry_run else ""] for j in jobs]
+             "dry run" if j.dry_run else "freeze"] for j in jobs]
     if not rows:
         return "no jobs"
-    return "\n".join(table(["id", "status", "created", "input", "size", ""], rows, right=(4,)))
+    return "\n".join(table(["id", "status", "created", "input", "size", "kind"], rows, right=(4,)))

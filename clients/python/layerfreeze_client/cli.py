@@ -9,8 +9,10 @@ time; 6 the download did not match its checksum.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,6 +93,22 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
                         help="no progress bars")
 
 
+DEFAULT_DEPTH = 2  # the root, its children and theirs
+
+
+def _depth(value: str) -> int | None:
+    if value == "all":
+        return None
+    if value.isdigit():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected a depth (0, 1, 2, ...) or 'all', got {value!r}")
+
+
+def _depth_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--depth", type=_depth, default=DEFAULT_DEPTH, metavar="N|all",
+                        help=f"show the module tree down to depth N, or all of it (default: {DEFAULT_DEPTH})")
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _add_global_options(common, suppress=True)
@@ -119,10 +137,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report only; download nothing")
     p.add_argument("--report", type=Path, dest="report_file", help="also write the report JSON here")
     p.add_argument("--params", action="store_true", help="list every parameter instead of modules")
+    _depth_option(p)
 
     p = sub.add_parser("inspect", parents=[common], help="report a checkpoint's parameters (nothing changes)")
     p.add_argument("model", type=Path)
     p.add_argument("--params", action="store_true", help="list every parameter instead of modules")
+    _depth_option(p)
 
     p = sub.add_parser("jobs", parents=[common], help="list jobs, newest first")
     p.add_argument("--limit", type=int, default=20, help="at most this many (20)")
@@ -130,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", parents=[common], help="print a finished job's report")
     p.add_argument("job")
     p.add_argument("--params", action="store_true", help="list every parameter instead of modules")
+    _depth_option(p)
 
     p = sub.add_parser("download", parents=[common], help="download a job's frozen checkpoint")
     p.add_argument("job")
@@ -181,7 +202,7 @@ def _run(args: argparse.Namespace) -> int:
                 _print_json({"job": result.job.raw, "report": result.report.raw,
                              "output": str(result.output) if result.output else None})
             else:
-                print(render_report(result.report, parameters=args.params))
+                print(render_report(result.report, parameters=args.params, depth=args.depth))
                 if result.output is not None:
                     print(f"\nwrote {result.output}")
         elif args.command == "jobs":
@@ -195,7 +216,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json(report.raw)
             else:
-                print(render_report(report, parameters=args.params))
+                print(render_report(report, parameters=args.params, depth=args.depth))
         elif args.command == "download":
             path = client.download(args.job, args.output, progress=progress)
             print(json.dumps({"output": str(path)}) if args.json else f"wrote {path}")
@@ -204,6 +225,18 @@ def _run(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"deleted {args.job}")
     return EXIT_OK
+
+
+def _end_on_broken_pipe() -> int:
+    """The reader of our output went away (``| head``): end as ``cat`` does, by SIGPIPE's default action,
+    with no message (a shell shows status 141). stdout goes to /dev/null first, so that nothing left in
+    its buffer makes the interpreter complain on its way out."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    return 128 + 13
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,7 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "freeze" and (args.spec is None) == (not args.rules):
             raise _UsageError("freeze needs either --spec or --freeze/--unfreeze rules (not both)")
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return code
+    except BrokenPipeError:
+        return _end_on_broken_pipe()
     except _UsageError as exc:
         print(f"layerfreeze-client: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -240,4 +277,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main(os.sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:]))
