@@ -67,7 +67,7 @@ def render_report(report: Report, *, parameters: bool = False, depth: int | None
             lines.append(f"... {hidden} deeper modules not shown: --depth {depth + 1} shows one more level, "
                          "--depth all shows every module, --params every parameter")
     else:
-        rows = [[p.name, _short(p.module_type), "x".join(map(str, p.shape)) or "scalar", p.dtype or "-",
+        rows = [[p.name, _short(p.module_type), "x".join(map(str, p.shape)) or "scalar", p.dtype,
                  _n(p.numel), "trainable" if p.requires_grad else "frozen",
                  "-" if p.rule is None else f"#{p.rule}"] for p in report.parameters]
         lines += table(["parameter", "type", "shape", "dtype", "elements", "state", "rule"], rows, right=(4,))
@@ -78,18 +78,15 @@ def render_report(report: Report, *, parameters: bool = False, depth: int | None
         f"elements:   {s.numel_total:,}  trainable {s.numel_trainable:,} ({s.trainable_fraction:.1%})  "
         f"frozen {s.numel_frozen:,}",
     ]
-    if s.bytes_total is not None:
-        lines.append(f"bytes:      {_size(s.bytes_total)}  trainable {_size(s.bytes_trainable or 0)}  "
-                     f"frozen {_size(s.bytes_frozen or 0)}")
-    if s.training_memory_saved_bytes is not None:
-        lines.append(f"training memory saved: ~{_size(s.training_memory_saved_bytes)}")
-        if s.training_memory_assumption:
-            lines.append(f"  ({s.training_memory_assumption})")
+    lines.append(f"bytes:      {_size(s.bytes_total)}  trainable {_size(s.bytes_trainable)}  "
+                 f"frozen {_size(s.bytes_frozen)}")
+    lines.append(f"training memory saved: ~{_size(s.training_memory_saved_bytes)}")
+    if s.training_memory_assumption:
+        lines.append(f"  ({s.training_memory_assumption})")
     if report.rules:
         lines += ["", "rules:"]
         for r in report.rules:
-            action = r.action or "?"
-            lines.append(f"  #{r.index} {action:8} selected {_n(r.selected)}  decided {_n(r.decided)}")
+            lines.append(f"  #{r.index} {r.action:8} selected {_n(r.selected)}  decided {_n(r.decided)}")
     if report.warnings:
         lines += ["", "warnings:"]
         lines += [f"  - {w.message}" + (f" [{w.code}]" if w.code else "") for w in report.warnings]

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from ._client import Client
-from ._errors import APIError, ClientError, IntegrityError, RejectedError, TransportError, WaitTimeout
+from ._errors import (
+    APIError,
+    ClientError,
+    IntegrityError,
+    RejectedError,
+    ResponseFormatError,
+    TransportError,
+    WaitTimeout,
+)
 from ._retry import Retry
 from ._spec import Spec
 from ._table import render_jobs, render_report
@@ -265,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TransportError, WaitTimeout) as exc:
         print(f"layerfreeze-client: cannot complete: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except ResponseFormatError as exc:
+        print(f"layerfreeze-client: unexpected answer from the service (another version?): {exc}",
+              file=sys.stderr)
+        return EXIT_SERVICE
     except IntegrityError as exc:
         print(f"layerfreeze-client: download corrupted: {exc}", file=sys.stderr)
         return EXIT_INTEGRITY
