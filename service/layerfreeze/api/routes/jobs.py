@@ -125,6 +125,7 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
                      dry_run_query: str | None = Query(None, alias="dry_run",
                                                        description="the form field 'dry_run', given here"),
                      ) -> Response:
+    # dry_run_query is declared for the OpenAPI document; _spec_and_dry_run reads it with the form field.
     s = service.settings
     _check_query(request)
     health = service.pool.health()
