@@ -2,8 +2,8 @@
 
 Exit codes: 0 ok; 1 a local failure (e.g. the output cannot be written); 2 usage (bad arguments, a missing
 model or spec file); 3 the service rejected the input (4xx: invalid spec or checkpoint, auth, unknown job,
-too large); 4 the service failed (5xx); 5 the service could not be reached or the job did not finish in
-time; 6 the download did not match its checksum.
+too large); 4 the service failed (5xx) or answered in a shape this client does not know; 5 the service
+could not be reached or the job did not finish in time; 6 the download did not match its checksum.
 """
 
 from __future__ import annotations
