@@ -350,7 +350,7 @@ def leftovers(svc: Service) -> list[Path]:
             url = page.get("next")
     out = []
     for p in svc.data_dir.rglob("*"):
-        if p.is_dir() or p.name.startswith("jobs.sqlite3"):
+        if p.is_dir() or p.name.startswith("jobs.sqlite3") or p.name == "service.lock":
             continue
         rel = p.relative_to(svc.data_dir).parts
         if rel[0] == "jobs" and len(rel) > 1 and rel[1] in known:

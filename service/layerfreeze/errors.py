@@ -16,15 +16,19 @@
     │   ├── JobConflict               the job is not in a state that allows the request
     │   └── WorkerLost                the job's worker died under it, or the service restarted
     ├── BadRequest                the request itself is malformed (not the model file)
+    │   └── InvalidForm               a form field or query parameter we do not take, or a missing spec
     ├── UnsupportedMediaType
     ├── Unauthorized
     ├── RangeNotSatisfiable
     ├── InputChanged              a stored upload no longer hashes to what arrived
     ├── StoreError                the job database failed (disk full, corruption, ...)
-    └── RetryLater                a passing condition; the answer carries ``Retry-After``
-        ├── QueueFull
-        ├── NotReady
-        └── StorageFull               the data directory's file system is full
+    ├── RetryLater                a passing condition; the answer carries ``Retry-After``
+    │   ├── QueueFull
+    │   ├── NotReady
+    │   └── StorageFull               the data directory's file system is full
+    └── StartupError              the service cannot start (nothing was changed)
+        ├── DataDirInUse              another service holds the data directory
+        └── PortInUse                 the address to listen on is taken
 
 Errors carry structured fields; mapping them to HTTP answers is data in :mod:`layerfreeze.problems`, to exit
 codes in :mod:`layerfreeze.cli.exit_codes`. This module imports nothing of layerfreeze.
@@ -130,6 +134,11 @@ class BadRequest(LayerfreezeError):
     """The request itself is malformed (not the model file): bad multipart, missing field."""
 
 
+class InvalidForm(BadRequest):
+    """A well-formed request whose form or query says something we do not take (an unknown field, a missing
+    spec, two answers to one question): refused rather than ignored, naming the fields."""
+
+
 class UnsupportedMediaType(LayerfreezeError):
     pass
 
@@ -175,6 +184,18 @@ class StorageFull(RetryLater):
     """The data directory's file system is full: retry once space has been freed."""
 
     default_retry_after = 60
+
+
+class StartupError(LayerfreezeError):
+    """The service cannot start (nothing was changed)."""
+
+
+class DataDirInUse(StartupError):
+    """Another service process holds the data directory's lock."""
+
+
+class PortInUse(StartupError):
+    """The host and port to listen on are taken (or not ours to take)."""
 
 
 def storage_error(exc: OSError) -> LayerfreezeError | None:

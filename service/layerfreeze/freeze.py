@@ -22,7 +22,7 @@ from layerfreeze.core.selection import select
 from layerfreeze.core.spec import FreezeSpec, parse_spec, spec_sha256
 from layerfreeze.limits import ReadLimits
 
-__all__ = ["freeze_file", "sha256_file"]
+__all__ = ["freeze_file", "new_file_mode", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -58,7 +58,7 @@ def freeze_file(
     tmp = Path(tmp_name)
     try:
         written = archive.write(tmp, selection.final_by_name(), spec_sha256(parsed))
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, new_file_mode())  # mkstemp made it 0600; the output is an ordinary file
         os.replace(tmp, dst)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -69,6 +69,18 @@ def freeze_file(
         input=FileRef(filename=input_filename, bytes=src.stat().st_size, sha256=written.source_sha256),
         output=FileRef(filename=output_name or dst.name, bytes=written.bytes, sha256=written.sha256),
     )
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` (and so ``cp``) gives a new file: ``0o666`` less the process umask. Read from
+    /proc where it exists, since setting the umask to read it is not thread-safe."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def output_filename(input_name: str, fmt: str | None = None) -> str:

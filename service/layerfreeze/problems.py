@@ -29,6 +29,7 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     e.JobConflict: (409, "job-conflict", "Job conflict"),
     e.WorkerLost: (500, "worker-lost", "The job's worker was lost"),
     e.BadRequest: (400, "bad-request", "Bad request"),
+    e.InvalidForm: (422, "invalid-form", "Invalid form field"),
     e.UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
     e.Unauthorized: (401, "unauthorized", "Unauthorized"),
     e.RangeNotSatisfiable: (416, "range-not-satisfiable", "Range not satisfiable"),

@@ -6,9 +6,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
+import socket
 from typing import Any
 
+from layerfreeze.errors import PortInUse, StartupError
 from layerfreeze.settings import Settings, get_settings
+from layerfreeze.storage import lock as data_dir_lock
 
 
 def serve(host: str | None = None, port: int | None = None, settings: Settings | None = None,
@@ -29,12 +34,41 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     elif overrides:
         settings = settings.model_copy(update=overrides)
     configure_logging(settings.log_level)
+    # Before uvicorn starts the app (whose start-up recovers the data directory): one service per
+    # directory, and a port in use is a clear error, not a traceback after the recovery already ran.
+    data_dir = data_dir_lock.acquire(settings.data_dir, f"{settings.host}:{settings.port}")
+    try:
+        sock = listen_socket(settings.host, settings.port)
+    except BaseException:
+        data_dir_lock.release(data_dir)
+        raise
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
         log_config=None, access_log=False, server_header=False, timeout_graceful_shutdown=10,
         h11_max_incomplete_event_size=64 * 1024,
     )
-    uvicorn.Server(config).run()
+    logging.getLogger("layerfreeze").info("listening on http://%s:%d", *sock.getsockname()[:2])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+        data_dir_lock.release(data_dir)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for ``host:port`` (uvicorn listens on it); PortInUse naming LAYERFREEZE_PORT."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is fine
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+        raise PortInUse(f"{host}:{port} {why}: stop what listens there, or choose another port with "
+                        "LAYERFREEZE_PORT (or --port); LAYERFREEZE_HOST sets the interface",
+                        host=host, port=port) from None
+    return sock
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,7 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=None, help="interface (default: LAYERFREEZE_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: LAYERFREEZE_PORT or 8000)")
     args = parser.parse_args(argv)
-    serve(args.host, args.port)
+    try:
+        serve(args.host, args.port)
+    except StartupError as exc:
+        raise SystemExit(f"layerfreeze-server: error: {exc.detail}") from None
 
 
 if __name__ == "__main__":

@@ -51,44 +51,66 @@ class FakeJob:
     error: dict[str, Any] | None = None
 
     def json(self) -> dict[str, Any]:
+        """The job as the service's JobPublic has it (links only where they answer)."""
         base = f"/v1/jobs/{self.id}"
+        done = self.status == "succeeded"
         return {
             "id": self.id, "status": self.status, "created_at": "2026-01-01T00:00:00Z",
             "started_at": None,
             "finished_at": None if self.status in ("queued", "running") else "2026-01-01T00:00:01Z",
             "input": {"filename": self.filename, "bytes": len(self.upload),
                       "sha256": hashlib.sha256(self.upload).hexdigest()},
+            "output": self._output() if done else None,
             "dry_run": self.dry_run, "error": self.error, "extra_field": {"ignored": True},
-            "links": {"self": base, "report": f"{base}/report",
-                      "artifact": None if self.dry_run else f"{base}/artifact"},
+            "links": {"self": base, "report": f"{base}/report" if done else None,
+                      "artifact": f"{base}/artifact" if done and not self.dry_run else None},
         }
 
+    def _output(self) -> dict[str, Any] | None:
+        if self.dry_run:
+            return None
+        return {"filename": self.filename.replace(".pt", ".frozen.pt"), "bytes": len(self.artifact),
+                "sha256": hashlib.sha256(self.artifact).hexdigest()}
+
     def report(self) -> dict[str, Any]:
+        """A report in the service's shape (core.report.Report), for a two-parameter Linear."""
         names = [r for rule in self.spec.get("rules", []) for r in rule.get("names", [])]
         params = [
-            {"name": "0.weight", "module": "0", "module_type": "Linear", "shape": [2, 2], "dtype": "float32",
-             "numel": 4, "requires_grad": "0" not in names, "was": True, "rule": 0 if "0" in names else None},
-            {"name": "0.bias", "module": "0", "module_type": "Linear", "shape": [2], "dtype": "float32",
-             "numel": 2, "requires_grad": True, "was": True, "rule": None},
+            {"name": "0.weight", "module": "0", "module_type": "torch.nn.modules.linear.Linear",
+             "shape": [2, 2], "dtype": "float32", "numel": 4, "requires_grad": "0" not in names, "was": True,
+             "rule": 0 if "0" in names else None, "aliases": []},
+            {"name": "0.bias", "module": "0", "module_type": "torch.nn.modules.linear.Linear", "shape": [2],
+             "dtype": "float32", "numel": 2, "requires_grad": True, "was": True, "rule": None, "aliases": []},
         ]
         frozen = [p for p in params if not p["requires_grad"]]
-        out = None if self.dry_run else {"filename": self.filename.replace(".pt", ".frozen.pt"),
-                                         "bytes": len(self.artifact),
-                                         "sha256": hashlib.sha256(self.artifact).hexdigest()}
+        numel_frozen = sum(p["numel"] for p in frozen)
+        state = "partial" if frozen else "trainable"
+
+        def module(path: str, type_: str) -> dict[str, Any]:
+            return {"path": path, "type": type_, "depth": path.count(".") + 1 if path else 0,
+                    "parameters": 2, "trainable": 2 - len(frozen), "frozen": len(frozen), "numel": 6,
+                    "numel_trainable": 6 - numel_frozen, "numel_frozen": numel_frozen, "state": state}
+
         return {
-            "format": "torch.state_dict", "input": self.json()["input"], "output": out,
+            "report_version": 1, "generator": "fake", "format": "torch.state_dict",
+            "input": self.json()["input"], "output": self._output(), "dry_run": self.dry_run,
+            "spec": self.spec, "spec_sha256": "0" * 64, "types_known": True, "children_exact": True,
+            "prefix": None,
             "summary": {"parameters": 2, "trainable": 2 - len(frozen), "frozen": len(frozen),
-                        "numel_total": 6,
-                        "numel_trainable": 6 - sum(p["numel"] for p in frozen),
-                        "numel_frozen": sum(p["numel"] for p in frozen), "bytes_frozen": 16},
-            "rules": [{"index": i, "action": r.get("action"), "selected": {"parameters": 1, "numel": 4},
-                       "decided": {"parameters": 1, "numel": 4}}
+                        "numel_total": 6, "numel_trainable": 6 - numel_frozen, "numel_frozen": numel_frozen,
+                        "trainable_fraction": (6 - numel_frozen) / 6, "bytes_total": 24,
+                        "bytes_trainable": 24 - 4 * numel_frozen, "bytes_frozen": 4 * numel_frozen,
+                        "buffers": 0, "bytes_buffers": 0, "changed": len(frozen),
+                        "training_memory_saved_bytes": 12 * numel_frozen,
+                        "training_memory_assumption": "frozen bytes x 3"},
+            "rules": [{"index": i, "action": r.get("action"), "selectors": ["names"], "selected": 1,
+                       "selected_numel": 4, "decided": 1, "decided_numel": 4, "children_counted": None}
                       for i, r in enumerate(self.spec.get("rules", []))],
             "parameters": params, "buffers": [],
-            "modules": {"name": "", "type": "Sequential", "state": "partial" if frozen else "trainable",
-                        "children": [{"name": "0", "type": "Linear",
-                                      "state": "partial" if frozen else "trainable", "children": []}]},
-            "warnings": [{"code": "example", "message": "a warning from the fake"}],
+            "modules": [module("", "torch.nn.modules.container.Sequential"),
+                        module("0", "torch.nn.modules.linear.Linear")],
+            "warnings": [{"code": "example", "message": "a warning from the fake", "names": [], "rule": None,
+                          "pointer": None, "suggestions": []}],
             "some_future_field": [1, 2, 3],
         }
 

@@ -59,12 +59,18 @@ def test_the_table_shows_every_module_and_the_totals(report_json: dict) -> None:
     assert all(p.name in by_param for p in report.parameters)
 
 
-def test_unknown_fields_and_missing_optional_parts_are_tolerated(report_json: dict) -> None:
+def test_unknown_fields_are_kept_and_missing_or_mistyped_ones_named(report_json: dict) -> None:
+    from layerfreeze_client import ResponseFormatError
+
     changed = {**report_json, "new_top_level": {"x": 1},
                "summary": {**report_json["summary"], "new_total": 3},
                "parameters": [{**p, "new": True} for p in report_json["parameters"]]}
-    del changed["buffers"], changed["warnings"]
     report = Report.from_json(changed)
     assert report.states() == Report.from_json(report_json).states()
-    assert report.buffers == () and report.warnings == ()
     assert report.raw["new_top_level"] == {"x": 1} and report.summary.raw["new_total"] == 3
+    missing = {k: v for k, v in report_json.items() if k != "buffers"}
+    with pytest.raises(ResponseFormatError, match=r"^/buffers: missing"):
+        Report.from_json(missing)
+    wrong = {**report_json, "parameters": [{**report_json["parameters"][0], "requires_grad": "yes"}]}
+    with pytest.raises(ResponseFormatError, match=r"^/parameters/0/requires_grad: expected true or false"):
+        Report.from_json(wrong)

@@ -175,13 +175,39 @@ def test_selectors_in_one_rule_all_hold():
     assert {n for n, s in got.items() if not s} == {f"encoder.{i}.bias" for i in range(3)}
 
 
-def test_strict_typo_fails_with_pointer_and_suggestions():
+def test_a_value_that_matches_nothing_is_a_warning_while_its_rule_selects_something():
+    """Strictness is per rule: one spec for several models (``head`` or ``fc`` or ``classifier``)."""
     inv = live_inventory(make("bert"), "state_dict")
-    with pytest.raises(SpecError) as info:
-        select(parse_spec({"rules": [{"action": "freeze", "names": ["embeddings", "encodr.layer.0"]}]}), inv)
-    issues = {i.pointer: i for i in info.value.issues}
-    assert set(issues) == {"/rules/0/names/1"}  # the rule selects something, but one value nothing
-    assert "encoder.layer.0" in issues["/rules/0/names/1"].suggestions
+    spec = parse_spec({"rules": [{"action": "freeze", "names": ["embeddings", "encodr.layer.0"]}]})
+    sel = select(spec, inv)
+    assert sel.rules[0].selected > 0
+    [warning] = [f for f in sel.findings if f.code == "unmatched_value"]
+    assert warning.pointer == "/rules/0/names/1" and warning.rule == 0
+    assert "encoder.layer.0" in warning.suggestions and "did you mean" in warning.message
+    assert {p.name for p, s in zip(sel.parameters, sel.final, strict=True) if not s} == {
+        p.name for p in sel.parameters if p.name.startswith("embeddings.")}
+
+
+def test_one_spec_serves_models_with_different_heads():
+    spec = parse_spec({"rules": [{"action": "freeze", "names": ["**"]},
+                                 {"action": "unfreeze", "names": ["head", "fc", "classifier"]}]})
+    for j, head in enumerate(["head", "fc", "classifier"]):
+        model = nn.Module()
+        model.body = nn.Linear(4, 4)
+        model.add_module(head, nn.Linear(4, 2))
+        for kind in ("module", "state_dict", "safetensors"):
+            sel = select(spec, live_inventory(model, kind))
+            assert sel.final_by_name() == {"body.weight": False, "body.bias": False,
+                                           f"{head}.weight": True, f"{head}.bias": True}
+            unmatched = {f.pointer for f in sel.findings if f.code == "unmatched_value"}
+            assert unmatched == {f"/rules/1/names/{k}" for k in range(3) if k != j}
+    with pytest.raises(SpecError) as info:  # a model with none of them: the rule selects nothing
+        select(spec, live_inventory(build("seq3"), "state_dict"))
+    assert info.value.issues[-1].pointer == "/rules/1"
+
+
+def test_strict_rule_that_selects_nothing_fails_with_pointer_and_suggestions():
+    inv = live_inventory(make("bert"), "state_dict")
     with pytest.raises(SpecError) as info:
         select(parse_spec({"rules": [{"action": "freeze", "params": ["bais"]}]}), inv)
     issues = {i.pointer: i for i in info.value.issues}
@@ -214,7 +240,8 @@ def test_non_strict_turns_problems_into_warnings():
     ]}), inv)
     problems = [w for w in sel.findings if w.code == "rule_problem"]
     assert {w.rule for w in problems} == {0, 1}
-    assert any("Conv2d" in w.names for w in problems)
+    assert any("Conv2d" in w.suggestions for w in problems)
+    assert {w.pointer for w in problems} >= {"/rules/0/types/0", "/rules/0", "/rules/1/until", "/rules/1"}
     assert sum(not s for s in sel.final) == 2
 
 
@@ -361,7 +388,10 @@ def test_last_match_wins_against_a_rule_by_rule_replay(rules):
 
 def test_pattern_naming_a_parameterless_module_says_so():
     inv = live_inventory(build("cnn"))
+    sel = select(parse_spec({"rules": [{"action": "freeze", "names": ["0", "2"]}]}), inv)
+    [warning] = [f for f in sel.findings if f.code == "unmatched_value"]
+    assert warning.pointer == "/rules/0/names/1" and "without parameters: 2" in warning.message
     with pytest.raises(SpecError) as info:
-        select(parse_spec({"rules": [{"action": "freeze", "names": ["0", "2"]}]}), inv)
-    [issue] = info.value.issues
-    assert issue.pointer == "/rules/0/names/1" and "without parameters: 2" in issue.message
+        select(parse_spec({"rules": [{"action": "freeze", "names": ["2"]}]}), inv)
+    assert info.value.issues[0].pointer == "/rules/0/names/0"
+    assert "without parameters: 2" in info.value.issues[0].message

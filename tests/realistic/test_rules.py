@@ -79,9 +79,20 @@ def test_children_errors_point_at_the_value(tmp_path: Path, fmt: str) -> None:
         _report(src, {"action": "freeze", "children": {"of": "encoder", "start": 0}})
     assert err.value.issues[0].pointer == "/rules/0/children/of"
     assert "encoder" in err.value.issues[0].message
-    # out of range on a slice is Python's: empty, which strict refuses (it selects nothing)
-    with pytest.raises(SpecError):
-        _report(src, {"action": "freeze", "children": {"of": "", "start": 40, "stop": 50}})
+    # out of range on a slice is Python's: empty, which strict refuses, saying how many children there are
+    for start in (40, 10**20):
+        with pytest.raises(SpecError) as err:
+            _report(src, {"action": "freeze", "children": {"of": "", "start": start, "stop": 50}})
+        assert err.value.issues[0].pointer == "/rules/0/children/start"
+        assert err.value.issues[0].message == f"start {start} is past the end: the root has 12 children"
+        assert "the root has 12 children" in str(err.value)
+    with pytest.raises(SpecError) as err:
+        _report(src, {"action": "freeze", "children": {"of": "", "start": 5, "stop": 2}})
+    assert "[5:2] is empty: the root has 12 children" in str(err.value)
+    # one index out of range among others that select: a warning, not an error
+    report = _report(src, {"action": "freeze", "children": {"of": "", "indices": [0, 50]}})
+    [warning] = [w for w in report["warnings"] if w["code"] == "unmatched_value"]
+    assert warning["pointer"] == "/rules/0/children/indices/1" and "has 12 children" in warning["message"]
 
 
 @pytest.mark.parametrize("fmt", ["module", "state_dict"])

@@ -193,18 +193,21 @@ def test_weight_and_spectral_norm_state_dict(tmp_path: Path) -> None:
 
 
 def test_types_value_on_parameterless_modules_is_named(tmp_path: Path) -> None:
-    """Each alternative of a selector must select something under strict (a typo must not pass unseen);
-    a class that exists but holds no parameters is said to be exactly that."""
+    """Strictness is per rule: an alternative that selects nothing while its rule selects something is a
+    warning with its pointer (a typo still shows); a class that exists but holds no parameters is said to
+    be exactly that; a rule whose every alternative selects nothing is the error."""
     from layerfreeze.errors import SpecError
     from layerfreeze.freeze import freeze_file
 
     src = tmp_path / "odd.pt"
     torch.save(OddModule(), src)
     with pytest.raises(SpecError) as err:
-        freeze_file(src, {"rules": [{"action": "freeze", "types": ["ReLU", "Linear"]}]})
+        freeze_file(src, {"rules": [{"action": "freeze", "types": ["ReLU"]}]})
     issue = err.value.issues[0]
     assert issue.pointer == "/rules/0/types/0" and "hold no parameters" in issue.message
-    report = freeze_file(src, {"rules": [{"action": "freeze", "types": ["ReLU", "Linear"]}], "strict": False})
+    report = freeze_file(src, {"rules": [{"action": "freeze", "types": ["ReLU", "Linear"]}]})
+    [warning] = [w for w in report.warnings if w.code == "unmatched_value"]
+    assert warning.pointer == "/rules/0/types/0" and "hold no parameters" in warning.message
     assert frozen(report.model_dump(mode="json")) == {"lin.weight", "tail.weight", "tail.bias"}
 
 

@@ -134,18 +134,22 @@ def test_sixteen_jobs_at_once_all_succeed_correctly(server, tmp_path: Path) -> N
 
 
 def test_retention_removes_old_jobs_and_their_files(make_server, tmp_path: Path) -> None:
-    server = make_server(workers="1", retention_s="1", cleanup_interval_s="0.5")
+    """Waits for the outcome (record and files gone, bounded), never for a time: first without retention,
+    so the files are seen before any cleanup could run, then restarted with a one-second retention."""
+    server = make_server(workers="1", retention_s="0", cleanup_interval_s="0.2")
     src = checkpoint(tmp_path, "seq3")
     with server.client() as c:
         job = submit(c, src, {}, wait=30).json()
         assert job["status"] == "succeeded"
-        job_dir = server.data_dir / "jobs" / job["id"]
-        assert job_dir.is_dir()
-        deadline = time.monotonic() + 20
-        while c.get(f"/v1/jobs/{job['id']}").status_code != 404:
-            assert time.monotonic() < deadline, "retention did not remove the job"
-            time.sleep(0.2)
-        assert not job_dir.exists()
+    job_dir = server.data_dir / "jobs" / job["id"]
+    assert (job_dir / "input").is_file() and (job_dir / "output").is_file()
+    server.env["LAYERFREEZE_RETENTION_S"] = "1"
+    server.restart()
+    with server.client() as c:
+        deadline = time.monotonic() + 120  # generous: a loaded machine only makes it slower
+        while c.get(f"/v1/jobs/{job['id']}").status_code != 404 or job_dir.exists():
+            assert time.monotonic() < deadline, "retention did not remove the job and its files"
+            time.sleep(0.1)
 
 
 def test_idle_worker_that_dies_is_replaced_without_a_job(make_server) -> None:

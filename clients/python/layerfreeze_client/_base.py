@@ -6,6 +6,7 @@ decision about what to send and what an answer means is made here, once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -14,7 +15,7 @@ from typing import Any, Union
 
 import httpx
 
-from ._errors import APIError, ClientError, error_for_problem
+from ._errors import APIError, ClientError, ResponseFormatError, error_for_problem
 from ._models import Job, Report
 from ._retry import Retry, parse_retry_after
 from ._spec import SpecLike, spec_json
@@ -114,7 +115,10 @@ class BaseClient:
             text = response.text.strip()[:500] if response.content else ""
             body = {"title": response.reason_phrase, "status": response.status_code,
                     "detail": text or response.reason_phrase}
-        job = Job.from_json(body["job"]) if isinstance(body.get("job"), dict) else None
+        job = None
+        if isinstance(body.get("job"), dict):
+            with contextlib.suppress(ResponseFormatError):  # the problem is the news; the job is extra
+                job = Job.from_json(body["job"])
         raise error_for_problem(
             body, status=response.status_code, job=job, job_failed=job is not None and job.status == "failed",
             retry_after=parse_retry_after(response.headers.get("Retry-After")),

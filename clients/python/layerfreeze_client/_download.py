@@ -58,6 +58,21 @@ def filename_from_disposition(value: str | None) -> str | None:
     return name if name not in ("", ".", "..") else None
 
 
+def _new_file_mode() -> int:
+    """``0o666`` less the umask, as ``open()`` creates files; read from /proc where it exists, since
+    setting the umask to read it is not thread-safe."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 class DownloadSink:
     """Receives the body in order (possibly over several resumed requests) and commits it atomically."""
 
@@ -65,6 +80,7 @@ class DownloadSink:
         self.target = target
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        os.fchmod(fd, _new_file_mode())  # the finished file gets the mode cp would give it, not 0600
         self.tmp = Path(tmp)
         self._file = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()

@@ -4,6 +4,7 @@
     ├── TransportError        the service could not be reached (after the retries)
     ├── IntegrityError        a download does not match its sha256 / ETag
     ├── WaitTimeout           a job did not finish within the time given
+    ├── ResponseFormatError   an answer does not have the shape this client knows (another version?)
     └── APIError              the service answered with an RFC 9457 problem (status, title, detail, ...)
         ├── RejectedError         4xx: the request or the upload was refused
         │   ├── AuthError             401 / 403
@@ -36,6 +37,7 @@ __all__ = [
     "ProblemIssue",
     "RateLimitedError",
     "RejectedError",
+    "ResponseFormatError",
     "ServiceError",
     "TransportError",
     "WaitTimeout",
@@ -58,6 +60,11 @@ class IntegrityError(ClientError):
         self.detail = detail
         self.expected = expected
         self.actual = actual
+
+
+class ResponseFormatError(ClientError, ValueError):
+    """The service's JSON lacks a field this client needs or has one of another type; the message names
+    it by JSON pointer. The client and the service are most likely of different versions."""
 
 
 class WaitTimeout(ClientError):

@@ -1,7 +1,12 @@
 """Typed views of the service's JSON: jobs and the parameter-state report.
 
-Every type is built with ``from_json`` from the decoded JSON, ignores fields it does not know (the service may
-add some) and keeps the whole object in ``raw``, so nothing the service sends is lost.
+Each type declares the shape the service sends (``SHAPE``: key -> type, the service's own schema; a test
+checks it against the service's pydantic models and OpenAPI document) and ``from_json`` reads exactly that:
+a missing key or a value of another type raises ``ResponseFormatError`` naming its JSON pointer, instead of
+being guessed around. Keys the service adds later are ignored, and the whole object stays in ``raw``.
+
+Type notation in ``SHAPE``: ``str``, ``int``, ``float``, ``bool``, ``dict`` (any object), a model class,
+``[T]`` (a list of T) and ``(T, None)`` (T or null). Keys in ``OPTIONAL`` may be absent (their default).
 """
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from ._errors import ResponseFormatError
 
 __all__ = [
     "BufferInfo",
@@ -27,79 +34,125 @@ __all__ = [
 ]
 
 FINISHED = frozenset({"succeeded", "failed"})
+_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object"}
 
 
-def _obj(data: Any) -> dict[str, Any]:
-    return dict(data) if isinstance(data, Mapping) else {}
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object" if isinstance(value, Mapping) else "a value"
 
 
-def _int(value: Any, default: int = 0) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
+def _convert(spec: Any, value: Any, where: str) -> Any:
+    """``value`` checked against ``spec`` (the SHAPE notation) and converted (lists to tuples, objects of a
+    model to that model)."""
+    if isinstance(spec, tuple):  # (T, None): nullable
+        return None if value is None else _convert(spec[0], value, where)
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            raise ResponseFormatError(f"{where}: expected a list, got {_kind(value)}")
+        return tuple(_convert(spec[0], item, f"{where}/{i}") for i, item in enumerate(value))
+    if isinstance(spec, type) and hasattr(spec, "SHAPE"):
+        return spec._read(value, where)
+    if spec is dict:
+        ok = isinstance(value, Mapping)
+    elif spec in (int, float):  # JSON numbers; true and false are not numbers here
+        ok = isinstance(value, int if spec is int else int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, spec)
+    if not ok:
+        raise ResponseFormatError(f"{where}: expected {_NAMES.get(spec, spec)}, got {_kind(value)}")
+    return dict(value) if spec is dict else float(value) if spec is float else value
 
 
-def _opt_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _fields(cls: Any, data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ResponseFormatError(f"{where or '/'}: expected an object, got {_kind(data)}")
+    out: dict[str, Any] = {}
+    for key, spec in cls.SHAPE.items():
+        if key not in data:
+            if key in cls.OPTIONAL:
+                out[key] = cls.OPTIONAL[key]
+                continue
+            raise ResponseFormatError(f"{where}/{key}: missing from the service's answer")
+        out[key] = _convert(spec, data[key], f"{where}/{key}")
+    return out
 
 
-def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-@dataclass(frozen=True, slots=True)
-class FileInfo:
-    filename: str | None
-    bytes: int
-    sha256: str | None
+class _Shaped:
+    __slots__ = ()
+    SHAPE: ClassVar[dict[str, Any]]
+    OPTIONAL: ClassVar[dict[str, Any]] = {}
 
     @classmethod
-    def from_json(cls, data: Any) -> FileInfo:
-        d = _obj(data)
-        return cls(filename=_opt_str(d.get("filename")), bytes=_int(d.get("bytes")),
-                   sha256=_opt_str(d.get("sha256")))
+    def from_json(cls, data: Any) -> Any:
+        """Read the service's JSON for this type; ResponseFormatError when it has another shape."""
+        return cls._read(data, "")
+
+    @classmethod
+    def _read(cls, data: Any, where: str) -> Any:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)
-class JobLinks:
-    self: str | None
+class FileInfo(_Shaped):
+    filename: str
+    bytes: int
+    sha256: str
+
+    SHAPE: ClassVar[dict[str, Any]] = {"filename": str, "bytes": int, "sha256": str}
+
+    @classmethod
+    def _read(cls, data: Any, where: str) -> FileInfo:
+        return cls(**_fields(cls, data, where))
+
+
+@dataclass(frozen=True, slots=True)
+class JobLinks(_Shaped):
+    """Only the links that answer for the job's status: ``report`` once it succeeded, ``artifact`` once it
+    succeeded and was not a dry run; None otherwise."""
+
+    self: str
     report: str | None
     artifact: str | None
 
+    SHAPE: ClassVar[dict[str, Any]] = {"self": str, "report": (str, None), "artifact": (str, None)}
+
     @classmethod
-    def from_json(cls, data: Any) -> JobLinks:
-        d = _obj(data)
-        return cls(self=_opt_str(d.get("self")), report=_opt_str(d.get("report")),
-                   artifact=_opt_str(d.get("artifact")))
+    def _read(cls, data: Any, where: str) -> JobLinks:
+        return cls(**_fields(cls, data, where))
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
+class Job(_Shaped):
     id: str
     status: str
-    created_at: str | None
+    created_at: str
     started_at: str | None
     finished_at: str | None
     input: FileInfo
+    output: FileInfo | None
     dry_run: bool
     error: dict[str, Any] | None
     links: JobLinks
     raw: dict[str, Any] = field(repr=False, compare=False)
 
+    SHAPE: ClassVar[dict[str, Any]] = {
+        "id": str, "status": str, "created_at": str, "started_at": (str, None), "finished_at": (str, None),
+        "input": FileInfo, "output": (FileInfo, None), "dry_run": bool, "error": (dict, None),
+        "links": JobLinks,
+    }
+    OPTIONAL: ClassVar[dict[str, Any]] = {"output": None}
+
     @classmethod
-    def from_json(cls, data: Any) -> Job:
-        d = _obj(data)
-        err = d.get("error")
-        return cls(
-            id=str(d.get("id", "")),
-            status=str(d.get("status", "")),
-            created_at=_opt_str(d.get("created_at")),
-            started_at=_opt_str(d.get("started_at")),
-            finished_at=_opt_str(d.get("finished_at")),
-            input=FileInfo.from_json(d.get("input")),
-            dry_run=bool(d.get("dry_run", False)),
-            error=dict(err) if isinstance(err, Mapping) else None,
-            links=JobLinks.from_json(d.get("links")),
-            raw=d,
-        )
+    def _read(cls, data: Any, where: str) -> Job:
+        return cls(**_fields(cls, data, where), raw=dict(data))
 
     @property
     def finished(self) -> bool:
@@ -111,20 +164,19 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
-class JobPage:
+class JobPage(_Shaped):
     items: tuple[Job, ...]
     next: str | None
 
+    SHAPE: ClassVar[dict[str, Any]] = {"items": [Job], "next": (str, None)}
+
     @classmethod
-    def from_json(cls, data: Any) -> JobPage:
-        d = _obj(data)
-        items = d.get("items")
-        return cls(items=tuple(Job.from_json(j) for j in items) if isinstance(items, list) else (),
-                   next=_opt_str(d.get("next")))
+    def _read(cls, data: Any, where: str) -> JobPage:
+        return cls(**_fields(cls, data, where))
 
 
 @dataclass(frozen=True, slots=True)
-class Summary:
+class Summary(_Shaped):
     parameters: int
     trainable: int
     frozen: int
@@ -132,200 +184,157 @@ class Summary:
     numel_trainable: int
     numel_frozen: int
     trainable_fraction: float
-    bytes_total: int | None
-    bytes_trainable: int | None
-    bytes_frozen: int | None
-    training_memory_saved_bytes: int | None
-    training_memory_assumption: str | None
+    bytes_total: int
+    bytes_trainable: int
+    bytes_frozen: int
+    buffers: int
+    bytes_buffers: int
+    changed: int
+    training_memory_saved_bytes: int
+    training_memory_assumption: str
     raw: dict[str, Any] = field(repr=False, compare=False)
 
+    SHAPE: ClassVar[dict[str, Any]] = {
+        "parameters": int, "trainable": int, "frozen": int, "numel_total": int, "numel_trainable": int,
+        "numel_frozen": int, "trainable_fraction": float, "bytes_total": int, "bytes_trainable": int,
+        "bytes_frozen": int, "buffers": int, "bytes_buffers": int, "changed": int,
+        "training_memory_saved_bytes": int, "training_memory_assumption": str,
+    }
+    OPTIONAL: ClassVar[dict[str, Any]] = {"training_memory_assumption": ""}
+
     @classmethod
-    def from_json(cls, data: Any) -> Summary:
-        d = _obj(data)
-        frac = d.get("trainable_fraction")
-        total = _int(d.get("numel_total"))
-        trainable = _int(d.get("numel_trainable"))
-        if not isinstance(frac, int | float) or isinstance(frac, bool):
-            frac = trainable / total if total else 0.0
-        return cls(
-            parameters=_int(d.get("parameters")), trainable=_int(d.get("trainable")),
-            frozen=_int(d.get("frozen")), numel_total=total, numel_trainable=trainable,
-            numel_frozen=_int(d.get("numel_frozen")), trainable_fraction=float(frac),
-            bytes_total=_opt_int(d.get("bytes_total")), bytes_trainable=_opt_int(d.get("bytes_trainable")),
-            bytes_frozen=_opt_int(d.get("bytes_frozen")),
-            training_memory_saved_bytes=_opt_int(d.get("training_memory_saved_bytes")),
-            training_memory_assumption=_opt_str(d.get("training_memory_assumption")), raw=d,
-        )
+    def _read(cls, data: Any, where: str) -> Summary:
+        return cls(**_fields(cls, data, where), raw=dict(data))
 
 
 @dataclass(frozen=True, slots=True)
-class RuleStats:
+class RuleStats(_Shaped):
+    """What one rule selected (parameters and elements) and how many of those it decided."""
+
     index: int
-    action: str | None
-    selected: int | None
-    decided: int | None
+    action: str
+    selectors: tuple[str, ...]
+    selected: int
+    selected_numel: int
+    decided: int
+    decided_numel: int
+    children_counted: tuple[str, ...] | None
     raw: dict[str, Any] = field(repr=False, compare=False)
 
+    SHAPE: ClassVar[dict[str, Any]] = {
+        "index": int, "action": str, "selectors": [str], "selected": int, "selected_numel": int,
+        "decided": int, "decided_numel": int, "children_counted": ([str], None),
+    }
+    OPTIONAL: ClassVar[dict[str, Any]] = {"children_counted": None}
+
     @classmethod
-    def from_json(cls, data: Any, position: int) -> RuleStats:
-        d = _obj(data)
-        index = _opt_int(d.get("index"))
-        action = d.get("action")
-        if action is None and isinstance(d.get("rule"), Mapping):
-            action = d["rule"].get("action")
-        return cls(
-            index=position if index is None else index,
-            action=_opt_str(action),
-            selected=_first_int(d, "selected", "selected_parameters", "parameters_selected"),
-            decided=_first_int(d, "decided", "decided_parameters", "parameters_decided"),
-            raw=d,
-        )
-
-
-def _first_int(d: Mapping[str, Any], *keys: str) -> int | None:
-    for key in keys:
-        value = d.get(key)
-        if isinstance(value, Mapping):  # e.g. {"selected": {"parameters": 3, "numel": 120}}
-            value = value.get("parameters", value.get("count"))
-        got = _opt_int(value)
-        if got is not None:
-            return got
-    return None
+    def _read(cls, data: Any, where: str) -> RuleStats:
+        return cls(**_fields(cls, data, where), raw=dict(data))
 
 
 @dataclass(frozen=True, slots=True)
-class ParameterState:
+class ParameterState(_Shaped):
     name: str
-    module: str | None
+    module: str
     module_type: str | None
     shape: tuple[int, ...]
-    dtype: str | None
+    dtype: str
     numel: int
     requires_grad: bool
-    was: bool | None
+    was: bool
     rule: int | None
     aliases: tuple[str, ...]
     raw: dict[str, Any] = field(repr=False, compare=False)
 
+    SHAPE: ClassVar[dict[str, Any]] = {
+        "name": str, "module": str, "module_type": (str, None), "shape": [int], "dtype": str, "numel": int,
+        "requires_grad": bool, "was": bool, "rule": (int, None), "aliases": [str],
+    }
+
     @classmethod
-    def from_json(cls, data: Any) -> ParameterState:
-        d = _obj(data)
-        shape = d.get("shape")
-        was = d.get("was")
-        aliases = d.get("aliases")
-        return cls(
-            name=str(d.get("name", "")), module=_opt_str(d.get("module")),
-            module_type=_opt_str(d.get("module_type")),
-            shape=tuple(int(s) for s in shape) if isinstance(shape, list) else (),
-            dtype=_opt_str(d.get("dtype")), numel=_int(d.get("numel")),
-            requires_grad=bool(d.get("requires_grad", False)),
-            was=was if isinstance(was, bool) else None, rule=_opt_int(d.get("rule")),
-            aliases=tuple(str(a) for a in aliases) if isinstance(aliases, list) else (), raw=d,
-        )
+    def _read(cls, data: Any, where: str) -> ParameterState:
+        return cls(**_fields(cls, data, where), raw=dict(data))
 
 
 @dataclass(frozen=True, slots=True)
-class BufferInfo:
+class BufferInfo(_Shaped):
     name: str
+    module: str
     shape: tuple[int, ...]
-    dtype: str | None
+    dtype: str
+    numel: int
+
+    SHAPE: ClassVar[dict[str, Any]] = {"name": str, "module": str, "shape": [int], "dtype": str, "numel": int}
 
     @classmethod
-    def from_json(cls, data: Any) -> BufferInfo:
-        d = _obj(data)
-        shape = d.get("shape")
-        return cls(name=str(d.get("name", "")),
-                   shape=tuple(int(s) for s in shape) if isinstance(shape, list) else (),
-                   dtype=_opt_str(d.get("dtype")))
+    def _read(cls, data: Any, where: str) -> BufferInfo:
+        return cls(**_fields(cls, data, where))
 
 
 @dataclass(frozen=True, slots=True)
-class ModuleState:
-    """One module of the tree, flattened in tree order; ``depth`` 0 is the root."""
+class ModuleState(_Shaped):
+    """One module of the tree, in the service's module order; ``depth`` 0 is the root, ``name`` its path."""
 
     name: str
     type: str | None
-    state: str | None
-    parameters: int | None
-    trainable: int | None
-    frozen: int | None
-    numel: int | None
-    numel_trainable: int | None
     depth: int
+    parameters: int
+    trainable: int
+    frozen: int
+    numel: int
+    numel_trainable: int
+    numel_frozen: int
+    state: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
 
+    SHAPE: ClassVar[dict[str, Any]] = {
+        "path": str, "type": (str, None), "depth": int, "parameters": int, "trainable": int, "frozen": int,
+        "numel": int, "numel_trainable": int, "numel_frozen": int, "state": (str, None),
+    }
+
     @classmethod
-    def from_json(cls, data: Any, depth: int = 0) -> ModuleState:
-        d = _obj(data)
-        name = d.get("name", d.get("path", ""))
-        return cls(
-            name=str(name) if name is not None else "",
-            type=_opt_str(d.get("type", d.get("module_type"))),
-            state=_opt_str(d.get("state")),
-            parameters=_first_int(d, "parameters"),
-            trainable=_first_int(d, "trainable"),
-            frozen=_first_int(d, "frozen"),
-            numel=_first_int(d, "numel", "numel_total"),
-            numel_trainable=_first_int(d, "numel_trainable"),
-            depth=depth,
-            raw=d,
-        )
-
-
-def _flatten_modules(data: Any) -> list[ModuleState]:
-    """Accept the module tree as a nested object (``children``) or as a flat list."""
-    out: list[ModuleState] = []
-
-    def walk(node: Any, depth: int) -> None:
-        if isinstance(node, list):
-            for child in node:
-                walk(child, depth)
-            return
-        if not isinstance(node, Mapping):
-            return
-        derived = depth
-        name = node.get("name", node.get("path"))
-        if "depth" not in node and isinstance(name, str) and name and depth == 0 and "children" not in node:
-            derived = name.count(".") + 1  # flat list keyed by dotted path
-        out.append(ModuleState.from_json(node, _int(node.get("depth"), derived)))
-        children = node.get("children")
-        if isinstance(children, list | Mapping):
-            walk(list(children.values()) if isinstance(children, Mapping) else children, depth + 1)
-
-    if isinstance(data, Mapping) and "children" not in data and "name" not in data and "path" not in data:
-        data = [dict(v, name=k) if isinstance(v, Mapping) and "name" not in v else v for k, v in data.items()]
-    walk(data, 0)
-    return out
+    def _read(cls, data: Any, where: str) -> ModuleState:
+        values = _fields(cls, data, where)
+        values["name"] = values.pop("path")
+        return cls(**values, raw=dict(data))
 
 
 @dataclass(frozen=True, slots=True)
-class ReportWarning:
+class ReportWarning(_Shaped):
+    """``pointer`` and ``suggestions`` locate a spec value that matched nothing and the nearest names."""
+
+    code: str
     message: str
-    code: str | None
     names: tuple[str, ...]
     rule: int | None
-    raw: Any = field(repr=False, compare=False)
+    pointer: str | None
+    suggestions: tuple[str, ...]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    SHAPE: ClassVar[dict[str, Any]] = {"code": str, "message": str, "names": [str], "rule": (int, None),
+                                       "pointer": (str, None), "suggestions": [str]}
+    OPTIONAL: ClassVar[dict[str, Any]] = {"names": (), "rule": None, "pointer": None, "suggestions": ()}
 
     @classmethod
-    def from_json(cls, data: Any) -> ReportWarning:
-        if isinstance(data, Mapping):
-            msg = data.get("message", data.get("detail", ""))
-            code = data.get("code", data.get("kind", data.get("type")))
-            names = data.get("names")
-            return cls(message=str(msg), code=_opt_str(code),
-                       names=tuple(str(n) for n in names) if isinstance(names, list) else (),
-                       rule=_opt_int(data.get("rule")), raw=dict(data))
-        return cls(message=str(data), code=None, names=(), rule=None, raw=data)
+    def _read(cls, data: Any, where: str) -> ReportWarning:
+        return cls(**_fields(cls, data, where), raw=dict(data))
 
 
 @dataclass(frozen=True, slots=True)
-class Report:
+class Report(_Shaped):
     """The parameter-state report (CONTRACT section 2)."""
 
-    format: str | None
+    report_version: int
+    generator: str
+    format: str
     input: FileInfo
     output: FileInfo | None
     dry_run: bool
+    spec: dict[str, Any]
+    spec_sha256: str
+    types_known: bool
+    children_exact: bool
+    prefix: str | None
     summary: Summary
     rules: tuple[RuleStats, ...]
     parameters: tuple[ParameterState, ...]
@@ -334,28 +343,18 @@ class Report:
     warnings: tuple[ReportWarning, ...]
     raw: dict[str, Any] = field(repr=False, compare=False)
 
+    SHAPE: ClassVar[dict[str, Any]] = {
+        "report_version": int, "generator": str, "format": str, "input": FileInfo,
+        "output": (FileInfo, None), "dry_run": bool, "spec": dict, "spec_sha256": str, "types_known": bool,
+        "children_exact": bool, "prefix": (str, None), "summary": Summary, "rules": [RuleStats],
+        "parameters": [ParameterState], "buffers": [BufferInfo], "modules": [ModuleState],
+        "warnings": [ReportWarning],
+    }
+    OPTIONAL: ClassVar[dict[str, Any]] = {"report_version": 1, "generator": ""}
+
     @classmethod
-    def from_json(cls, data: Any) -> Report:
-        d = _obj(data)
-
-        def items(key: str) -> list[Any]:
-            value = d.get(key)
-            return value if isinstance(value, list) else []
-
-        out = d.get("output")
-        return cls(
-            format=_opt_str(d.get("format")),
-            input=FileInfo.from_json(d.get("input")),
-            output=FileInfo.from_json(out) if isinstance(out, Mapping) else None,
-            dry_run=bool(d.get("dry_run", not isinstance(out, Mapping))),
-            summary=Summary.from_json(d.get("summary")),
-            rules=tuple(RuleStats.from_json(r, i) for i, r in enumerate(items("rules"))),
-            parameters=tuple(ParameterState.from_json(p) for p in items("parameters")),
-            buffers=tuple(BufferInfo.from_json(b) for b in items("buffers")),
-            modules=tuple(_flatten_modules(d.get("modules"))),
-            warnings=tuple(ReportWarning.from_json(w) for w in items("warnings")),
-            raw=d,
-        )
+    def _read(cls, data: Any, where: str) -> Report:
+        return cls(**_fields(cls, data, where), raw=dict(data))
 
     def frozen(self) -> list[str]:
         return [p.name for p in self.parameters if not p.requires_grad]

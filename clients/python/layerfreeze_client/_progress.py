@@ -1,4 +1,8 @@
-"""Progress reporting: a tqdm bar, a user callback ``(done, total)``, or nothing."""
+"""Progress reporting: a tqdm bar, a user callback ``(done, total)``, or nothing.
+
+A bar (``progress=True``) is drawn only when stderr is a terminal: written to a pipe or a log file, a bar is
+a stream of carriage returns that ends at whatever it showed last.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,9 @@ class Progress:
         elif progress:
             from tqdm.auto import tqdm
 
+            # disable=None: tqdm draws only on a terminal. leave=True: the last state (100%) stays on screen.
             self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                             file=sys.stderr, leave=False, dynamic_ncols=True)
+                             file=sys.stderr, leave=True, dynamic_ncols=True, disable=None)
 
     def update(self, n: int) -> None:
         if not n:

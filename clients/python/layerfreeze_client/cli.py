@@ -2,22 +2,32 @@
 
 Exit codes: 0 ok; 1 a local failure (e.g. the output cannot be written); 2 usage (bad arguments, a missing
 model or spec file); 3 the service rejected the input (4xx: invalid spec or checkpoint, auth, unknown job,
-too large); 4 the service failed (5xx); 5 the service could not be reached or the job did not finish in
-time; 6 the download did not match its checksum.
+too large); 4 the service failed (5xx) or answered in a shape this client does not know; 5 the service
+could not be reached or the job did not finish in time; 6 the download did not match its checksum.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ._client import Client
-from ._errors import APIError, ClientError, IntegrityError, RejectedError, TransportError, WaitTimeout
+from ._errors import (
+    APIError,
+    ClientError,
+    IntegrityError,
+    RejectedError,
+    ResponseFormatError,
+    TransportError,
+    WaitTimeout,
+)
 from ._retry import Retry
 from ._spec import Spec
 from ._table import render_jobs, render_report
@@ -66,24 +76,59 @@ def spec_from_flags(rules: list[tuple[str, list[str]]], strict: bool) -> Spec:
     return spec
 
 
+GLOBAL_DEFAULTS: dict[str, Any] = {"url": None, "token": None, "timeout": 60.0, "retries": 4, "json": False,
+                                   "no_progress": False}
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """The options every command takes, before or after the command name. The subcommands' copies default
+    to SUPPRESS: argparse copies a subparser's namespace over the main one, so a real default there would
+    overwrite what was given before the command."""
+
+    def default(name: str) -> Any:
+        return argparse.SUPPRESS if suppress else GLOBAL_DEFAULTS[name]
+
+    parser.add_argument("--url", default=default("url"),
+                        help="service URL (env LAYERFREEZE_URL; http://127.0.0.1:8000)")
+    parser.add_argument("--token", default=default("token"), help="bearer token (env LAYERFREEZE_TOKEN)")
+    parser.add_argument("--timeout", type=float, default=default("timeout"),
+                        help="seconds per network operation (60)")
+    parser.add_argument("--retries", type=int, default=default("retries"),
+                        help="retries on connection errors, 429 and 503 (4)")
+    parser.add_argument("--json", action="store_true", default=default("json"),
+                        help="print JSON instead of tables")
+    parser.add_argument("--no-progress", action="store_true", default=default("no_progress"),
+                        help="no progress bars")
+
+
+DEFAULT_DEPTH = 2  # the root, its children and theirs
+
+
+def _depth(value: str) -> int | None:
+    if value == "all":
+        return None
+    if value.isdigit():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected a depth (0, 1, 2, ...) or 'all', got {value!r}")
+
+
+def _depth_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--depth", type=_depth, default=DEFAULT_DEPTH, metavar="N|all",
+                        help=f"show the module tree down to depth N, or all of it (default: {DEFAULT_DEPTH})")
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    sup = argparse.SUPPRESS
-    common.add_argument("--url", default=sup, help="service URL (env LAYERFREEZE_URL; http://127.0.0.1:8000)")
-    common.add_argument("--token", default=sup, help="bearer token (env LAYERFREEZE_TOKEN)")
-    common.add_argument("--timeout", type=float, default=sup, help="seconds per network operation (60)")
-    common.add_argument("--retries", type=int, default=sup,
-                        help="retries on connection errors, 429 and 503 (4)")
-    common.add_argument("--json", action="store_true", default=sup, help="print JSON instead of tables")
-    common.add_argument("--no-progress", action="store_true", default=sup, help="no progress bars")
+    _add_global_options(common, suppress=True)
 
     parser = argparse.ArgumentParser(
-        prog="layerfreeze-client", parents=[common],
+        prog="layerfreeze-client",
         description="Freeze PyTorch checkpoints through a layerfreeze service.",
-        epilog="exit codes: 0 ok, 1 local failure, 2 usage, 3 input rejected by the service (4xx), "
+        epilog="global options may come before or after the command. "
+               "exit codes: 0 ok, 1 local failure, 2 usage, 3 input rejected by the service (4xx), "
                "4 service failure (5xx), 5 service unreachable or timed out, 6 checksum mismatch",
     )
-    parser.set_defaults(url=None, token=None, timeout=60.0, retries=4, json=False, no_progress=False)
+    _add_global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("freeze", parents=[common], help="freeze a checkpoint by rule and download the result")
@@ -100,10 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report only; download nothing")
     p.add_argument("--report", type=Path, dest="report_file", help="also write the report JSON here")
     p.add_argument("--params", action="store_true", help="list every parameter instead of modules")
+    _depth_option(p)
 
     p = sub.add_parser("inspect", parents=[common], help="report a checkpoint's parameters (nothing changes)")
     p.add_argument("model", type=Path)
     p.add_argument("--params", action="store_true", help="list every parameter instead of modules")
+    _depth_option(p)
 
     p = sub.add_parser("jobs", parents=[common], help="list jobs, newest first")
     p.add_argument("--limit", type=int, default=20, help="at most this many (20)")
@@ -111,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", parents=[common], help="print a finished job's report")
     p.add_argument("job")
     p.add_argument("--params", action="store_true", help="list every parameter instead of modules")
+    _depth_option(p)
 
     p = sub.add_parser("download", parents=[common], help="download a job's frozen checkpoint")
     p.add_argument("job")
@@ -162,7 +210,7 @@ def _run(args: argparse.Namespace) -> int:
                 _print_json({"job": result.job.raw, "report": result.report.raw,
                              "output": str(result.output) if result.output else None})
             else:
-                print(render_report(result.report, parameters=args.params))
+                print(render_report(result.report, parameters=args.params, depth=args.depth))
                 if result.output is not None:
                     print(f"\nwrote {result.output}")
         elif args.command == "jobs":
@@ -176,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json(report.raw)
             else:
-                print(render_report(report, parameters=args.params))
+                print(render_report(report, parameters=args.params, depth=args.depth))
         elif args.command == "download":
             path = client.download(args.job, args.output, progress=progress)
             print(json.dumps({"output": str(path)}) if args.json else f"wrote {path}")
@@ -185,6 +233,18 @@ def _run(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"deleted {args.job}")
     return EXIT_OK
+
+
+def _end_on_broken_pipe() -> int:
+    """The reader of our output went away (``| head``): end as ``cat`` does, by SIGPIPE's default action,
+    with no message (a shell shows status 141). stdout goes to /dev/null first, so that nothing left in
+    its buffer makes the interpreter complain on its way out."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    return 128 + 13
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,7 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "freeze" and (args.spec is None) == (not args.rules):
             raise _UsageError("freeze needs either --spec or --freeze/--unfreeze rules (not both)")
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return code
+    except BrokenPipeError:
+        return _end_on_broken_pipe()
     except _UsageError as exc:
         print(f"layerfreeze-client: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -209,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TransportError, WaitTimeout) as exc:
         print(f"layerfreeze-client: cannot complete: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except ResponseFormatError as exc:
+        print(f"layerfreeze-client: unexpected answer from the service (another version?): {exc}",
+              file=sys.stderr)
+        return EXIT_SERVICE
     except IntegrityError as exc:
         print(f"layerfreeze-client: download corrupted: {exc}", file=sys.stderr)
         return EXIT_INTEGRITY
@@ -221,4 +289,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main(os.sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:]))

@@ -23,6 +23,7 @@ from layerfreeze.errors import LayerfreezeError, WorkerLost
 from layerfreeze.metrics import Metrics
 from layerfreeze.problems import problem, problem_for
 from layerfreeze.settings import Settings
+from layerfreeze.storage import lock as data_dir_lock
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobStore
 from layerfreeze.worker.pool import LocalWorkerPool
@@ -97,6 +98,17 @@ async def _cleanup_loop(service: Service) -> None:
 
 
 def _start(settings: Settings, metrics: Metrics) -> Service:
+    # The lock comes before anything that touches the directory: recovery and the tmp sweep would break
+    # the jobs and uploads of a service already running on it.
+    data_dir = data_dir_lock.acquire(settings.data_dir, f"{settings.host}:{settings.port}")
+    try:
+        return _open(settings, metrics)
+    except BaseException:
+        data_dir_lock.release(data_dir)
+        raise
+
+
+def _open(settings: Settings, metrics: Metrics) -> Service:
     blobs = BlobStore(settings.data_dir)
     blobs.prepare()
     store = JobStore(blobs.db_path)
@@ -144,6 +156,7 @@ def create_app(settings: Settings, runtime: Service | None = None) -> FastAPI:
             if runtime is None:
                 await anyio.to_thread.run_sync(service.pool.stop)
                 service.store.close()
+                data_dir_lock.release(service.blobs.root)
 
     app = FastAPI(
         title="layerfreeze", version=__version__, lifespan=lifespan,

@@ -17,8 +17,11 @@ class FileInfo(BaseModel):
 
 
 class JobLinks(BaseModel):
+    """Only the links that answer for the job's status: a report once it succeeded, an artifact once it
+    succeeded and was not a dry run; null otherwise (a queued, running or failed job has only ``self``)."""
+
     self: str
-    report: str
+    report: str | None
     artifact: str | None
 
 
@@ -49,6 +52,7 @@ def rfc3339(ts: float | None) -> str | None:
 
 def job_public(job: JobRecord) -> JobPublic:
     base = f"/v1/jobs/{job.id}"
+    done = job.status == "succeeded"
     output = None
     if job.status == "succeeded" and job.output_sha256 and job.output_bytes is not None:
         output = FileInfo(filename=job.output_filename or "", bytes=job.output_bytes,
@@ -59,6 +63,6 @@ def job_public(job: JobRecord) -> JobPublic:
         finished_at=rfc3339(job.finished_at),
         input=FileInfo(filename=job.input_filename, bytes=job.input_bytes, sha256=job.input_sha256),
         output=output, dry_run=job.dry_run, error=job.error,
-        links=JobLinks(self=base, report=f"{base}/report",
-                       artifact=None if job.dry_run else f"{base}/artifact"),
+        links=JobLinks(self=base, report=f"{base}/report" if done else None,
+                       artifact=f"{base}/artifact" if done and not job.dry_run else None),
     )

@@ -24,7 +24,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from layerfreeze.errors import BadRequest, UnsupportedMediaType, UploadTooLarge, storage_error
+from layerfreeze.errors import BadRequest, InvalidForm, UnsupportedMediaType, UploadTooLarge, storage_error
 
 BATCH_BYTES = 4 * 1024 * 1024  # hand the writer thread this much at a time
 WRITEBACK_BYTES = 16 * 1024 * 1024  # start the disk writeback of every this much, without waiting
@@ -41,6 +41,7 @@ class Upload:
     bytes: int
     sha256: str
     fields: dict[str, str] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)  # parts under names the caller does not take
 
 
 def clean_filename(raw: str | None) -> str:
@@ -134,9 +135,12 @@ class _FileSink:
 class _FormReader:
     """Callbacks for python-multipart: the file part goes to a ``_FileSink``, small fields to memory."""
 
-    def __init__(self, tmp_path: Path, file_field: str, max_file_bytes: int, max_field_bytes: int) -> None:
+    def __init__(self, tmp_path: Path, file_field: str, max_file_bytes: int, max_field_bytes: int,
+                 text_fields: frozenset[str] | None = None) -> None:
         self.tmp_path = tmp_path
         self.file_field = file_field
+        self.text_fields = text_fields
+        self.unknown: list[str] = []
         self.max_file_bytes = max_file_bytes
         self.max_field_bytes = max_field_bytes
         self.parts = 0
@@ -186,8 +190,10 @@ class _FormReader:
             self.filename = clean_filename(raw.decode("utf-8", "replace") if raw else None)
             self.sink = _FileSink(self.tmp_path)
             self.in_file = True
-        elif self.name in self.fields:
+        elif self.name in self.fields or self.name in self.unknown:
             raise BadRequest(f"the form field '{self.name}' appears more than once")
+        elif self.text_fields is not None and self.name not in self.text_fields:
+            self.unknown.append(self.name)  # read past it (not kept): refused once the body is complete
         else:
             self.fields[self.name] = bytearray()
 
@@ -200,7 +206,9 @@ class _FormReader:
                     limit="max_upload_bytes", maximum=self.max_file_bytes)
             self.sink.add(memoryview(data)[start:end])  # no copy: the chunk is immutable bytes
             return
-        buf = self.fields[self.name]
+        buf = self.fields.get(self.name)
+        if buf is None:
+            return  # an unknown part
         if len(buf) + (end - start) > self.max_field_bytes:
             raise UploadTooLarge(f"form field '{self.name}' is larger than {self.max_field_bytes} bytes",
                                  limit="max_form_field_bytes", maximum=self.max_field_bytes)
@@ -211,7 +219,10 @@ class _FormReader:
 
 
 async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: int,
-                         max_field_bytes: int, file_field: str = "model") -> Upload:
+                         max_field_bytes: int, file_field: str = "model",
+                         text_fields: frozenset[str] | None = None) -> Upload:
+    """Receive the form. With ``text_fields``, parts under other names are read past, not kept, and
+    listed in ``Upload.unknown`` for the caller to refuse."""
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise UnsupportedMediaType("POST /v1/jobs takes multipart/form-data with a 'model' file part")
@@ -224,7 +235,7 @@ async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: in
             raise UploadTooLarge(f"the upload is larger than the limit of {max_file_bytes} bytes",
                                  limit="max_upload_bytes", value=int(declared), maximum=max_file_bytes)
 
-    form = _FormReader(tmp_path, file_field, max_file_bytes, max_field_bytes)
+    form = _FormReader(tmp_path, file_field, max_file_bytes, max_field_bytes, text_fields)
     parser = MultipartParser(params[b"boundary"], form.callbacks())
     received = 0
     try:
@@ -244,6 +255,9 @@ async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: in
             raise BadRequest("the client disconnected before the upload was complete") from exc
         if not form.ended:
             raise BadRequest("the multipart body ended before its closing boundary")
+        if form.sink is None and form.unknown:
+            raise InvalidForm(f"the form has no '{file_field}' file part, and fields this request does not "
+                              f"take: {', '.join(repr(n) for n in form.unknown)}", fields=form.unknown)
         if form.sink is None:
             raise BadRequest(f"the form has no '{file_field}' file part")
         await form.sink.flush(force=True)
@@ -266,4 +280,4 @@ async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: in
             raise BadRequest(f"form field '{k}' is not UTF-8") from exc
     sink = form.sink
     return Upload(path=tmp_path, filename=form.filename, bytes=sink.size, sha256=sink.hash.hexdigest(),
-                  fields=text)
+                  fields=text, unknown=form.unknown)

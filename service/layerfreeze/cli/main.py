@@ -11,8 +11,10 @@ Errors print one line on stderr and exit with the code of their class (``cli/exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -56,10 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEFAULT_DEPTH = 2  # the root, its children and theirs: a model's outline, not its 200-line inventory
+
+
+def _depth(value: str) -> int | None:
+    if value == "all":
+        return None
+    if value.isdigit():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected a depth (0, 1, 2, ...) or 'all', got {value!r}")
+
+
 def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-    parser.add_argument("--depth", type=int, default=None, metavar="N",
-                        help="show modules up to this depth in the tree (default: all)")
+    parser.add_argument("--depth", type=_depth, default=DEFAULT_DEPTH, metavar="N|all",
+                        help=f"show the module tree down to depth N, or all of it (default: {DEFAULT_DEPTH})")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
 
@@ -69,10 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args.host, args.port)
-        return _freeze_or_inspect(args)
+        code = _freeze_or_inspect(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return code
     except UsageError as exc:
         parser.error(str(exc))  # exits with 2
         raise AssertionError("unreachable") from exc
+    except BrokenPipeError:
+        return end_on_broken_pipe()
     except BaseException as exc:  # every failure ends as one line and an exit code, never a traceback
         if isinstance(exc, SystemExit):
             raise
@@ -127,8 +144,11 @@ def _read_spec(args: argparse.Namespace) -> str | bytes:
 
 def _write_text(path: Path, text: str) -> None:
     """Write next to ``path`` and rename, so a failure never leaves half a report."""
+    from layerfreeze.freeze import new_file_mode
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent or Path("."))
     try:
+        os.fchmod(fd, new_file_mode())  # as a shell redirection would create it, not mkstemp's 0600
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -144,6 +164,18 @@ def _serve(host: str | None, port: int | None) -> int:
         raise LayerfreezeError(f"the HTTP service is not available in this installation ({exc})") from exc
     serve(host, port)
     return exit_codes.OK
+
+
+def end_on_broken_pipe() -> int:
+    """The reader of our output went away (``| head``): end as ``cat`` does, by SIGPIPE's default action,
+    with no message (a shell shows status 141). stdout goes to /dev/null first, so that nothing left in
+    its buffer makes the interpreter complain on its way out."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    return 128 + 13
 
 
 def _describe(exc: BaseException) -> str:

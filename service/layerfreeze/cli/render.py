@@ -68,8 +68,9 @@ def _tree(report: Report, depth: int | None) -> list[str]:
     header = ("module", "type", "elements", "trainable", "state")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
     fmt = "{:<%d}  {:<%d}  {:>%d}  {:>%d}  {}" % tuple(widths[:4])  # noqa: UP031
-    hidden = sum(1 for m in report.modules if depth is not None and m.depth > depth)
     out = [fmt.format(*header), *(fmt.format(*r) for r in rows)]
-    if hidden:
-        out.append(f"... {hidden} deeper modules not shown (--depth)")
+    hidden = sum(1 for m in report.modules if depth is not None and m.depth > depth)
+    if hidden and depth is not None:
+        out.append(f"... {hidden} deeper modules not shown: --depth {depth + 1} shows one more level, "
+                   "--depth all shows every module")
     return out

@@ -22,10 +22,15 @@ NORM_BASE = "torch.nn.modules.batchnorm._NormBase"  # BatchNorm*, SyncBatchNorm,
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """A warning for the report: ``names`` are the names concerned; ``pointer`` locates a spec value
+    (``/rules/0/names/1``) and ``suggestions`` are the nearest real names, when the finding is about one."""
+
     code: str
     message: str
     names: tuple[str, ...] = ()
     rule: int | None = None
+    pointer: str | None = None
+    suggestions: tuple[str, ...] = ()
 
 
 def state_findings(

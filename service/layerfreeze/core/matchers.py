@@ -2,8 +2,10 @@
 
 Each selector yields a boolean mask over the parameters; a rule selects the parameters every one of its
 selectors selects (AND); inside one selector the values are alternatives (OR). Besides the selection,
-``match_rule`` reports *problems* (a value or the whole rule selecting nothing, a path that does not exist:
-errors under ``strict``, warnings otherwise) and *errors* (always fatal: ``types`` on a file without types).
+``match_rule`` reports *problems* (a value or the whole rule selecting nothing, a path that does not exist)
+and *errors* (always fatal: ``types`` on a file without types). Strictness is per rule: when the rule selects
+nothing its problems are errors under ``strict`` (warnings otherwise); when it still selects something, the
+problems of single values (an alternative that matches nothing) are only warnings.
 """
 
 from __future__ import annotations
@@ -184,20 +186,37 @@ def _children(spec: Children, ctx: _Context, pointer: tuple, result: RuleMatch) 
                 f"{spec.of or 'the model'} ({', '.join(sorted(children))}) are named, not numbered; "
                 "select them by names instead"))
             return [False] * len(ctx.params)
+    where, count = spec.of or "the root", len(children)
     if spec.indices is not None:
         picked = []
         for j, i in enumerate(spec.indices):
-            if -len(children) <= i < len(children):
+            if -count <= i < count:
                 picked.append(children[i])
             else:
                 result.problems.append(SpecIssue(
                     json_pointer((*pointer, "indices", j)),
-                    f"index {i} out of range: {spec.of or 'the root'} has {len(children)} children"))
+                    f"index {i} out of range: {where} has {count} children"))
     else:
         picked = children[spec.start:spec.stop]
+        if not picked and spec.start is not None and spec.start >= count:
+            result.problems.append(SpecIssue(
+                json_pointer((*pointer, "start")),
+                f"start {spec.start} is past the end: {where} has {count} children"))
+        elif not picked:
+            result.problems.append(SpecIssue(
+                json_pointer(pointer),
+                f"the slice [{_opt(spec.start)}:{_opt(spec.stop)}] is empty: {where} has {count} children"))
     result.children_counted = tuple(_join(spec.of, c) for c in children)
     paths = {_join(spec.of, c) for c in picked}
-    return [_inside(names, paths) for names in ctx.names]
+    sel = [_inside(names, paths) for names in ctx.names]
+    if picked and not any(sel):
+        result.problems.append(SpecIssue(
+            json_pointer(pointer), f"the children selected ({', '.join(sorted(paths))}) hold no parameters"))
+    return sel
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
 
 
 def _join(parent: str, child: str) -> str:

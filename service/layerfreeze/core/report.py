@@ -109,6 +109,8 @@ class WarningReport(_Model):
     message: str
     names: list[str] = Field(default_factory=list)
     rule: int | None = None
+    pointer: str | None = Field(default=None, description="JSON pointer of the spec value it is about")
+    suggestions: list[str] = Field(default_factory=list, description="the nearest real names")
 
 
 class Report(_Model):
@@ -180,7 +182,8 @@ def build_report(
         for r in selection.rules
     ]
     warnings = [
-        WarningReport(code=f.code, message=f.message, names=list(f.names), rule=f.rule)
+        WarningReport(code=f.code, message=f.message, names=list(f.names), rule=f.rule, pointer=f.pointer,
+                      suggestions=list(f.suggestions))
         for f in selection.findings
     ]
     return Report(

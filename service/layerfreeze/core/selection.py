@@ -2,6 +2,10 @@
 
     selection = select(spec, inventory)      # raises SpecError (strict rules that select nothing, ...)
 
+Strictness is per rule (CONTRACT section 1): a rule that selects nothing fails a strict spec (a warning
+otherwise); a value that matches nothing while its rule still selects something is a warning with its
+pointer and the nearest real names, so one spec can serve several models.
+
 Start state: the flag recorded in the file, or, where nothing is recorded, trainable for floating
 parameters (as after ``load_state_dict`` on a fresh model). Rules apply in order; the last rule that
 selects a parameter decides it. Buffers are never selected or counted. Tied parameters are one tensor:
@@ -77,13 +81,12 @@ def select(spec: FreezeSpec, inventory: Inventory) -> Selection:
         match = match_rule(index, rule, context)
         matches.append(match)
         issues.extend(match.errors)  # errors whatever ``strict`` says (types on a weight-only file)
-        if spec.strict:
+        if match.selected:  # strictness is per rule: an alternative that matches nothing is a warning
+            findings.extend(_finding("unmatched_value", p, index) for p in match.problems)
+        elif spec.strict:
             issues.extend(match.problems)
         else:
-            findings.extend(  # names: the nearest real names, as a strict error would suggest
-                Finding("rule_problem", f"{p.pointer}: {p.message}", tuple(p.suggestions), rule=index)
-                for p in match.problems
-            )
+            findings.extend(_finding("rule_problem", p, index) for p in match.problems)
         trainable = rule.action == "unfreeze"
         for k in match.selected:
             if trainable and not params[k].is_floating:
@@ -137,6 +140,12 @@ class _Context:
         self.order_known = order_known(inventory.format)
         if "" not in self.modules:
             self.module_order[""] = -1
+
+
+def _finding(code: str, issue: SpecIssue, rule: int) -> Finding:
+    hint = f" (did you mean: {', '.join(issue.suggestions)}?)" if issue.suggestions else ""
+    return Finding(code, f"{issue.pointer}: {issue.message}{hint}", rule=rule, pointer=issue.pointer,
+                   suggestions=tuple(issue.suggestions))
 
 
 def _summary(issues: list[SpecIssue]) -> str:

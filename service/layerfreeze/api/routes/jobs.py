@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import difflib
 import logging
 import secrets
 import time
@@ -17,9 +18,17 @@ from fastapi.responses import FileResponse, JSONResponse
 from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.downloads import ArtifactResponse
 from layerfreeze.api.schemas import JobPublic, JobsPublic, job_public
-from layerfreeze.api.uploads import receive_upload
+from layerfreeze.api.uploads import Upload, receive_upload
 from layerfreeze.core.spec import parse_spec
-from layerfreeze.errors import BadRequest, JobConflict, JobNotFound, NotReady, QueueFull, storage_error
+from layerfreeze.errors import (
+    BadRequest,
+    InvalidForm,
+    JobConflict,
+    JobNotFound,
+    NotReady,
+    QueueFull,
+    storage_error,
+)
 from layerfreeze.storage.jobs import JobRecord
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -33,15 +42,63 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _parse_bool(name: str, value: str | None) -> bool:
-    if value is None or value.strip() == "":
+# What POST /v1/jobs takes besides the 'model' file part; anything else is refused, never ignored.
+JOB_FORM_FIELDS = frozenset({"spec", "dry_run"})
+JOB_QUERY_PARAMS = frozenset({"wait", "dry_run"})
+SUBMIT_DESCRIPTION = """Upload a checkpoint and a freeze spec; the job runs in a worker process.
+
+Form fields: `model` (the file, required), `spec` (the freeze spec as JSON text; required unless the request
+is an inspection), `dry_run` (`true`: a report only, no checkpoint). `spec={}` reports the model as it is;
+a request with `dry_run=true` and no `spec` is an inspection and does the same. `dry_run` may also be given
+as the query parameter `?dry_run=true`; given both ways, the two must agree. Unknown form fields and query
+parameters (a misspelled `specs`, say) are a 422 that names them, as is a missing `spec` outside an
+inspection: nothing is silently ignored."""
+
+
+def _parse_bool(name: str, value: str | None, where: str = "form field") -> bool:
+    if value is None or (value.strip() == "" and where == "form field"):
         return False
     v = value.strip().lower()
     if v in ("true", "1", "yes", "on"):
         return True
     if v in ("false", "0", "no", "off"):
         return False
-    raise BadRequest(f"form field '{name}' must be 'true' or 'false'", pointer=f"/{name}")
+    raise BadRequest(f"{where} '{name}' must be 'true' or 'false'", pointer=f"/{name}")
+
+
+def _unknown(kind: str, names: list[str], allowed: frozenset[str]) -> InvalidForm:
+    hints = {n: difflib.get_close_matches(n, sorted(allowed), n=1) for n in names}
+    listed = ", ".join(f"{n!r}" + (f" (did you mean {hints[n][0]!r}?)" if hints[n] else "") for n in names)
+    return InvalidForm(f"POST /v1/jobs does not take the {kind} {listed}; it takes "
+                       f"{', '.join(sorted(allowed))}", fields=names)
+
+
+def _check_query(request: Request) -> None:
+    unknown = sorted(set(request.query_params) - JOB_QUERY_PARAMS)
+    if unknown:
+        raise _unknown("query parameter" + "s" * (len(unknown) > 1), unknown, JOB_QUERY_PARAMS)
+
+
+def _spec_and_dry_run(upload: Upload, request: Request) -> tuple[str, bool]:
+    """The form's choices; refused when a field is unknown, missing or contradicted (SUBMIT_DESCRIPTION)."""
+    if upload.unknown:
+        raise _unknown("form field" + "s" * (len(upload.unknown) > 1), upload.unknown,
+                       JOB_FORM_FIELDS | {"model"})
+    form_value, query_value = upload.fields.get("dry_run"), request.query_params.get("dry_run")
+    dry_run = _parse_bool("dry_run", form_value)
+    if query_value is not None:
+        asked = _parse_bool("dry_run", query_value, "query parameter")
+        if form_value is not None and asked != dry_run:
+            raise InvalidForm(f"dry_run is given twice and the two disagree: form field {form_value!r}, "
+                              f"query parameter {query_value!r}", fields=["dry_run"])
+        dry_run = asked
+    spec_text = upload.fields.get("spec", "").strip()
+    if not spec_text:
+        if not dry_run:
+            raise InvalidForm("the form has no 'spec' field: send the freeze spec as 'spec' (spec={} reports "
+                              "the model as it is), or dry_run=true for an inspection", fields=["spec"])
+        spec_text = "{}"  # an inspection: the report of the model as it is
+    return spec_text, dry_run
 
 
 def _cursor(seq: int) -> str:
@@ -58,18 +115,25 @@ def _uncursor(cursor: str) -> int:
 @router.post("", status_code=202, response_model=JobPublic,
              responses={**_RESPONSES, 413: {"description": "Upload too large"},
                         415: {"description": "Not multipart/form-data"},
-                        422: {"description": "Invalid spec or checkpoint"},
+                        422: {"description": "Invalid spec, checkpoint or form field"},
                         429: {"description": "Queue full"}, 503: {"description": "Not ready"}},
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
                  "schema": {"type": "object", "required": ["model"], "properties": {
                      "model": {"type": "string", "format": "binary"},
-                     "spec": {"type": "string", "default": "{}", "description": "freeze spec (JSON)"},
-                     "dry_run": {"type": "boolean", "default": False}}}}}}})
+                     "spec": {"type": "string", "description": "freeze spec (JSON text); required unless "
+                              "dry_run is true; {} reports the model as it is"},
+                     "dry_run": {"type": "boolean", "default": False,
+                                 "description": "report only, no checkpoint"}},
+                     "additionalProperties": False}}}}},
+             description=SUBMIT_DESCRIPTION, summary="Submit a job")
 async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
                      wait: float = Query(0, description="seconds to wait for the result (clamped to 0..60)"),
+                     dry_run_query: str | None = Query(None, alias="dry_run",
+                                                       description="the form field 'dry_run', given here"),
                      ) -> Response:
-    """Upload a checkpoint and a freeze spec; the job runs in a worker process."""
+    # dry_run_query is declared for the OpenAPI document; _spec_and_dry_run reads it with the form field.
     s = service.settings
+    _check_query(request)
     health = service.pool.health()
     if not service.pool.running:  # shutting down; dead workers are replaced, so jobs can still queue
         raise NotReady("the service is shutting down; retry shortly", retry_after=5)
@@ -79,14 +143,13 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
     tmp = service.blobs.temp_path()
     t0 = time.perf_counter()
     upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
-                                  max_field_bytes=s.max_form_field_bytes)
+                                  max_field_bytes=s.max_form_field_bytes, text_fields=JOB_FORM_FIELDS)
     t1 = time.perf_counter()
     service.metrics.bytes_in.inc(upload.bytes)
     job_id = secrets.token_hex(12)
     try:
-        spec_text = upload.fields.get("spec", "").strip() or "{}"
+        spec_text, dry_run = _spec_and_dry_run(upload, request)
         parse_spec(spec_text)  # 422 with pointers before anything is queued
-        dry_run = _parse_bool("dry_run", upload.fields.get("dry_run"))
         await anyio.to_thread.run_sync(service.blobs.adopt_upload, tmp, job_id)
         log.info("upload stored", extra={"job_id": job_id, "bytes": upload.bytes,
                                           "receive_s": round(t1 - t0, 4),
