@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     max_member_bytes: int = Field(_DEFAULT_LIMITS.max_member_bytes, ge=1)
     max_safetensors_header: int = Field(_DEFAULT_LIMITS.max_safetensors_header, ge=1)
     max_tensors: int = Field(_DEFAULT_LIMITS.max_tensors, ge=1)
+    max_code_bytes: int = Field(_DEFAULT_LIMITS.max_code_bytes, ge=1)
+    max_name_chars: int = Field(_DEFAULT_LIMITS.max_name_chars, ge=1)
+    max_name_segments: int = Field(_DEFAULT_LIMITS.max_name_segments, ge=1)
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -98,6 +101,9 @@ class Settings(BaseSettings):
             max_member_bytes=self.max_member_bytes,
             max_safetensors_header=self.max_safetensors_header,
             max_tensors=self.max_tensors,
+            max_code_bytes=self.max_code_bytes,
+            max_name_chars=self.max_name_chars,
+            max_name_segments=self.max_name_segments,
         )
 
 

@@ -92,6 +92,7 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     e.PickleFormatError: (422, "malformed-pickle", "Malformed pickle stream"),
     e.ArchiveError: (422, "malformed-archive", "Malformed or hostile archive"),
     e.SafetensorsFormatError: (422, "malformed-safetensors", "Malformed safetensors file"),
+    e.AmbiguousCheckpoint: (422, "ambiguous-checkpoint", "torch could read this checkpoint differently"),
     e.LimitExceeded: (422, "limit-exceeded", "A read limit was exceeded"),
     e.JobError: (409, "job-conflict", "Job conflict"),
     e.JobNotFound: (404, "not-found", "Not found"),

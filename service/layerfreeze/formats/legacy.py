@@ -21,7 +21,7 @@ from layerfreeze.formats.dtypes import ITEMSIZE
 from layerfreeze.formats.pickle.machine import PickleMachine
 from layerfreeze.formats.pickle.nodes import Flag, StorageRef
 from layerfreeze.formats.pickle.reader import BoundedReader
-from layerfreeze.formats.torch_objects import flag_patches, recover_model
+from layerfreeze.formats.torch_objects import flag_patches, recover_model, unrecordable
 from layerfreeze.limits import ReadLimits
 
 DEFAULT_LIMITS = ReadLimits()
@@ -41,7 +41,7 @@ class LegacyArchive:
                 capped = limits.max_pickle_bytes < room
                 reader = BoundedReader(f, start, min(limits.max_pickle_bytes, room),
                                        "max_pickle_bytes" if capped else None)
-                machine = PickleMachine(limits)
+                machine = PickleMachine(limits, storage_format="legacy")
                 value = machine.run(reader)  # type: ignore[arg-type]
                 return value, machine, reader.tell()
 
@@ -69,6 +69,7 @@ class LegacyArchive:
             recovered.inventory, notes=("legacy (non-zip) torch.save format", *recovered.inventory.notes)
         )
         self._flags = recovered.flags
+        self.unrecordable = unrecordable(recovered.flags)
 
     def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *,
               source_sha256: str | None = None) -> WrittenFile:
@@ -79,7 +80,9 @@ class LegacyArchive:
 def _storage_sizes(f: object, pos: int, size: int, keys: list[str],
                    refs: list[StorageRef]) -> dict[str, int]:
     """Byte size of each raw storage after the key list, checked against the declared element counts."""
-    dtypes = {ref.key: ref.dtype for ref in refs}
+    dtypes: dict[str, str] = {}
+    for ref in refs:  # the first naming decides, as in torch (the machine refuses any other)
+        dtypes.setdefault(ref.key, ref.dtype)
     sizes: dict[str, int] = {}
     for key in keys:
         if key not in dtypes or key in sizes:

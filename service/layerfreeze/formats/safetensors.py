@@ -64,12 +64,14 @@ def _validate(header: dict[str, Any], data_size: int, limits: ReadLimits) -> Non
     for name, entry in header.items():
         if name == "__metadata__":
             continue
+        limits.check_name(name)
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise SafetensorsFormatError(f"tensor {name!r} needs exactly dtype, shape and data_offsets")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if dtype not in SAFETENSORS_DTYPES:
             raise SafetensorsFormatError(f"tensor {name!r} has unknown dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        if (not isinstance(shape, list) or len(shape) > 64
+                or not all(type(d) is int and d >= 0 for d in shape)):
             raise SafetensorsFormatError(f"tensor {name!r} has an invalid shape")
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(type(o) is int and o >= 0 for o in offsets) or offsets[0] > offsets[1]):

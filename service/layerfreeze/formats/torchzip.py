@@ -13,14 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from layerfreeze.core.model import Inventory
-from layerfreeze.errors import ArchiveError, FormatError
+from layerfreeze.errors import AmbiguousArchive, ArchiveError, FormatError
 from layerfreeze.formats.base import WrittenFile
 from layerfreeze.formats.copying import stream_copy
 from layerfreeze.formats.pickle.machine import PickleMachine
 from layerfreeze.formats.pickle.nodes import Flag
-from layerfreeze.formats.torch_objects import flag_patches, recover_model
+from layerfreeze.formats.torch_objects import flag_patches, recover_model, unrecordable
 from layerfreeze.formats.torchscript import CodeIndex, recover_torchscript
-from layerfreeze.formats.zipread import Member, ZipListing, read_listing, read_member
+from layerfreeze.formats.zipread import Member, ZipListing, fold, read_listing, read_member
 from layerfreeze.limits import ReadLimits
 
 DEFAULT_LIMITS = ReadLimits()
@@ -35,22 +35,31 @@ class TorchZipArchive:
         with open(self.source, "rb") as f:
             listing = read_listing(f, size, limits)
             self._listing = listing
-            members = listing.members
-            if "data.pkl" not in members:
-                if "archive_format" in members or any(n.startswith("models/") for n in members):
+            pickle_member = listing.get("data.pkl")
+            if pickle_member is None:
+                names = [fold(n) for n in listing.members]
+                if "archive_format" in names or any(n.startswith("models/") for n in names):
                     raise FormatError("torch.export (.pt2) archives are not supported; save a state dict")
                 raise FormatError("zip archive is not a PyTorch checkpoint: it has no data.pkl")
-            self._pickle = members["data.pkl"]
+            self._pickle = pickle_member
             data = read_member(f, self._pickle, limits.max_pickle_bytes, "max_pickle_bytes")
             self._writable = self._pickle.method == 0
             start = self._pickle.data_offset if self._writable else 0
-            root = PickleMachine(limits).run(io.BytesIO(data), start)
-            is_script = "constants.pkl" in members or any(n.startswith("code/") for n in members)
+            machine = PickleMachine(limits, storage_format="zip")
+            root = machine.run(io.BytesIO(data), start)
+            constants_member = listing.get("constants.pkl")
+            if constants_member is not None and not constants_member.name.endswith("/constants.pkl"):
+                # torch.load tests for "constants.pkl" exactly, torch.jit.load finds it in any case
+                raise AmbiguousArchive(
+                    f"zip member {constants_member.name!r}: torch.load and torch.jit.load disagree on "
+                    "whether this is TorchScript; refused as ambiguous", ambiguity="zip-member-case")
+            is_script = constants_member is not None or any(fold(n).startswith("code/")
+                                                            for n in listing.members)
             if is_script:
-                constants = read_member(f, members["constants.pkl"], limits.max_pickle_bytes,
-                                        "max_pickle_bytes") if "constants.pkl" in members else None
+                constants = read_member(f, constants_member, limits.max_pickle_bytes,
+                                        "max_pickle_bytes") if constants_member is not None else None
                 if constants is not None:  # never used for the inventory, but it must be safe too
-                    PickleMachine(limits).run(io.BytesIO(constants), 0)
+                    PickleMachine(limits, storage_format="zip").run(io.BytesIO(constants), 0)
                 code = CodeIndex(lambda rel: self._read_code(f, rel, limits))
                 recovered = recover_torchscript(root, code, storage_bytes=self._storage_bytes,
                                                 storage_prefix="zip", limits=limits)
@@ -59,16 +68,17 @@ class TorchZipArchive:
                                           limits=limits)
         self.inventory: Inventory = recovered.inventory
         self._flags: dict[str, list[Flag]] = recovered.flags
+        self.unrecordable = unrecordable(recovered.flags)
 
     def _storage_bytes(self, key: str) -> int | None:
-        member = self._listing.members.get(f"data/{key}")
+        member = self._listing.get(f"data/{key}")
         return member.size if member is not None else None
 
     def _read_code(self, f: object, rel: str, limits: ReadLimits) -> str | None:
-        member = self._listing.members.get(rel)
+        member = self._listing.get(rel)
         if member is None:
             return None
-        data = read_member(f, member, limits.max_member_bytes)  # type: ignore[arg-type]
+        data = read_member(f, member, limits.max_code_bytes, "max_code_bytes")  # type: ignore[arg-type]
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
