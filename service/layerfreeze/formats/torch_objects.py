@@ -123,6 +123,18 @@ def _sites(value: TensorNode | ParamNode) -> list[Flag]:
     return value.sites
 
 
+def check_flags(name: str, value: TensorNode | ParamNode) -> None:
+    """torch.load refuses to set requires_grad=True on an integer tensor (every flag it applies on the
+    way, the inner tensor's included); we refuse the same file rather than accept what torch cannot load."""
+    node = value.tensor if isinstance(value, ParamNode) else value
+    if node.dtype in FLOATING_DTYPES:
+        return
+    flags = [*value.sites, *(node.sites if isinstance(value, ParamNode) else ())]
+    if any(f.value for f in flags):
+        raise FormatError(f"tensor {name!r} is {node.dtype} but recorded with requires_grad=True; torch.load "
+                          "refuses that (only floating point and complex tensors can require gradients)")
+
+
 def check_extent(name: str, node: TensorNode, storage_bytes: StorageBytes) -> None:
     st = node.storage
     size = storage_bytes(st.key)
@@ -160,6 +172,7 @@ def _from_state_dict(sd: dict[str, Any], fmt: str, key: str | None, notes: tuple
         if not isinstance(value, (TensorNode, ParamNode)):
             continue  # *_extra_state
         limits.check_name(name)
+        check_flags(name, value)
         node, flag, is_param = _tensor_of(value)
         check_extent(name, node, storage_bytes)
         start = node.storage.view_offset + node.offset
@@ -251,6 +264,7 @@ def _from_module(root: Obj, fmt: str, key: str | None, notes: tuple[str, ...],
                 if not isinstance(value, (TensorNode, ParamNode)) or not isinstance(leaf, str):
                     raise FormatError(f"a {slot[1:-1]} of {path or '<root>'} is not a named tensor")
                 name = limits.check_name(f"{path}.{leaf}" if path else leaf)
+                check_flags(name, value)
                 node, flag, is_param = _tensor_of(value)
                 check_extent(name, node, storage_bytes)
                 if id(value) in seen:

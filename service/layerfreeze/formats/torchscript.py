@@ -20,7 +20,7 @@ from typing import Any
 from layerfreeze.core.model import Inventory, ModuleInfo, TensorInfo
 from layerfreeze.errors import AmbiguousCheckpoint, FormatError, LimitExceeded
 from layerfreeze.formats.pickle.nodes import Flag, Obj, TensorNode
-from layerfreeze.formats.torch_objects import Recovered, StorageBytes, check_extent
+from layerfreeze.formats.torch_objects import Recovered, StorageBytes, check_extent, check_flags
 from layerfreeze.limits import ReadLimits
 
 _MANGLE = re.compile(r"^___torch_mangle_\d+$")
@@ -136,6 +136,7 @@ def recover_torchscript(root: Any, code: CodeIndex, *, storage_bytes: StorageByt
                     raise FormatError(f"TorchScript {kind} {attr!r} of {path or '<root>'} is not a tensor")
                 name = limits.check_name(f"{path}.{attr}" if path else attr)
                 check_extent(name, value, storage_bytes)
+                check_flags(name, value)
                 if id(value) in seen:
                     index = seen[id(value)]
                     first = tensors[index]

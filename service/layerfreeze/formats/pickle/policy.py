@@ -152,6 +152,8 @@ def check_torch_global(module: str, name: str, pos: int) -> None:
                       "checkpoint")
     if module == "torch.serialization" and name in ALLOWED_TORCH_SERIALIZATION:
         return
+    if module == "torch.cuda" and storage_dtype(module, name) is not None:
+        return  # old files name CUDA storage classes; torch.load maps them (an inert name here)
     for prefix in REFUSED_TORCH_PREFIXES:
         if module == prefix or module.startswith(prefix + "."):
             raise _refuse(qualname, pos, "a checkpoint never needs that")
