@@ -102,8 +102,8 @@ def build_bases(work: Path) -> list[Base]:
                 allow = []
                 if fmt == "module":
                     allow = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-                bases.append(Base(f"{model}-{fmt}", path.read_bytes(), "jit" if fmt == "torchscript" else "load",
-                                  allow))
+                mode = "jit" if fmt == "torchscript" else "load"
+                bases.append(Base(f"{model}-{fmt}", path.read_bytes(), mode, allow))
         # tensors that carry attributes: torch.save writes their state (requires_grad in it, or inert)
         model = build("seq3")
         params = dict(model.named_parameters())
@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mutants", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None, help="copy disagreeing mutants here")
-    ap.add_argument("--reasons", type=int, default=0, help="list the N commonest refusals torch disagrees with")
+    ap.add_argument("--reasons", type=int, default=0,
+                    help="list the N commonest refusals of files torch reads")
     args = ap.parse_args(argv)
     import tempfile
 

@@ -158,7 +158,7 @@ def storage_key(p: bytes, rng: random.Random) -> bytes | None:
             and isinstance(o[1], str) and o[1].isdigit()]
     if not keys:
         return None
-    name, _, start, end = rng.choice(keys)
+    _, _, start, end = rng.choice(keys)
     new = rng.choice([str(o[1]) for o in keys] + ["99"]).encode()
     return _replace(p, start, end, b"U" + bytes([len(new)]) + new)
 
@@ -318,7 +318,7 @@ def extra_member(members: list[tuple[str, bytes]], rng: random.Random) -> list[t
     pkl = next((b for n, b in members if n.endswith("/data.pkl")), b"\x80\x02}q\x00.")
     extra = rng.choice([
         (f"{root}/extra/notes.txt", b"hello"), (f"{root}/data/999", b"\x00" * 8),
-        (f"{root}/sub/data.pkl", _flipped_pickle(pkl, rng)), (f"other/data.pkl", _flipped_pickle(pkl, rng)),
+        (f"{root}/sub/data.pkl", _flipped_pickle(pkl, rng)), ("other/data.pkl", _flipped_pickle(pkl, rng)),
         (f"{root}/constants.pkl", b"\x80\x02).") , (f"{root}/byteorder", b"big"),
         (f"{root}2/data.pkl", pkl), (f"{root.upper()}/data.pkl", _flipped_pickle(pkl, rng)),
     ])
@@ -404,7 +404,8 @@ def split_decl(text: str, rng: random.Random) -> str | None:
     names = [n.strip() for n in m.group(3).split(",") if n.strip()]
     cut = rng.randint(1, len(names) - 1)
     lines = text.split("\n")
-    lines[i:i + 1] = [f"{m.group(1)}{m.group(2)} = [{', '.join(part)}, ]" for part in (names[:cut], names[cut:])]
+    lines[i:i + 1] = [f"{m.group(1)}{m.group(2)} = [{', '.join(part)}, ]"
+                      for part in (names[:cut], names[cut:])]
     return "\n".join(lines)
 
 
