@@ -77,7 +77,7 @@ def main_pickle(data: bytes) -> tuple[bytes, Callable[[bytes], bytes]] | None:
 
 
 # -- pickle opcodes --------------------------------------------------------------------------------------
-def _ops(p: bytes) -> list[tuple[str, object, int, int]]:
+def opcodes(p: bytes) -> list[tuple[str, object, int, int]]:
     """(name, arg, start, end) of every opcode."""
     raw = list(pickletools.genops(p))
     out = []
@@ -113,7 +113,7 @@ def _put(index: int) -> bytes:
 
 
 def flip_bool(p: bytes, rng: random.Random) -> bytes | None:
-    bools = [o for o in _ops(p) if o[0] in ("NEWTRUE", "NEWFALSE")]
+    bools = [o for o in opcodes(p) if o[0] in ("NEWTRUE", "NEWFALSE")]
     if not bools:
         return None
     name, _, start, end = rng.choice(bools)
@@ -121,7 +121,7 @@ def flip_bool(p: bytes, rng: random.Random) -> bytes | None:
 
 
 def bool_as_int(p: bytes, rng: random.Random) -> bytes | None:
-    bools = [o for o in _ops(p) if o[0] in ("NEWTRUE", "NEWFALSE")]
+    bools = [o for o in opcodes(p) if o[0] in ("NEWTRUE", "NEWFALSE")]
     if not bools:
         return None
     name, _, start, end = rng.choice(bools)
@@ -130,7 +130,7 @@ def bool_as_int(p: bytes, rng: random.Random) -> bytes | None:
 
 def share_bool(p: bytes, rng: random.Random) -> bytes | None:
     """Memoize one boolean and read it back in place of another (one byte, two meanings)."""
-    ops = _ops(p)
+    ops = opcodes(p)
     bools = [o for o in ops if o[0] in ("NEWTRUE", "NEWFALSE")]
     if len(bools) < 2:
         return None
@@ -142,7 +142,7 @@ def share_bool(p: bytes, rng: random.Random) -> bytes | None:
 
 def reget(p: bytes, rng: random.Random) -> bytes | None:
     """A memo read that fetches another earlier value (another storage, key, rebuilder or flag)."""
-    ops = _ops(p)
+    ops = opcodes(p)
     gets = [o for o in ops if o[0] in ("BINGET", "LONG_BINGET")]
     if not gets:
         return None
@@ -153,7 +153,7 @@ def reget(p: bytes, rng: random.Random) -> bytes | None:
 
 def storage_key(p: bytes, rng: random.Random) -> bytes | None:
     """Rename a storage key in one persistent id to another key (or a new one)."""
-    ops = _ops(p)
+    ops = opcodes(p)
     keys = [o for o in ops if o[0] in ("BINUNICODE", "SHORT_BINUNICODE", "SHORT_BINSTRING", "BINSTRING")
             and isinstance(o[1], str) and o[1].isdigit()]
     if not keys:
@@ -173,7 +173,7 @@ _GLOBAL_FAMILIES = (
 
 
 def swap_global(p: bytes, rng: random.Random) -> bytes | None:
-    ops = _ops(p)
+    ops = opcodes(p)
     found = []
     for o in ops:
         if o[0] == "GLOBAL":
@@ -189,7 +189,7 @@ def swap_global(p: bytes, rng: random.Random) -> bytes | None:
 
 def add_build(p: bytes, rng: random.Random) -> bytes | None:
     """BUILD right after a call's result: state set on a rebuilt tensor, parameter or dict."""
-    reduces = [o for o in _ops(p) if o[0] == "REDUCE"]
+    reduces = [o for o in opcodes(p) if o[0] == "REDUCE"]
     if not reduces:
         return None
     _, _, _, end = rng.choice(reduces)
@@ -199,7 +199,7 @@ def add_build(p: bytes, rng: random.Random) -> bytes | None:
 
 def rebind_key(p: bytes, rng: random.Random) -> bytes | None:
     """Before STOP, SETITEM an existing string key of the top dict to another memoized value."""
-    ops = _ops(p)
+    ops = opcodes(p)
     if ops[-1][0] != "STOP":
         return None
     strings = [str(o[1]) for o in ops if o[0] in ("SHORT_BINUNICODE", "BINUNICODE", "SHORT_BINSTRING")]
@@ -212,7 +212,7 @@ def rebind_key(p: bytes, rng: random.Random) -> bytes | None:
 
 
 def drop_op(p: bytes, rng: random.Random) -> bytes | None:
-    ops = _ops(p)
+    ops = opcodes(p)
     droppable = [o for o in ops if o[0] in ("BINPUT", "LONG_BINPUT", "MEMOIZE", "TUPLE", "MARK", "SETITEMS",
                                             "EMPTY_DICT", "REDUCE", "BINPERSID")]
     if not droppable:
