@@ -426,10 +426,32 @@ def move_decl(text: str, rng: random.Random) -> str | None:
     return "\n".join(lines)
 
 
+def respell(text: str, rng: random.Random) -> str | None:
+    """The same declarations in other spellings: annotated, joined by semicolons, tabs, CRLF, blank lines."""
+    style = rng.choice(["annotated", "semicolon", "tabs", "crlf", "blank"])
+    if style == "tabs":
+        return "\n".join(re.sub(r"^((?:  )+)", lambda m: "\t" * (len(m.group(1)) // 2), ln)
+                         for ln in text.split("\n"))
+    if style == "crlf":
+        return text.replace("\n", "\r\n")
+    if style == "blank":
+        return text.replace("\n", "\n\n", rng.randint(1, 20))
+    decls = _decls(text)
+    if not decls:
+        return None
+    lines = text.split("\n")
+    i, m = rng.choice(decls)
+    if style == "annotated":
+        lines[i] = f"{m.group(1)}{m.group(2)} : List[str] = [{m.group(3)}]"
+    elif i + 1 < len(lines) and _DECL_LINE.match(lines[i + 1]):
+        lines[i:i + 2] = [lines[i] + "; " + lines[i + 1].strip()]
+    return "\n".join(lines)
+
+
 CODE_MUTATORS = {
     "reindent": _code_text(lambda t, r: reindent(t, r)), "comments": _code_text(add_comments),
     "repeat_decl": _code_text(repeat_decl), "split_decl": _code_text(split_decl),
-    "move_decl": _code_text(move_decl),
+    "move_decl": _code_text(move_decl), "respell": _code_text(respell),
 }
 
 MUTATORS: dict[str, Mutator] = {
