@@ -11,6 +11,7 @@ import io
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from layerfreeze.core.model import Inventory
 from layerfreeze.errors import AmbiguousArchive, ArchiveError, FormatError
@@ -66,6 +67,7 @@ class TorchZipArchive:
             else:
                 recovered = recover_model(root, storage_bytes=self._storage_bytes, storage_prefix="zip",
                                           limits=limits)
+            _check_records(f, listing)
         self.inventory: Inventory = recovered.inventory
         self._flags: dict[str, list[Flag]] = recovered.flags
         self.unrecordable = unrecordable(recovered.flags)
@@ -92,6 +94,23 @@ class TorchZipArchive:
         if patches:
             patches.update(_crc_patches(self.source, self._pickle, patches))
         return stream_copy(self.source, Path(dst), patches, source_sha256=source_sha256)
+
+
+def _check_records(f: BinaryIO, listing: ZipListing) -> None:
+    """The small records torch's reader checks before it reads the pickle: an archive torch.load refuses
+    is refused here too, so that no output is promised that torch cannot load."""
+    version = listing.get(".data/version") or listing.get("version")
+    if version is None:
+        raise FormatError("zip archive has no version record; torch.load refuses it")
+    text = read_member(f, version, 64, "max_member_bytes").strip()
+    if not text.isdigit() or not 1 <= int(text) <= 10:
+        raise FormatError(f"zip archive has format version {text[:20]!r}; torch reads versions 1 to 10")
+    byteorder = listing.get("byteorder")
+    if byteorder is not None and read_member(f, byteorder, 16, "max_member_bytes") not in (b"little", b"big"):
+        raise FormatError("zip archive's byteorder record is neither 'little' nor 'big'; torch refuses it")
+    alignment = listing.get(".storage_alignment")
+    if alignment is not None and not read_member(f, alignment, 32, "max_member_bytes").strip().isdigit():
+        raise FormatError("zip archive's .storage_alignment record is not a number; torch.load refuses it")
 
 
 def _crc_patches(source: Path, member: Member, patches: Mapping[int, bytes]) -> dict[int, bytes]:
