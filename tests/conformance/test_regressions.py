@@ -170,3 +170,18 @@ def test_tensor_attribute_list_covers_the_installed_torch() -> None:
     names = {n for n in set(dir(torch.nn.Parameter)) | set(dir(torch.Tensor))
              if not (n.startswith("__") and n.endswith("__"))}
     assert names <= TENSOR_ATTRIBUTES, sorted(names - TENSOR_ATTRIBUTES)[:20]
+
+
+def test_file_that_is_also_a_tar_archive_is_refused(tmp_path: Path) -> None:
+    """torch.load tries the oldest (tar) format before the pickle stream we read."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("(storages")  # starts like a protocol-0 pickle
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"data"))
+    path = tmp_path / "polyglot.pt"
+    path.write_bytes(buf.getvalue())
+    _refused(path, "legacy-tar")

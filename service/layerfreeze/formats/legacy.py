@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from layerfreeze.core.model import Inventory
-from layerfreeze.errors import FormatError
+from layerfreeze.errors import AmbiguousCheckpoint, FormatError
 from layerfreeze.formats.base import WrittenFile
 from layerfreeze.formats.copying import stream_copy
 from layerfreeze.formats.dtypes import ITEMSIZE
@@ -35,6 +36,11 @@ class LegacyArchive:
         self.source = Path(source)
         size = self.source.stat().st_size
         with open(self.source, "rb") as f:
+            if _is_tar_header(f.read(512)):
+                raise AmbiguousCheckpoint(
+                    "the file starts with a valid tar header: torch.load reads such a file as the oldest "
+                    "(tar) checkpoint format before it tries the pickle we read; refused as ambiguous",
+                    ambiguity="legacy-tar")
 
             def next_pickle(start: int) -> tuple[object, PickleMachine, int]:
                 room = size - start
@@ -75,6 +81,18 @@ class LegacyArchive:
               source_sha256: str | None = None) -> WrittenFile:
         return stream_copy(self.source, Path(dst), flag_patches(self._flags, self.inventory, final),
                            source_sha256=source_sha256)
+
+
+def _is_tar_header(block: bytes) -> bool:
+    """Whether Python's tarfile (what torch.load tries first on a non-zip file) accepts ``block`` as a
+    header. Only the bytes are parsed; nothing is extracted."""
+    if len(block) < tarfile.BLOCKSIZE:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(block[:tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
 
 
 def _storage_sizes(f: object, pos: int, size: int, keys: list[str],
