@@ -73,7 +73,8 @@ class SymbolicCalls:
             if len(args) != 4 or not isinstance(args[0], StorageRef):
                 raise PickleFormatError(f"unsupported tensor record at byte {self.pos}", offset=self.pos)
             args = (*args, Flag(False, self.pos, fixed=True), None)
-        if len(args) < 6 or not isinstance(args[0], StorageRef) or not isinstance(args[4], Flag):
+        counts = (7, 8) if func.name == "_rebuild_tensor_v3" else (6, 7)  # torch's own signatures
+        if len(args) not in counts or not isinstance(args[0], StorageRef) or not isinstance(args[4], Flag):
             raise PickleFormatError(f"unsupported tensor record at byte {self.pos}", offset=self.pos)
         offset = args[1]
         shape, stride = _ints(args[2], self.pos), _ints(args[3], self.pos)
