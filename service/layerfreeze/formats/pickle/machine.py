@@ -13,8 +13,7 @@ import pickletools
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from layerfreeze.errors import AmbiguousCheckpoint, LimitExceeded, PickleFormatError, UnsafePickleError
-from layerfreeze.formats.dtypes import storage_dtype
+from layerfreeze.errors import LimitExceeded, PickleFormatError, UnsafePickleError
 from layerfreeze.formats.pickle import policy
 from layerfreeze.formats.pickle.calls import SymbolicCalls, hashable_key
 from layerfreeze.formats.pickle.depth import DepthTracker, check_depth
@@ -26,6 +25,7 @@ from layerfreeze.formats.pickle.nodes import (
     OrderedDictNode,
     StorageRef,
 )
+from layerfreeze.formats.pickle.storages import StorageIds
 from layerfreeze.limits import ReadLimits
 
 DEFAULT_LIMITS = ReadLimits()
@@ -43,9 +43,7 @@ class PickleMachine(SymbolicCalls):
 
     def __init__(self, limits: ReadLimits = DEFAULT_LIMITS, storage_format: str | None = None) -> None:
         self.limits = limits
-        self.storage_format = storage_format
-        self.named_storages: dict[str, StorageRef] = {}  # key -> the first persistent id naming it
-        self.views: dict[str, tuple[str, int, int]] = {}  # legacy view key -> (root key, offset, size)
+        self.storage_ids = StorageIds(storage_format)
         self.stack: list[Any] = []
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
@@ -292,44 +290,9 @@ class PickleMachine(SymbolicCalls):
         return self._storage(pid)
 
     def _storage(self, pid: Any) -> StorageRef:
-        """``('storage', <storage type or dtype global>, key, location, numel[, view])``."""
-        sizes = {"zip": (5,), "legacy": (6,)}.get(self.storage_format or "", (5, 6))
-        if (not isinstance(pid, tuple) or len(pid) not in sizes or pid[0] != "storage"
-                or not isinstance(pid[1], Global) or not isinstance(pid[2], str)
-                or not isinstance(pid[3], str) or type(pid[4]) is not int or pid[4] < 0):
-            raise PickleFormatError(f"unsupported persistent id at byte {self.pos}", offset=self.pos)
-        dtype = storage_dtype(pid[1].module, pid[1].name)
-        if dtype is None:
-            raise PickleFormatError(f"unknown storage type {pid[1].qualname} at byte {self.pos}",
-                                    offset=self.pos)
-        ref = StorageRef(pid[2], dtype, pid[3], pid[4], self.pos)
-        self._check_same_storage(ref)
-        view = pid[5] if len(pid) == 6 else None
-        if view is not None:  # (view key, offset, size): old legacy files saving storage views
-            if (not isinstance(view, tuple) or len(view) != 3 or not isinstance(view[0], str)
-                    or type(view[1]) is not int or type(view[2]) is not int or view[1] < 0 or view[2] < 0
-                    or view[1] + view[2] > pid[4]):
-                raise PickleFormatError(f"invalid storage view at byte {self.pos}", offset=self.pos)
-            self._check_same_view(view[0], (ref.key, view[1], view[2]))
-            ref.view_offset, ref.view_numel = view[1], view[2]
+        ref = self.storage_ids.resolve(pid, self.pos)
         self.storages.append(ref)
         return ref
-
-    def _check_same_storage(self, ref: StorageRef) -> None:
-        """torch fixes a storage's dtype, size and device by the first persistent id naming its key and
-        ignores what later ones say; a key named twice differently is refused, never guessed."""
-        first = self.named_storages.setdefault(ref.key, ref)
-        if ref.key in self.views:
-            raise _storage_ambiguity(f"storage key {ref.key!r} also names a storage view", self.pos)
-        if (first.dtype, first.numel, first.location) != (ref.dtype, ref.numel, ref.location):
-            raise _storage_ambiguity(
-                f"storage {ref.key!r} is named as {first.numel} x {first.dtype} on {first.location!r} "
-                f"(byte {first.pos}) and as {ref.numel} x {ref.dtype} on {ref.location!r}; torch keeps the "
-                "first", self.pos)
-
-    def _check_same_view(self, key: str, view: tuple[str, int, int]) -> None:
-        if self.views.setdefault(key, view) != view or key in self.named_storages:
-            raise _storage_ambiguity(f"storage view key {key!r} is named twice differently", self.pos)
 
     def op_NEWOBJ(self, arg: Any) -> None:
         args, cls = self.pop(), self.pop()
@@ -391,11 +354,6 @@ class PickleMachine(SymbolicCalls):
 def _mark_shared(value: Any) -> None:
     if isinstance(value, Flag):
         value.shared = True
-
-
-def _storage_ambiguity(what: str, pos: int) -> AmbiguousCheckpoint:
-    return AmbiguousCheckpoint(f"{what} (byte {pos}): refused as ambiguous", ambiguity="storage-reuse",
-                               offset=pos)
 
 
 def _extend(target: Any, items: list[Any], pos: int) -> None:
