@@ -116,6 +116,14 @@ def build_bases(work: Path) -> list[Base]:
         plain["0.weight"].__dict__["note"] = "x"
         torch.save(plain, work / "tensor-attrs.pt")
         bases.append(Base("tensor-attrs", (work / "tensor-attrs.pt").read_bytes()))
+        layer = torch.nn.Linear(3, 3)  # one module under three paths (ALBERT-style sharing)
+        shared = torch.nn.Sequential(layer, torch.nn.ReLU(), layer)
+        shared.extra = layer
+        torch.save(shared, work / "shared-module.pt")
+        allow = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(work / "shared-module.pt")))
+        bases.append(Base("shared-module", (work / "shared-module.pt").read_bytes(), "load", allow))
+        torch.save(shared.state_dict(), work / "shared-state.pt")
+        bases.append(Base("shared-state_dict", (work / "shared-state.pt").read_bytes()))
         try:
             from fixtures.models import tiny_bert
 

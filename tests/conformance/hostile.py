@@ -142,3 +142,25 @@ def load_flags(path: Path | bytes) -> dict[str, bool]:
     sd = torch.load(src, weights_only=True, map_location="cpu")
     return {k: bool(v.requires_grad) for k, v in sd.items()}
 
+
+
+def shared_module(tmp: Path) -> tuple[Path, torch.nn.Module]:
+    """One Linear under three paths: named_parameters(remove_duplicate=False) lists all three."""
+    layer = torch.nn.Linear(2, 2)
+    model = torch.nn.Sequential(layer, torch.nn.ReLU(), layer)
+    model.extra = layer
+    torch.save(model, tmp / "shared.pt")
+    return tmp / "shared.pt", model
+
+
+def shared_tables(tmp: Path, modules: int = 300, params: int = 300) -> Path:
+    """``modules`` modules sharing one ``_parameters`` dict of ``params`` entries: a small pickle that
+    names modules x params tensors (each name would go into the report)."""
+    table = OrderedDict((f"p{i}", torch.nn.Parameter(torch.zeros(1))) for i in range(params))
+    root = torch.nn.Module()
+    for i in range(modules):
+        child = torch.nn.Module()
+        child._parameters = table
+        root.add_module(f"m{i}", child)
+    torch.save(root, tmp / "tables.pt")
+    return tmp / "tables.pt"

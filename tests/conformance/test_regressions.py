@@ -185,3 +185,19 @@ def test_file_that_is_also_a_tar_archive_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "polyglot.pt"
     path.write_bytes(buf.getvalue())
     _refused(path, "legacy-tar")
+
+
+def test_shared_module_lists_every_path_torch_lists(tmp_path: Path) -> None:
+    path, model = hostile.shared_module(tmp_path)
+    inv = open_archive(path).inventory
+    ours = {n for t in inv.tensors for n in (t.name, *t.aliases)}
+    assert ours == {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    assert [m.path for m in inv.modules] == [n for n, _ in model.named_modules()]
+
+
+def test_shared_tables_cannot_multiply_names_beyond_the_pickle(tmp_path: Path) -> None:
+    path = hostile.shared_tables(tmp_path)
+    t0 = time.perf_counter()
+    with pytest.raises(LimitExceeded) as info:
+        open_archive(path)
+    assert info.value.limit == "max_tensors" and time.perf_counter() - t0 < 2.0

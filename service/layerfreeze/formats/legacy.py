@@ -22,7 +22,7 @@ from layerfreeze.formats.dtypes import ITEMSIZE
 from layerfreeze.formats.pickle.machine import PickleMachine
 from layerfreeze.formats.pickle.nodes import Flag, StorageRef
 from layerfreeze.formats.pickle.reader import BoundedReader
-from layerfreeze.formats.torch_objects import flag_patches, recover_model, unrecordable
+from layerfreeze.formats.torch_objects import flag_patches, name_budget, recover_model, unrecordable
 from layerfreeze.limits import ReadLimits
 
 DEFAULT_LIMITS = ReadLimits()
@@ -70,7 +70,8 @@ class LegacyArchive:
             if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
                 raise FormatError("legacy torch file has a malformed storage key list")
             self._sizes = _storage_sizes(f, pos, size, keys, main.storages)
-        recovered = recover_model(root, storage_bytes=self._sizes.get, storage_prefix="legacy", limits=limits)
+        recovered = recover_model(root, storage_bytes=self._sizes.get, storage_prefix="legacy",
+                                  limits=name_budget(limits, main.ops))
         self.inventory: Inventory = dataclasses.replace(
             recovered.inventory, notes=("legacy (non-zip) torch.save format", *recovered.inventory.notes)
         )

@@ -8,6 +8,7 @@ The result is an Inventory for the core plus, for every parameter, the flag byte
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +120,21 @@ def _tensor_of(value: TensorNode | ParamNode) -> tuple[TensorNode, Flag, bool]:
     return value, value.flag, False
 
 
+def name_budget(limits: ReadLimits, ops: int) -> ReadLimits:
+    """``limits`` with ``max_tensors`` also bounded by the pickle's own size (``ops``, its opcodes).
+
+    Shared records (one ``_parameters`` dict in many modules, one module under many names) let a small
+    pickle name a tensor any number of times, and every name goes into the report. Real models spend
+    far more than one opcode per name; the floor keeps small files free of this check."""
+    return dataclasses.replace(limits, max_tensors=min(limits.max_tensors, max(10_000, ops)))
+
+
+def check_name_count(count: int, limits: ReadLimits) -> None:
+    if count > limits.max_tensors:
+        raise LimitExceeded(f"the checkpoint names more than {limits.max_tensors} tensors (aliases included)",
+                            limit="max_tensors", value=count, maximum=limits.max_tensors)
+
+
 def _sites(value: TensorNode | ParamNode) -> list[Flag]:
     return value.sites
 
@@ -219,20 +235,19 @@ def _module_state(obj: Obj) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def _named_modules(root: Obj, limits: ReadLimits) -> list[tuple[str, Obj]]:
-    """``named_modules()``: pre-order, children in definition order, shared modules once."""
-    out: list[tuple[str, Obj]] = []
+def _named_modules(root: Obj, limits: ReadLimits) -> list[tuple[str, Obj, bool]]:
+    """``named_modules(remove_duplicate=False)`` (what ``named_parameters(remove_duplicate=False)`` walks):
+    pre-order, children in definition order, a shared module under every path it has. The flag marks
+    a module's first path (``named_modules()``'s own listing). Paths count against the name budget, and
+    every path against the name limits, so shared or cyclic records cannot multiply without bound."""
+    out: list[tuple[str, Obj, bool]] = []
     seen: set[int] = set()
     todo: list[tuple[str, Obj]] = [("", root)]
     while todo:
         path, module = todo.pop()
-        if id(module) in seen:
-            continue
+        out.append((path, module, id(module) not in seen))
         seen.add(id(module))
-        out.append((path, module))
-        if path.count(".") >= limits.max_pickle_depth:
-            raise LimitExceeded("module tree nests too deep", limit="max_pickle_depth",
-                                maximum=limits.max_pickle_depth)
+        check_name_count(len(out), limits)
         children = _module_state(module).get("_modules") or {}
         if not isinstance(children, dict):
             raise FormatError(f"module {path or '<root>'} has a malformed _modules record")
@@ -252,15 +267,18 @@ def _from_module(root: Obj, fmt: str, key: str | None, notes: tuple[str, ...],
     modules = _named_modules(root, limits)
     infos: list[ModuleInfo] = []
     entries: list[_Entry] = []
+    names = 0
     for slot, kind in (("_parameters", "parameter"), ("_buffers", "buffer")):
         seen: dict[int, _Entry] = {}
-        for path, module in modules:
+        for path, module, _ in modules:
             table = _module_state(module).get(slot) or {}
             if not isinstance(table, dict):
                 raise FormatError(f"module {path or '<root>'} has a malformed {slot} record")
             for leaf, value in table.items():
                 if value is None:
                     continue  # e.g. bias=False
+                names += 1
+                check_name_count(names, limits)
                 if not isinstance(value, (TensorNode, ParamNode)) or not isinstance(leaf, str):
                     raise FormatError(f"a {slot[1:-1]} of {path or '<root>'} is not a named tensor")
                 name = limits.check_name(f"{path}.{leaf}" if path else leaf)
@@ -274,10 +292,9 @@ def _from_module(root: Obj, fmt: str, key: str | None, notes: tuple[str, ...],
                 entry = _Entry(name, kind, node, flag, is_param, sites=_sites(value))
                 seen[id(value)] = entry
                 entries.append(entry)
-                if len(entries) > limits.max_tensors:
-                    raise LimitExceeded(f"more than {limits.max_tensors} tensors", limit="max_tensors",
-                                        maximum=limits.max_tensors)
-    for path, module in modules:
+    for path, module, first in modules:
+        if not first:
+            continue  # named_modules() lists a shared module once, under its first path
         children = _module_state(module).get("_modules") or {}
         infos.append(ModuleInfo(path, module.type_name,
                                 tuple(str(n) for n, m in children.items() if m is not None)))

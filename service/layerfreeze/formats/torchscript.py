@@ -20,7 +20,13 @@ from typing import Any
 from layerfreeze.core.model import Inventory, ModuleInfo, TensorInfo
 from layerfreeze.errors import AmbiguousCheckpoint, FormatError, LimitExceeded
 from layerfreeze.formats.pickle.nodes import Flag, Obj, TensorNode
-from layerfreeze.formats.torch_objects import Recovered, StorageBytes, check_extent, check_flags
+from layerfreeze.formats.torch_objects import (
+    Recovered,
+    StorageBytes,
+    check_extent,
+    check_flags,
+    check_name_count,
+)
 from layerfreeze.limits import ReadLimits
 
 _MANGLE = re.compile(r"^___torch_mangle_\d+$")
@@ -125,6 +131,7 @@ def recover_torchscript(root: Any, code: CodeIndex, *, storage_bytes: StorageByt
     infos: list[ModuleInfo] = []
     tensors: list[TensorInfo] = []
     flags: dict[str, list[Flag]] = {}
+    names = 0
     for kind in ("parameter", "buffer"):
         seen: dict[int, int] = {}
         for path, _obj, decl, attrs in modules:
@@ -132,6 +139,8 @@ def recover_torchscript(root: Any, code: CodeIndex, *, storage_bytes: StorageByt
             for attr, value in attrs.items():
                 if attr not in declared or value is None:
                     continue
+                names += 1
+                check_name_count(names, limits)
                 if not isinstance(value, TensorNode):
                     raise FormatError(f"TorchScript {kind} {attr!r} of {path or '<root>'} is not a tensor")
                 name = limits.check_name(f"{path}.{attr}" if path else attr)
@@ -148,9 +157,6 @@ def recover_torchscript(root: Any, code: CodeIndex, *, storage_bytes: StorageByt
                                           value.flag.value, (), f"{storage_prefix}:{value.storage.key}"))
                 if kind == "parameter":
                     flags[name] = value.sites
-                if len(tensors) > limits.max_tensors:
-                    raise LimitExceeded(f"more than {limits.max_tensors} tensors", limit="max_tensors",
-                                        maximum=limits.max_tensors)
     for path, obj, _decl, attrs in modules:
         children = tuple(a for a, v in attrs.items() if isinstance(v, Obj) and code.decl(v) is not None)
         infos.append(ModuleInfo(path, normalize_type(obj.type_name), children))

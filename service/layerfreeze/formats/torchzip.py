@@ -19,7 +19,7 @@ from layerfreeze.formats.base import WrittenFile
 from layerfreeze.formats.copying import stream_copy
 from layerfreeze.formats.pickle.machine import PickleMachine
 from layerfreeze.formats.pickle.nodes import Flag
-from layerfreeze.formats.torch_objects import flag_patches, recover_model, unrecordable
+from layerfreeze.formats.torch_objects import flag_patches, name_budget, recover_model, unrecordable
 from layerfreeze.formats.torchscript import CodeIndex, recover_torchscript
 from layerfreeze.formats.zipread import Member, ZipListing, fold, read_listing, read_member
 from layerfreeze.limits import ReadLimits
@@ -63,10 +63,11 @@ class TorchZipArchive:
                     PickleMachine(limits, storage_format="zip").run(io.BytesIO(constants), 0)
                 code = CodeIndex(lambda rel: self._read_code(f, rel, limits))
                 recovered = recover_torchscript(root, code, storage_bytes=self._storage_bytes,
-                                                storage_prefix="zip", limits=limits)
+                                                storage_prefix="zip",
+                                                limits=name_budget(limits, machine.ops))
             else:
                 recovered = recover_model(root, storage_bytes=self._storage_bytes, storage_prefix="zip",
-                                          limits=limits)
+                                          limits=name_budget(limits, machine.ops))
             _check_records(f, listing)
         self.inventory: Inventory = recovered.inventory
         self._flags: dict[str, list[Flag]] = recovered.flags

@@ -30,6 +30,9 @@ class SymbolicCalls:
 
     pos: int = 0
 
+    def charge(self, items: int) -> None:  # the machine counts this work against max_pickle_ops
+        raise NotImplementedError
+
     def _call(self, func: Any, args: Any) -> Any:
         if not isinstance(func, Global):
             raise UnsafePickleError(f"pickle calls a computed value at byte {self.pos}; a checkpoint never "
@@ -43,16 +46,19 @@ class SymbolicCalls:
     def _call_ordered_dict(self, func: Global, args: tuple[Any, ...]) -> Any:
         node = OrderedDictNode(self.pos)
         if args:
+            self.charge(len(args[0]))
             for pair in args[0]:
                 node[hashable_key(pair[0])] = pair[1]
         return node
 
     def _call_set(self, func: Global, args: tuple[Any, ...]) -> Any:
         items = args[0] if args else ()
+        self.charge(len(items))
         members = [hashable_key(x) for x in items]
         return set(members) if func.name == "set" else frozenset(members)
 
     def _call_bytearray(self, func: Global, args: tuple[Any, ...]) -> Any:
+        self.charge(len(args[0]) // 64 if args else 0)
         return _call_encode(self, func, args) if len(args) == 2 else bytes(args[0] if args else b"")
 
     def _call_opaque(self, func: Global, args: tuple[Any, ...]) -> Any:
@@ -98,7 +104,7 @@ class SymbolicCalls:
             raise PickleFormatError(f"unsupported parameter record at byte {self.pos}", offset=self.pos)
         node = ParamNode(args[0], args[1], self.pos)
         if with_state:
-            _apply_state(node, args[3], self.pos)
+            _apply_state(node, args[3], self.pos, self)
         return node
 
     def _call_from_type(self, func: Global, args: tuple[Any, ...]) -> Any:
@@ -119,10 +125,11 @@ class SymbolicCalls:
                 f"pickle rebuilds a tensor with {args[0].qualname} and casts it to {args[1].qualname} at "
                 f"byte {self.pos}; torch.save never writes that: refused as ambiguous",
                 ambiguity="pickled-state", offset=self.pos)
-        _apply_state(result, args[3], self.pos)
+        _apply_state(result, args[3], self.pos, self)
         return result
 
     def _call_encode(self, func: Global, args: tuple[Any, ...]) -> Any:
+        self.charge(len(args[0]) // 64 if args and isinstance(args[0], str) else 0)
         return _call_encode(self, func, args)
 
     def _call_reconstructor(self, func: Global, args: tuple[Any, ...]) -> Any:
@@ -158,8 +165,10 @@ _CALLS: dict[str, Callable[[SymbolicCalls, Global, tuple[Any, ...]], Any]] = {
 }
 
 
-def _apply_state(node: TensorNode | ParamNode, state: Any, pos: int) -> None:
+def _apply_state(node: TensorNode | ParamNode, state: Any, pos: int, calls: SymbolicCalls) -> None:
     """What ``_set_obj_state`` does to the flag: a state's ``requires_grad`` is the one torch keeps."""
+    calls.charge(sum(len(part) for part in (state if isinstance(state, tuple) else (state,))
+                     if isinstance(part, dict)))
     flag = state_flag(state, pos)
     if flag is not None and flag is not node.flag:
         node.overridden.append(node.flag)

@@ -44,6 +44,7 @@ class PickleMachine(SymbolicCalls):
     def __init__(self, limits: ReadLimits = DEFAULT_LIMITS, storage_format: str | None = None) -> None:
         self.limits = limits
         self.storage_ids = StorageIds(storage_format)
+        self.ops = 0  # opcodes run so far, plus the items calls iterate over (see ``charge``)
         self.stack: list[Any] = []
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
@@ -60,11 +61,10 @@ class PickleMachine(SymbolicCalls):
         max_ops = self.limits.max_pickle_ops
         max_stack = self.limits.max_pickle_stack
         handlers = self._ops
-        count = 0
         try:
             for op, arg, raw_pos in pickletools.genops(reader):
-                count += 1
-                if count > max_ops:
+                self.ops += 1
+                if self.ops > max_ops:
                     raise LimitExceeded(f"pickle has more than {max_ops} opcodes", limit="max_pickle_ops",
                                         maximum=max_ops)
                 name = op.name
@@ -100,6 +100,14 @@ class PickleMachine(SymbolicCalls):
             where = _tell(reader) + start
             raise PickleFormatError(f"malformed pickle near byte {where}: {exc}", offset=where) from exc
         raise PickleFormatError(f"pickle ends at byte {self.pos} without STOP", offset=self.pos)
+
+    def charge(self, items: int) -> None:
+        """Count the items a call walks against ``max_pickle_ops``: one opcode can apply a call to a
+        memoized container of any size, again and again, so walking it must cost as much as building it."""
+        self.ops += items
+        if self.ops > self.limits.max_pickle_ops:
+            raise LimitExceeded(f"pickle does more than {self.limits.max_pickle_ops} steps of work",
+                                limit="max_pickle_ops", maximum=self.limits.max_pickle_ops)
 
     # -- stack helpers -------------------------------------------------------------------------------
     def push(self, value: Any) -> None:
