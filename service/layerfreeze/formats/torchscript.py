@@ -12,6 +12,7 @@ does not parse) is refused as ambiguous rather than guessed.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,6 +133,7 @@ def recover_torchscript(root: Any, code: CodeIndex, *, storage_bytes: StorageByt
     tensors: list[TensorInfo] = []
     flags: dict[str, list[Flag]] = {}
     names = 0
+    aliases: list[list[str]] = []  # further names of tensors[i]
     for kind in ("parameter", "buffer"):
         seen: dict[int, int] = {}
         for path, _obj, decl, attrs in modules:
@@ -147,12 +149,10 @@ def recover_torchscript(root: Any, code: CodeIndex, *, storage_bytes: StorageByt
                 check_extent(name, value, storage_bytes)
                 check_flags(name, value)
                 if id(value) in seen:
-                    index = seen[id(value)]
-                    first = tensors[index]
-                    tensors[index] = TensorInfo(first.name, first.kind, first.shape, first.dtype,
-                                                first.requires_grad, (*first.aliases, name), first.storage)
+                    aliases[seen[id(value)]].append(name)
                     continue  # the same node: its flag sites are already listed
                 seen[id(value)] = len(tensors)
+                aliases.append([])
                 tensors.append(TensorInfo(name, kind, value.shape, value.dtype,  # type: ignore[arg-type]
                                           value.flag.value, (), f"{storage_prefix}:{value.storage.key}"))
                 if kind == "parameter":
@@ -160,6 +160,8 @@ def recover_torchscript(root: Any, code: CodeIndex, *, storage_bytes: StorageByt
     for path, obj, _decl, attrs in modules:
         children = tuple(a for a, v in attrs.items() if isinstance(v, Obj) and code.decl(v) is not None)
         infos.append(ModuleInfo(path, normalize_type(obj.type_name), children))
+    tensors = [dataclasses.replace(t, aliases=tuple(more)) if more else t
+               for t, more in zip(tensors, aliases, strict=True)]
     inventory = Inventory(format="torchscript", tensors=tuple(tensors), modules=tuple(infos),
                           types_known=True, children_exact=True)
     return Recovered(inventory, flags)
