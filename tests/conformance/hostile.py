@@ -91,6 +91,18 @@ def repeated_empty_decl(text: str) -> str:
     return text.replace("  __parameters__ = [", "  __parameters__ = []\n  __parameters__ = [")
 
 
+def split_decl(text: str) -> str:
+    """``__parameters__ = ["a", "b", ]`` as two declarations, one name each (torch merges them)."""
+    out = []
+    for line in text.split("\n"):
+        names = line.strip().removeprefix("__parameters__ = [").removesuffix("]").split(", ")
+        if line.startswith("  __parameters__ = [") and len([n for n in names if n.strip()]) > 1:
+            out += [f"  __parameters__ = [{n}, ]" for n in names if n.strip() and n.strip() != ","]
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def commented_decl(text: str) -> str:
     return text.replace("  __buffers__ = [", "  # __parameters__ = []\n  __buffers__ = [")
 

@@ -94,7 +94,7 @@ def test_storage_named_with_two_dtypes_is_refused(tmp_path: Path) -> None:
 
 
 # 4. TorchScript declarations ---------------------------------------------------------------------------
-@pytest.mark.parametrize("transform", [hostile.reindented, hostile.repeated_empty_decl])
+@pytest.mark.parametrize("transform", [hostile.reindented, hostile.repeated_empty_decl, hostile.split_decl])
 def test_torchscript_declarations_in_any_form_torch_accepts(tmp_path: Path, transform) -> None:  # type: ignore[no-untyped-def]
     path = hostile.torchscript_code(tmp_path, transform)
     scripted = torch.jit.load(str(path))
@@ -102,6 +102,18 @@ def test_torchscript_declarations_in_any_form_torch_accepts(tmp_path: Path, tran
     inv = open_archive(path).inventory
     assert {t.name: t.requires_grad for t in inv.tensors if t.kind == "parameter"} == expected
     assert {t.name for t in inv.tensors if t.kind == "buffer"} == {n for n, _ in scripted.named_buffers()}
+
+
+def test_torchscript_code_file_stored_in_another_case(tmp_path: Path) -> None:
+    src = hostile.save(hostile.build("nested"), tmp_path / "ts.pt", "torchscript")
+    members = [(n.replace("/code/__torch__/torch/nn/modules/", "/CODE/__torch__/torch/nn/MODULES/"), b)
+               for n, b in hostile.zip_members(src.read_bytes())]
+    path = tmp_path / "ts-case.pt"
+    path.write_bytes(hostile.make_zip(members))
+    scripted = torch.jit.load(str(path))
+    inv = open_archive(path).inventory
+    expected = [n for n, _ in scripted.named_parameters()]
+    assert [t.name for t in inv.tensors if t.kind == "parameter"] == expected
 
 
 def test_torchscript_declaration_in_a_comment_is_refused(tmp_path: Path) -> None:
