@@ -124,6 +124,9 @@ def build_bases(work: Path) -> list[Base]:
         bases.append(Base("shared-module", (work / "shared-module.pt").read_bytes(), "load", allow))
         torch.save(shared.state_dict(), work / "shared-state.pt")
         bases.append(Base("shared-state_dict", (work / "shared-state.pt").read_bytes()))
+        torch.jit.save(torch.jit.script(torch.nn.Sequential(layer, torch.nn.ReLU(), layer)),
+                       str(work / "shared-ts.pt"))
+        bases.append(Base("shared-torchscript", (work / "shared-ts.pt").read_bytes(), "jit"))
         try:
             from fixtures.models import tiny_bert
 
