@@ -213,3 +213,14 @@ def test_shared_tables_cannot_multiply_names_beyond_the_pickle(tmp_path: Path) -
     with pytest.raises(LimitExceeded) as info:
         open_archive(path)
     assert info.value.limit == "max_tensors" and time.perf_counter() - t0 < 2.0
+
+
+def test_safetensors_header_naming_a_tensor_twice_is_refused(tmp_path: Path) -> None:
+    import struct
+
+    entry = '{"dtype":"%s","shape":[2],"data_offsets":[0,8]}'
+    raw = ('{"w":' + entry % "F32" + ',"w":' + entry % "I32" + "}").encode()
+    raw += b" " * (-len(raw) % 8)
+    path = tmp_path / "dup.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(8))
+    _refused(path, "safetensors-duplicate-key")

@@ -15,7 +15,7 @@ from typing import Any
 
 from layerfreeze.core.kinds import tensor_kind
 from layerfreeze.core.model import FLOATING_DTYPES, Inventory, TensorInfo
-from layerfreeze.errors import LimitExceeded, SafetensorsFormatError
+from layerfreeze.errors import AmbiguousCheckpoint, LimitExceeded, SafetensorsFormatError
 from layerfreeze.formats.base import WrittenFile
 from layerfreeze.formats.copying import stream_copy
 from layerfreeze.formats.dtypes import ITEMSIZE, SAFETENSORS_DTYPES
@@ -45,13 +45,25 @@ def read_header(path: Path, limits: ReadLimits) -> tuple[dict[str, Any], int]:
     if not raw.startswith(b"{"):
         raise SafetensorsFormatError("safetensors header does not start with '{'")
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise SafetensorsFormatError(f"safetensors header is not valid JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise SafetensorsFormatError("safetensors header is not a JSON object")
     _validate(header, size - 8 - length, limits)
     return header, 8 + length
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when a key repeats: JSON readers differ on which value they keep."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise AmbiguousCheckpoint(f"safetensors header names {key[:80]!r} twice; readers differ on which "
+                                      "entry they keep: refused as ambiguous",
+                                      ambiguity="safetensors-duplicate-key")
+        out[key] = value
+    return out
 
 
 def _validate(header: dict[str, Any], data_size: int, limits: ReadLimits) -> None:
