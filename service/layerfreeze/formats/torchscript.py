@@ -53,6 +53,9 @@ def parse_class_decls(source: str) -> dict[str, ClassDecl]:
         tree = ast.parse(source, mode="exec")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         raise _unclear(f"its code does not parse ({type(exc).__name__})") from exc
+    lines = [stmt.lineno for stmt in ast.walk(tree) if isinstance(stmt, ast.stmt)]
+    if len(lines) != len(set(lines)):  # ``a; b`` or ``if x: y``: torch's printer never writes it
+        raise _unclear("two statements share a line")
     decls: dict[str, ClassDecl] = {}
     found = 0
     for node in tree.body:
