@@ -47,4 +47,4 @@ stress: setup
 	$(PY) -m stress
 
 fuzz: setup
-	$(PY) -m stress.fuzz --examples 5000
+	$(PY) -m stress.fuzz --examples 5000 --mutants 5000

@@ -84,9 +84,15 @@ def _slowest(suite: str, where: str, tally, known: dict[str, str]) -> list[Row]:
 
 
 def part_fuzz(root: Path, quick: bool) -> list[Row]:
-    from stress.fuzz import run
+    from stress.fuzz import run, run_differential
 
-    return [
+    fig = run_differential(300 if quick else 2000)
+    rows: list[Row] = [("differential", what, figure, "") for what, figure in fig.rows()]
+    verdicts = {"disagreements": _verdict(not fig.disagreements),
+                "slowest refusal": _verdict(fig.slowest_refusal[0] < 1.0)}
+    rows = [(s, w, f, verdicts.get(w, v)) for s, w, f, v in rows]
+    rows += [("differential", "  disagreement", d[:70], "FAIL") for d in fig.disagreements[:5]]
+    return rows + [
         (
             "fuzz",
             name,

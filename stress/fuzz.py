@@ -1,9 +1,10 @@
-"""Property fuzzing of the spec parser, the selection engine and the readers (hypothesis).
+"""Property fuzzing of the spec parser, the selection engine and the readers (hypothesis), and the
+differential conformance check against torch's own loader (``stress.differential``).
 
-The properties are plain functions; ``tests/adversarial`` runs them briefly in CI, ``make fuzz`` runs
-them long:
+The properties are plain functions; ``tests/adversarial`` and ``tests/conformance`` run them briefly in
+CI, ``make fuzz`` runs them long:
 
-    python -m stress.fuzz [--examples N]
+    python -m stress.fuzz [--examples N] [--mutants M]
 """
 
 from __future__ import annotations
@@ -237,15 +238,33 @@ def run(examples: int, deadline_ms: int = 5000) -> list[tuple[str, int, float, s
     return results
 
 
+def run_differential(mutants: int, seed: int = 0) -> Any:
+    """The differential conformance property on ``mutants`` mutants; returns its Figures."""
+    from stress.differential import run as differential
+
+    with tempfile.TemporaryDirectory(prefix="lf-diff-") as tmp:
+        return differential(mutants, seed, Path(tmp))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stress.fuzz")
     ap.add_argument("--examples", type=int, default=2000)
+    ap.add_argument("--mutants", type=int, default=0, help="differential mutants (0: skip)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the differential mutants")
     args = ap.parse_args(argv)
     from stress import ensure_paths
 
     ensure_paths()
-    results = run(args.examples)
-    return 0 if all(r[3].startswith("ok") for r in results) else 1
+    ok = True
+    if args.mutants:
+        fig = run_differential(args.mutants, args.seed)
+        for what, figure in fig.rows():
+            print(f"differential {what:38s} {figure}", flush=True)
+        for d in fig.disagreements[:50]:
+            print("DISAGREEMENT", d)
+        ok = not fig.disagreements
+    results = run(args.examples) if args.examples else []
+    return 0 if ok and all(r[3].startswith("ok") for r in results) else 1
 
 
 if __name__ == "__main__":

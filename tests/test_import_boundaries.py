@@ -20,7 +20,7 @@ ALLOWED = {
     "formats": ("layerfreeze.core", "layerfreeze.formats", "layerfreeze.errors", "layerfreeze.limits"),
     "errors.py": (),
     "problems.py": ("layerfreeze.errors",),
-    "limits.py": (),
+    "limits.py": ("layerfreeze.errors",),
     "version.py": (),
 }
 NEVER_API = ("worker", "storage", "core", "formats", "freeze.py", "problems.py", "settings.py")

@@ -6,6 +6,8 @@
     │   ├── UnsafePickleError         the pickle references or calls something a checkpoint never needs
     │   ├── PickleFormatError         the pickle stream is malformed
     │   ├── ArchiveError              the zip container is malformed or hostile
+    │   ├── AmbiguousCheckpoint       torch could read the file differently than we do (refused, not guessed)
+    │   │   └── AmbiguousArchive          ... because of the zip container (also an ArchiveError)
     │   └── SafetensorsFormatError
     ├── LimitExceeded             a configured limit (size, entries, depth, ...) was hit
     │   ├── UploadTooLarge            the request body (or a form field) is over its cap
@@ -90,6 +92,21 @@ class ArchiveError(FormatError):
 
 class SafetensorsFormatError(FormatError):
     pass
+
+
+class AmbiguousCheckpoint(FormatError):
+    """A file that torch's own loader might read differently from our reader (two zip members whose names
+    differ only in case, a pickled ``state`` that sets tensor attributes, a storage named with two dtypes,
+    TorchScript code not in the form torch writes). ``ambiguity`` is a short stable name of the kind."""
+
+    def __init__(self, detail: str, *, ambiguity: str, offset: int | None = None) -> None:
+        super().__init__(detail, ambiguity=ambiguity, offset=offset)
+        self.ambiguity = ambiguity
+        self.offset = offset
+
+
+class AmbiguousArchive(AmbiguousCheckpoint, ArchiveError):
+    """A zip container torch's reader could read differently (members differing only in case, ...)."""
 
 
 class LimitExceeded(LayerfreezeError):

@@ -41,12 +41,16 @@ def freeze_file(
     Raises SpecError (the spec is invalid, or under ``strict`` selects nothing), FormatError subclasses
     (the file is not a checkpoint we read), LimitExceeded, and OSError for the files themselves.
     """
+    from layerfreeze.formats.base import pin_unrecordable
     from layerfreeze.formats.detect import open_archive  # the readers are the formats package's
 
     src = Path(src)
     parsed = parse_spec(spec)
     archive = open_archive(src, limits)
     selection = select(parsed, archive.inventory)
+    unrecordable = getattr(archive, "unrecordable", frozenset())
+    if unrecordable:  # the report says what torch.load of the output gives (CONTRACT section 7)
+        selection = pin_unrecordable(selection, unrecordable)
     input_filename = input_name or src.name
     if dst is None:
         size, digest = sha256_file(src)

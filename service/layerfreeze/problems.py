@@ -20,6 +20,7 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     e.PickleFormatError: (422, "malformed-pickle", "Malformed pickle stream"),
     e.ArchiveError: (422, "malformed-archive", "Malformed or hostile archive"),
     e.SafetensorsFormatError: (422, "malformed-safetensors", "Malformed safetensors file"),
+    e.AmbiguousCheckpoint: (422, "ambiguous-checkpoint", "torch could read this checkpoint differently"),
     e.LimitExceeded: (422, "limit-exceeded", "A read limit was exceeded"),
     e.UploadTooLarge: (413, "upload-too-large", "Upload too large"),
     e.JobTimeLimit: (422, "job-time-limit", "Job time limit exceeded"),

@@ -25,7 +25,14 @@ from typing import Any
 
 __all__ = ["AppliedState", "CheckpointReadError", "ModelMismatchError", "apply"]
 
-_STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
+# Where the model sits in a checkpoint dict, most specific first: the service's own list and rule
+# (layerfreeze.formats.torch_objects.MODEL_KEYS; the client cannot import the service, so a test asserts
+# the two are identical). Keys from this list are tried in this order, then the dict's other keys in
+# their own order; the first that holds a state dict (or a module) is the model.
+MODEL_KEYS = (
+    "state_dict", "model_state_dict", "model_state", "model", "module", "net", "network", "ema",
+    "model_ema", "state_dict_ema", "ema_state_dict", "params", "weights", "generator", "student", "teacher",
+)
 
 
 class ModelMismatchError(ValueError):
@@ -215,12 +222,12 @@ def _states_from_torch(path: Path) -> dict[str, bool]:
             "`with torch.serialization.safe_globals([...]):` (torch.serialization."
             "get_unsafe_globals_in_checkpoint lists them), or pass the job's report instead"
         ) from exc
-    if isinstance(obj, torch.nn.Module):
-        return {n: p.requires_grad for n, p in obj.named_parameters(remove_duplicate=False)}
-    tensors = _find_state_dict(obj, torch.Tensor)
-    if tensors is None:
+    found = _find_model(obj, torch.Tensor, torch.nn.Module)
+    if found is None:
         raise CheckpointReadError(f"{path}: no state dict of tensors found in the checkpoint")
-    states = {n: t.requires_grad for n, t in tensors.items()}
+    if isinstance(found, torch.nn.Module):
+        return {n: p.requires_grad for n, p in found.named_parameters(remove_duplicate=False)}
+    states = {n: t.requires_grad for n, t in found.items()}
     if states and not any(states.values()):
         # model.state_dict() records every tensor as not requiring grad: this may be the original
         warnings.warn(
@@ -235,17 +242,37 @@ def _is_legacy(path: Path) -> bool:
         return not f.read(4).startswith(b"PK\x03\x04")
 
 
-def _find_state_dict(obj: Any, tensor_type: type, depth: int = 0) -> dict[str, Any] | None:
-    """The state dict itself, or the one a checkpoint dict wraps (``state_dict``, ``model``, ...)."""
-    if not isinstance(obj, Mapping) or depth > 3:
+def _as_state_dict(value: Any, tensor_type: type) -> dict[str, Any] | None:
+    """The tensors of ``value`` if it is a state dict (names to tensors; ``*_extra_state`` entries may
+    hold anything), else None: the service's ``as_state_dict``."""
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         return None
-    if obj and all(isinstance(v, tensor_type) for v in obj.values()):
-        return {str(k): v for k, v in obj.items()}
-    keys = sorted(obj, key=lambda k: (k not in _STATE_DICT_KEYS, str(k)))
-    for key in keys:
-        found = _find_state_dict(obj[key], tensor_type, depth + 1)
-        if found is not None:
-            return found
+    tensors = {}
+    for key, item in value.items():
+        if isinstance(item, tensor_type):
+            tensors[key] = item
+        elif not key.endswith("_extra_state"):
+            return None
+    if tensors or "_metadata" in getattr(value, "__dict__", {}):
+        return tensors
+    return None
+
+
+def _find_model(obj: Any, tensor_type: type, module_type: type) -> Any:
+    """The state dict or module the service froze in ``obj``, found by the service's own rule."""
+    if isinstance(obj, module_type):
+        return obj
+    sd = _as_state_dict(obj, tensor_type)
+    if sd is not None:
+        return sd
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(k, str) for k in obj):
+        return None
+    for key in [k for k in MODEL_KEYS if k in obj] + [k for k in obj if k not in MODEL_KEYS]:
+        sd = _as_state_dict(obj[key], tensor_type)
+        if sd is not None and (key in MODEL_KEYS or sd):
+            return sd
+        if isinstance(obj[key], module_type):
+            return obj[key]
     return None
 
 

@@ -207,7 +207,11 @@ def _module_tree(selection: Selection) -> list[dict[str, Any]]:
             chain = chains.get(own)
             if chain is None:
                 chain = chains[own] = containing_modules(name)
-            paths = chain if not p.aliases else {*paths, *chain}
+            if not p.aliases:
+                paths = chain
+            else:  # one growing set: rebuilding it per alias would cost aliases squared
+                paths = paths if isinstance(paths, set) else set()
+                paths.update(chain)
         numel_trainable = p.numel if state else 0
         for path in paths:
             t = totals[path]

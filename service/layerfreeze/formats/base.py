@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from layerfreeze.core.findings import Finding
 from layerfreeze.core.model import Inventory
+from layerfreeze.core.selection import Selection
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +41,26 @@ class Archive(Protocol):
     def write(
         self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *, source_sha256: str | None = None
     ) -> WrittenFile: ...
+
+
+def pin_unrecordable(selection: Selection, names: frozenset[str]) -> Selection:
+    """The selection as the output will really load: parameters whose file has no requires_grad to
+    write (tensors rebuilt by ``torch._utils._rebuild_tensor``) stay False, whatever the spec decided,
+    because that is what ``torch.load`` gives; a warning names them and what the spec wanted."""
+    final = list(selection.final)
+    wanted: list[str] = []
+    for i, p in enumerate(selection.parameters):
+        if p.name in names:
+            if final[i]:
+                wanted.append(p.name)
+            final[i] = False
+    shown = ", ".join(wanted[:20]) + (f", ... ({len(wanted) - 20} more)" if len(wanted) > 20 else "")
+    finding = Finding(
+        "requires_grad_not_recordable",
+        "this file rebuilds tensors with torch._utils._rebuild_tensor, which records no requires_grad: "
+        "torch.load gives requires_grad=False for them, and so does this report, whatever the spec "
+        "decides" + (f"; the spec would have made these trainable: {shown}" if wanted else ""),
+        tuple(sorted(names)),
+    )
+    return dataclasses.replace(selection, final=tuple(final),
+                               findings=(*selection.findings, finding))

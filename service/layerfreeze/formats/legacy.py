@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import tarfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from layerfreeze.core.model import Inventory
-from layerfreeze.errors import FormatError
+from layerfreeze.errors import AmbiguousCheckpoint, FormatError
 from layerfreeze.formats.base import WrittenFile
 from layerfreeze.formats.copying import stream_copy
 from layerfreeze.formats.dtypes import ITEMSIZE
 from layerfreeze.formats.pickle.machine import PickleMachine
 from layerfreeze.formats.pickle.nodes import Flag, StorageRef
 from layerfreeze.formats.pickle.reader import BoundedReader
-from layerfreeze.formats.torch_objects import flag_patches, recover_model
+from layerfreeze.formats.torch_objects import flag_patches, name_budget, recover_model, unrecordable
 from layerfreeze.limits import ReadLimits
 
 DEFAULT_LIMITS = ReadLimits()
@@ -35,13 +36,18 @@ class LegacyArchive:
         self.source = Path(source)
         size = self.source.stat().st_size
         with open(self.source, "rb") as f:
+            if _is_tar_header(f.read(512)):
+                raise AmbiguousCheckpoint(
+                    "the file starts with a valid tar header: torch.load reads such a file as the oldest "
+                    "(tar) checkpoint format before it tries the pickle we read; refused as ambiguous",
+                    ambiguity="legacy-tar")
 
             def next_pickle(start: int) -> tuple[object, PickleMachine, int]:
                 room = size - start
                 capped = limits.max_pickle_bytes < room
                 reader = BoundedReader(f, start, min(limits.max_pickle_bytes, room),
                                        "max_pickle_bytes" if capped else None)
-                machine = PickleMachine(limits)
+                machine = PickleMachine(limits, storage_format="legacy")
                 value = machine.run(reader)  # type: ignore[arg-type]
                 return value, machine, reader.tell()
 
@@ -64,11 +70,13 @@ class LegacyArchive:
             if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
                 raise FormatError("legacy torch file has a malformed storage key list")
             self._sizes = _storage_sizes(f, pos, size, keys, main.storages)
-        recovered = recover_model(root, storage_bytes=self._sizes.get, storage_prefix="legacy", limits=limits)
+        recovered = recover_model(root, storage_bytes=self._sizes.get, storage_prefix="legacy",
+                                  limits=name_budget(limits, main.ops))
         self.inventory: Inventory = dataclasses.replace(
             recovered.inventory, notes=("legacy (non-zip) torch.save format", *recovered.inventory.notes)
         )
         self._flags = recovered.flags
+        self.unrecordable = unrecordable(recovered.flags)
 
     def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *,
               source_sha256: str | None = None) -> WrittenFile:
@@ -76,10 +84,24 @@ class LegacyArchive:
                            source_sha256=source_sha256)
 
 
+def _is_tar_header(block: bytes) -> bool:
+    """Whether Python's tarfile (what torch.load tries first on a non-zip file) accepts ``block`` as a
+    header. Only the bytes are parsed; nothing is extracted."""
+    if len(block) < tarfile.BLOCKSIZE:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(block[:tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
 def _storage_sizes(f: object, pos: int, size: int, keys: list[str],
                    refs: list[StorageRef]) -> dict[str, int]:
     """Byte size of each raw storage after the key list, checked against the declared element counts."""
-    dtypes = {ref.key: ref.dtype for ref in refs}
+    dtypes: dict[str, str] = {}
+    for ref in refs:  # the first naming decides, as in torch (the machine refuses any other)
+        dtypes.setdefault(ref.key, ref.dtype)
     sizes: dict[str, int] = {}
     for key in keys:
         if key not in dtypes or key in sizes:

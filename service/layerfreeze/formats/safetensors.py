@@ -15,7 +15,7 @@ from typing import Any
 
 from layerfreeze.core.kinds import tensor_kind
 from layerfreeze.core.model import FLOATING_DTYPES, Inventory, TensorInfo
-from layerfreeze.errors import LimitExceeded, SafetensorsFormatError
+from layerfreeze.errors import AmbiguousCheckpoint, LimitExceeded, SafetensorsFormatError
 from layerfreeze.formats.base import WrittenFile
 from layerfreeze.formats.copying import stream_copy
 from layerfreeze.formats.dtypes import ITEMSIZE, SAFETENSORS_DTYPES
@@ -45,13 +45,25 @@ def read_header(path: Path, limits: ReadLimits) -> tuple[dict[str, Any], int]:
     if not raw.startswith(b"{"):
         raise SafetensorsFormatError("safetensors header does not start with '{'")
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise SafetensorsFormatError(f"safetensors header is not valid JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise SafetensorsFormatError("safetensors header is not a JSON object")
     _validate(header, size - 8 - length, limits)
     return header, 8 + length
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when a key repeats: JSON readers differ on which value they keep."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise AmbiguousCheckpoint(f"safetensors header names {key[:80]!r} twice; readers differ on which "
+                                      "entry they keep: refused as ambiguous",
+                                      ambiguity="safetensors-duplicate-key")
+        out[key] = value
+    return out
 
 
 def _validate(header: dict[str, Any], data_size: int, limits: ReadLimits) -> None:
@@ -64,12 +76,14 @@ def _validate(header: dict[str, Any], data_size: int, limits: ReadLimits) -> Non
     for name, entry in header.items():
         if name == "__metadata__":
             continue
+        limits.check_name(name)
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise SafetensorsFormatError(f"tensor {name!r} needs exactly dtype, shape and data_offsets")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if dtype not in SAFETENSORS_DTYPES:
             raise SafetensorsFormatError(f"tensor {name!r} has unknown dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        if (not isinstance(shape, list) or len(shape) > 64
+                or not all(type(d) is int and d >= 0 for d in shape)):
             raise SafetensorsFormatError(f"tensor {name!r} has an invalid shape")
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(type(o) is int and o >= 0 for o in offsets) or offsets[0] > offsets[1]):

@@ -14,7 +14,7 @@ from typing import Any
 
 from layerfreeze.core.kinds import tensor_kind
 from layerfreeze.core.model import FLOATING_DTYPES, Inventory, ModuleInfo, TensorInfo
-from layerfreeze.errors import FormatError, LimitExceeded
+from layerfreeze.errors import AmbiguousCheckpoint, FormatError, LimitExceeded
 from layerfreeze.formats.dtypes import ITEMSIZE
 from layerfreeze.formats.module_tree import modules_from_names
 from layerfreeze.formats.pickle.nodes import Flag, Obj, OrderedDictNode, ParamNode, TensorNode
@@ -44,6 +44,7 @@ class _Entry:
     is_param_node: bool
     aliases: list[str] = field(default_factory=list)
     alias_flags: list[Flag] = field(default_factory=list)
+    sites: list[Flag] = field(default_factory=list)  # every flag byte behind the name and its aliases
 
 
 StorageBytes = Callable[[str], "int | None"]
@@ -118,6 +119,37 @@ def _tensor_of(value: TensorNode | ParamNode) -> tuple[TensorNode, Flag, bool]:
     return value, value.flag, False
 
 
+def name_budget(limits: ReadLimits, ops: int) -> ReadLimits:
+    """``limits`` with ``max_tensors`` also bounded by the pickle's own size (``ops``, its opcodes).
+
+    Shared records (one ``_parameters`` dict in many modules, one module under many names) let a small
+    pickle name a tensor any number of times, and every name goes into the report. Real models spend
+    far more than one opcode per name; the floor keeps small files free of this check."""
+    return limits.model_copy(update={"max_tensors": min(limits.max_tensors, max(10_000, ops))})
+
+
+def check_name_count(count: int, limits: ReadLimits) -> None:
+    if count > limits.max_tensors:
+        raise LimitExceeded(f"the checkpoint names more than {limits.max_tensors} tensors (aliases included)",
+                            limit="max_tensors", value=count, maximum=limits.max_tensors)
+
+
+def _sites(value: TensorNode | ParamNode) -> list[Flag]:
+    return value.sites
+
+
+def check_flags(name: str, value: TensorNode | ParamNode) -> None:
+    """torch.load refuses to set requires_grad=True on an integer tensor (every flag it applies on the
+    way, the inner tensor's included); we refuse the same file rather than accept what torch cannot load."""
+    node = value.tensor if isinstance(value, ParamNode) else value
+    if node.dtype in FLOATING_DTYPES:
+        return
+    flags = [*value.sites, *(node.sites if isinstance(value, ParamNode) else ())]
+    if any(f.value for f in flags):
+        raise FormatError(f"tensor {name!r} is {node.dtype} but recorded with requires_grad=True; torch.load "
+                          "refuses that (only floating point and complex tensors can require gradients)")
+
+
 def check_extent(name: str, node: TensorNode, storage_bytes: StorageBytes) -> None:
     st = node.storage
     size = storage_bytes(st.key)
@@ -154,6 +186,8 @@ def _from_state_dict(sd: dict[str, Any], fmt: str, key: str | None, notes: tuple
     for name, value in sd.items():
         if not isinstance(value, (TensorNode, ParamNode)):
             continue  # *_extra_state
+        limits.check_name(name)
+        check_flags(name, value)
         node, flag, is_param = _tensor_of(value)
         check_extent(name, node, storage_bytes)
         start = node.storage.view_offset + node.offset
@@ -162,22 +196,29 @@ def _from_state_dict(sd: dict[str, Any], fmt: str, key: str | None, notes: tuple
         if first is not None:
             first.aliases.append(name)
             first.alias_flags.append(flag)
+            first.sites.extend(_sites(value))
             continue
-        entry = _Entry(name, tensor_kind(name, node.dtype), node, flag, is_param)
+        entry = _Entry(name, tensor_kind(name, node.dtype), node, flag, is_param, sites=_sites(value))
         by_identity[id(value)] = entry
         by_view[view] = entry
         entries.append(entry)
+    for e in entries:
+        if any(f.value != e.flag.value for f in e.alias_flags):
+            raise AmbiguousCheckpoint(
+                f"{e.name!r} and {', '.join(e.aliases)} are one tensor (the same bytes) saved with different "
+                "requires_grad; one state cannot describe them: refused as ambiguous",
+                ambiguity="tied-flags")
     # Nothing recorded: plain tensors (state_dict() drops requires_grad) whose flags are all False.
     # Our own outputs set every parameter's flag, so any True flag or any Parameter means "recorded".
     recorded = any(e.is_param_node for e in entries) or any(
-        e.kind == "parameter" and (e.flag.value or any(f.value for f in e.alias_flags)) for e in entries
+        e.kind == "parameter" and e.flag.value for e in entries
     )
     tensors = tuple(_info(e, prefix, recorded) for e in entries)
     metadata = sd.attrs.get("_metadata") if isinstance(sd, OrderedDictNode) else None
     paths = list(metadata) if isinstance(metadata, dict) else None
     modules, exact = modules_from_names([t.name for t in tensors] + [a for t in tensors for a in t.aliases],
                                         paths)
-    flags = {e.name: [e.flag, *e.alias_flags] for e in entries if e.kind == "parameter"}
+    flags = {e.name: e.sites for e in entries if e.kind == "parameter"}
     if not recorded:
         notes = (*notes, "no requires_grad recorded (plain tensors, as state_dict() saves them): "
                  "every parameter starts trainable")
@@ -193,24 +234,26 @@ def _module_state(obj: Obj) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def _named_modules(root: Obj, limits: ReadLimits) -> list[tuple[str, Obj]]:
-    """``named_modules()``: pre-order, children in definition order, shared modules once."""
-    out: list[tuple[str, Obj]] = []
+def _named_modules(root: Obj, limits: ReadLimits) -> list[tuple[str, Obj, bool]]:
+    """``named_modules(remove_duplicate=False)`` (what ``named_parameters(remove_duplicate=False)`` walks):
+    pre-order, children in definition order, a shared module under every path it has. The flag marks
+    a module's first path (``named_modules()``'s own listing). Paths count against the name budget, and
+    every path against the name limits, so shared or cyclic records cannot multiply without bound."""
+    out: list[tuple[str, Obj, bool]] = []
     seen: set[int] = set()
     todo: list[tuple[str, Obj]] = [("", root)]
     while todo:
         path, module = todo.pop()
-        if id(module) in seen:
-            continue
+        out.append((path, module, id(module) not in seen))
         seen.add(id(module))
-        out.append((path, module))
-        if path.count(".") >= limits.max_pickle_depth:
-            raise LimitExceeded("module tree nests too deep", limit="max_pickle_depth",
-                                maximum=limits.max_pickle_depth)
+        check_name_count(len(out), limits)
         children = _module_state(module).get("_modules") or {}
         if not isinstance(children, dict):
             raise FormatError(f"module {path or '<root>'} has a malformed _modules record")
-        kids = [(f"{path}.{n}" if path else str(n), m) for n, m in children.items() if m is not None]
+        if not all(isinstance(n, str) for n in children):
+            raise FormatError(f"module {path or '<root>'} names a child with something not a string")
+        kids = [(limits.check_name(f"{path}.{n}" if path else n), m) for n, m in children.items()
+                if m is not None]
         for child_path, child in reversed(kids):
             if not is_module(child):
                 raise FormatError(f"module child {child_path!r} is not a module record")
@@ -223,36 +266,39 @@ def _from_module(root: Obj, fmt: str, key: str | None, notes: tuple[str, ...],
     modules = _named_modules(root, limits)
     infos: list[ModuleInfo] = []
     entries: list[_Entry] = []
+    names = 0
     for slot, kind in (("_parameters", "parameter"), ("_buffers", "buffer")):
         seen: dict[int, _Entry] = {}
-        for path, module in modules:
+        for path, module, _ in modules:
             table = _module_state(module).get(slot) or {}
             if not isinstance(table, dict):
                 raise FormatError(f"module {path or '<root>'} has a malformed {slot} record")
             for leaf, value in table.items():
                 if value is None:
                     continue  # e.g. bias=False
-                if not isinstance(value, (TensorNode, ParamNode)):
-                    raise FormatError(f"{slot[1:-1]} {leaf!r} of {path or '<root>'} is not a tensor")
-                name = f"{path}.{leaf}" if path else str(leaf)
+                names += 1
+                check_name_count(names, limits)
+                if not isinstance(value, (TensorNode, ParamNode)) or not isinstance(leaf, str):
+                    raise FormatError(f"a {slot[1:-1]} of {path or '<root>'} is not a named tensor")
+                name = limits.check_name(f"{path}.{leaf}" if path else leaf)
+                check_flags(name, value)
                 node, flag, is_param = _tensor_of(value)
                 check_extent(name, node, storage_bytes)
                 if id(value) in seen:
                     seen[id(value)].aliases.append(name)
                     seen[id(value)].alias_flags.append(flag)
-                    continue
-                entry = _Entry(name, kind, node, flag, is_param)
+                    continue  # the same node: the same flag sites
+                entry = _Entry(name, kind, node, flag, is_param, sites=_sites(value))
                 seen[id(value)] = entry
                 entries.append(entry)
-                if len(entries) > limits.max_tensors:
-                    raise LimitExceeded(f"more than {limits.max_tensors} tensors", limit="max_tensors",
-                                        maximum=limits.max_tensors)
-    for path, module in modules:
+    for path, module, first in modules:
+        if not first:
+            continue  # named_modules() lists a shared module once, under its first path
         children = _module_state(module).get("_modules") or {}
         infos.append(ModuleInfo(path, module.type_name,
                                 tuple(str(n) for n, m in children.items() if m is not None)))
     tensors = tuple(_info(e, prefix, True) for e in entries)
-    flags = {e.name: [e.flag, *e.alias_flags] for e in entries if e.kind == "parameter"}
+    flags = {e.name: e.sites for e in entries if e.kind == "parameter"}
     inventory = Inventory(format=fmt, tensors=tensors, modules=tuple(infos), types_known=True,
                           children_exact=True, prefix=key, notes=notes)
     return Recovered(inventory, flags)
@@ -263,7 +309,9 @@ def flag_patches(flags: Mapping[str, list[Flag]], inventory: Inventory,
     """File offset -> replacement bytes that set every parameter's recorded flag to ``final``.
 
     A flag is never set True on a buffer or a non-floating tensor; a parameter missing from ``final``
-    keeps its flag.
+    keeps its flag. Every site of a name changes together (a pickled state's ``requires_grad`` and the
+    rebuilder's own). A flag whose bytes the pickle also uses elsewhere (memo, DUP) is changed only if
+    that changes nothing else; a flag without bytes (``_rebuild_tensor``) is never changed.
     """
     patches: dict[int, bytes] = {}
     floating = {t.name: t.dtype in FLOATING_DTYPES for t in inventory.tensors}
@@ -272,8 +320,20 @@ def flag_patches(flags: Mapping[str, list[Flag]], inventory: Inventory,
             continue
         value = bool(final[name]) and floating.get(name, False)
         for site in sites:
+            if site.fixed:
+                if value != site.value:
+                    raise FormatError(f"parameter {name!r} has no requires_grad in this file to change")
+                continue
+            if site.shared and value != site.value:
+                raise FormatError(f"the requires_grad of parameter {name!r} is a value the pickle reuses "
+                                  "elsewhere (memo); changing it would change those values too")
             offset, data = site.patch(value)
             if patches.get(offset, data) != data:
                 raise FormatError(f"parameter {name!r} shares its flag bytes with another parameter")
             patches[offset] = data
     return patches
+
+
+def unrecordable(flags: Mapping[str, list[Flag]]) -> frozenset[str]:
+    """Parameters whose file records no requires_grad at all: torch.load gives them False, always."""
+    return frozenset(name for name, sites in flags.items() if sites and all(s.fixed for s in sites))

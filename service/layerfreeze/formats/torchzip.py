@@ -11,16 +11,17 @@ import io
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from layerfreeze.core.model import Inventory
-from layerfreeze.errors import ArchiveError, FormatError
+from layerfreeze.errors import AmbiguousArchive, ArchiveError, FormatError
 from layerfreeze.formats.base import WrittenFile
 from layerfreeze.formats.copying import stream_copy
 from layerfreeze.formats.pickle.machine import PickleMachine
 from layerfreeze.formats.pickle.nodes import Flag
-from layerfreeze.formats.torch_objects import flag_patches, recover_model
+from layerfreeze.formats.torch_objects import flag_patches, name_budget, recover_model, unrecordable
 from layerfreeze.formats.torchscript import CodeIndex, recover_torchscript
-from layerfreeze.formats.zipread import Member, ZipListing, read_listing, read_member
+from layerfreeze.formats.zipread import Member, ZipListing, fold, read_listing, read_member
 from layerfreeze.limits import ReadLimits
 
 DEFAULT_LIMITS = ReadLimits()
@@ -35,40 +36,52 @@ class TorchZipArchive:
         with open(self.source, "rb") as f:
             listing = read_listing(f, size, limits)
             self._listing = listing
-            members = listing.members
-            if "data.pkl" not in members:
-                if "archive_format" in members or any(n.startswith("models/") for n in members):
+            pickle_member = listing.get("data.pkl")
+            if pickle_member is None:
+                names = [fold(n) for n in listing.members]
+                if "archive_format" in names or any(n.startswith("models/") for n in names):
                     raise FormatError("torch.export (.pt2) archives are not supported; save a state dict")
                 raise FormatError("zip archive is not a PyTorch checkpoint: it has no data.pkl")
-            self._pickle = members["data.pkl"]
+            self._pickle = pickle_member
             data = read_member(f, self._pickle, limits.max_pickle_bytes, "max_pickle_bytes")
             self._writable = self._pickle.method == 0
             start = self._pickle.data_offset if self._writable else 0
-            root = PickleMachine(limits).run(io.BytesIO(data), start)
-            is_script = "constants.pkl" in members or any(n.startswith("code/") for n in members)
+            machine = PickleMachine(limits, storage_format="zip")
+            root = machine.run(io.BytesIO(data), start)
+            constants_member = listing.get("constants.pkl")
+            if constants_member is not None and not constants_member.name.endswith("/constants.pkl"):
+                # torch.load tests for "constants.pkl" exactly, torch.jit.load finds it in any case
+                raise AmbiguousArchive(
+                    f"zip member {constants_member.name!r}: torch.load and torch.jit.load disagree on "
+                    "whether this is TorchScript; refused as ambiguous", ambiguity="zip-member-case")
+            is_script = constants_member is not None or any(fold(n).startswith("code/")
+                                                            for n in listing.members)
             if is_script:
-                constants = read_member(f, members["constants.pkl"], limits.max_pickle_bytes,
-                                        "max_pickle_bytes") if "constants.pkl" in members else None
+                constants = read_member(f, constants_member, limits.max_pickle_bytes,
+                                        "max_pickle_bytes") if constants_member is not None else None
                 if constants is not None:  # never used for the inventory, but it must be safe too
-                    PickleMachine(limits).run(io.BytesIO(constants), 0)
+                    PickleMachine(limits, storage_format="zip").run(io.BytesIO(constants), 0)
                 code = CodeIndex(lambda rel: self._read_code(f, rel, limits))
                 recovered = recover_torchscript(root, code, storage_bytes=self._storage_bytes,
-                                                storage_prefix="zip", limits=limits)
+                                                storage_prefix="zip",
+                                                limits=name_budget(limits, machine.ops))
             else:
                 recovered = recover_model(root, storage_bytes=self._storage_bytes, storage_prefix="zip",
-                                          limits=limits)
+                                          limits=name_budget(limits, machine.ops))
+            _check_records(f, listing)
         self.inventory: Inventory = recovered.inventory
         self._flags: dict[str, list[Flag]] = recovered.flags
+        self.unrecordable = unrecordable(recovered.flags)
 
     def _storage_bytes(self, key: str) -> int | None:
-        member = self._listing.members.get(f"data/{key}")
+        member = self._listing.get(f"data/{key}")
         return member.size if member is not None else None
 
     def _read_code(self, f: object, rel: str, limits: ReadLimits) -> str | None:
-        member = self._listing.members.get(rel)
+        member = self._listing.get(rel)
         if member is None:
             return None
-        data = read_member(f, member, limits.max_member_bytes)  # type: ignore[arg-type]
+        data = read_member(f, member, limits.max_code_bytes, "max_code_bytes")  # type: ignore[arg-type]
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -82,6 +95,23 @@ class TorchZipArchive:
         if patches:
             patches.update(_crc_patches(self.source, self._pickle, patches))
         return stream_copy(self.source, Path(dst), patches, source_sha256=source_sha256)
+
+
+def _check_records(f: BinaryIO, listing: ZipListing) -> None:
+    """The small records torch's reader checks before it reads the pickle: an archive torch.load refuses
+    is refused here too, so that no output is promised that torch cannot load."""
+    version = listing.get(".data/version") or listing.get("version")
+    if version is None:
+        raise FormatError("zip archive has no version record; torch.load refuses it")
+    text = read_member(f, version, 64, "max_member_bytes").strip()
+    if not text.isdigit() or not 1 <= int(text) <= 10:
+        raise FormatError(f"zip archive has format version {text[:20]!r}; torch reads versions 1 to 10")
+    byteorder = listing.get("byteorder")
+    if byteorder is not None and read_member(f, byteorder, 16, "max_member_bytes") not in (b"little", b"big"):
+        raise FormatError("zip archive's byteorder record is neither 'little' nor 'big'; torch refuses it")
+    alignment = listing.get(".storage_alignment")
+    if alignment is not None and not read_member(f, alignment, 32, "max_member_bytes").strip().isdigit():
+        raise FormatError("zip archive's .storage_alignment record is not a number; torch.load refuses it")
 
 
 def _crc_patches(source: Path, member: Member, patches: Mapping[int, bytes]) -> dict[int, bytes]:

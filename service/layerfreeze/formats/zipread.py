@@ -4,6 +4,12 @@ We parse the end record and the central directory ourselves (not ``zipfile``) be
 know where every CRC lives, and because every check below has to happen before anything is decompressed:
 entry count, names (no ``..``, absolute paths, links or duplicates), one shared root folder, declared
 sizes within the file, compression ratio, overlapping members.
+
+torch's reader (miniz) finds a member by name without regard to ASCII case and takes the folder of the
+first central-directory entry as the archive's root. So two members whose names differ only in case
+(``data.pkl`` and ``DATA.PKL``) are an ambiguity: which one torch reads depends on miniz's sorted index,
+not on anything we can check. Such archives are refused, and lookups here ignore case exactly as
+miniz does, so the member we read is the one torch reads.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from layerfreeze.errors import ArchiveError, LimitExceeded
+from layerfreeze.errors import AmbiguousArchive, ArchiveError, LimitExceeded
 from layerfreeze.limits import ReadLimits
 
 _EOCD = b"PK\x05\x06"
@@ -39,10 +45,23 @@ class Member:
     descriptor_crc_offset: int | None  # in the data descriptor, when the member has one
 
 
+def fold(name: str) -> str:
+    """The name as miniz compares it: ASCII letters lower-cased, nothing else changed."""
+    return name.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 @dataclass(frozen=True, slots=True)
 class ZipListing:
     root: str  # the folder every member sits in
-    members: dict[str, Member]  # by name relative to root ("data.pkl", "data/0", "code/...")
+    members: dict[str, Member]  # by name relative to root ("data.pkl", "data/0", "code/..."), as stored
+    folded: dict[str, Member]  # by ``fold(name)``: how torch looks members up
+
+    def get(self, rel: str) -> Member | None:
+        """The member torch reads for ``rel`` (case-insensitive, as miniz)."""
+        return self.folded.get(fold(rel))
 
 
 def read_listing(f: BinaryIO, file_size: int, limits: ReadLimits) -> ZipListing:
@@ -52,6 +71,7 @@ def read_listing(f: BinaryIO, file_size: int, limits: ReadLimits) -> ZipListing:
     if len(central) != cd_size:
         raise ArchiveError("zip central directory is truncated")
     members: dict[str, Member] = {}
+    folded: dict[str, Member] = {}
     spans: list[tuple[int, int, str]] = []
     pos = 0
     root: str | None = None
@@ -83,9 +103,14 @@ def read_listing(f: BinaryIO, file_size: int, limits: ReadLimits) -> ZipListing:
         if root is None:
             root = top
         elif top != root:
-            raise ArchiveError(f"zip members sit in two folders: {root!r} and {top!r}")
-        if rel in members:
-            raise ArchiveError(f"zip member {name!r} appears twice")
+            raise AmbiguousArchive(f"zip members sit in two folders: {root!r} and {top!r} (torch reads "
+                                      "only the first one's; refused as ambiguous)", ambiguity="zip-root")
+        if fold(rel) in folded:
+            other = folded[fold(rel)].name
+            what = "appears twice" if other == name else f"and {other!r} differ only in case"
+            raise AmbiguousArchive(f"zip member {name!r} {what}: torch's zip reader cannot tell them "
+                                      "apart and may read either one; refused as ambiguous",
+                                      ambiguity="zip-duplicate-member")
         data_offset = _local_header(f, local, raw_name, file_size)
         end = data_offset + csize
         if end > cd_offset:
@@ -95,8 +120,8 @@ def read_listing(f: BinaryIO, file_size: int, limits: ReadLimits) -> ZipListing:
             f.seek(end)
             sig = f.read(4)
             descriptor = end + 4 if sig == _DESCRIPTOR else end
-        members[rel] = Member(name, method, crc, csize, usize, data_offset, local + 14, central_crc,
-                              descriptor)
+        members[rel] = folded[fold(rel)] = Member(name, method, crc, csize, usize, data_offset, local + 14,
+                                                  central_crc, descriptor)
         spans.append((local, end, name))
     spans.sort()
     for (_, end, name), (start, _, other) in itertools.pairwise(spans):
@@ -104,7 +129,7 @@ def read_listing(f: BinaryIO, file_size: int, limits: ReadLimits) -> ZipListing:
             raise ArchiveError(f"zip members {name!r} and {other!r} overlap")
     if root is None:
         raise ArchiveError("zip archive is empty")
-    return ZipListing(root, members)
+    return ZipListing(root, members, folded)
 
 
 def _end_record(f: BinaryIO, file_size: int, limits: ReadLimits) -> tuple[int, int, int]:

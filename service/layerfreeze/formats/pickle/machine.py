@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from layerfreeze.errors import LimitExceeded, PickleFormatError, UnsafePickleError
-from layerfreeze.formats.dtypes import storage_dtype
 from layerfreeze.formats.pickle import policy
 from layerfreeze.formats.pickle.calls import SymbolicCalls, hashable_key
 from layerfreeze.formats.pickle.depth import DepthTracker, check_depth
@@ -26,6 +25,7 @@ from layerfreeze.formats.pickle.nodes import (
     OrderedDictNode,
     StorageRef,
 )
+from layerfreeze.formats.pickle.storages import StorageIds
 from layerfreeze.limits import ReadLimits
 
 DEFAULT_LIMITS = ReadLimits()
@@ -37,8 +37,14 @@ _PUSH_VALUE = frozenset(
 )
 
 class PickleMachine(SymbolicCalls):
-    def __init__(self, limits: ReadLimits = DEFAULT_LIMITS) -> None:
+    """``storage_format`` is how torch will read the persistent ids: "zip" (``torch.save`` archives and
+    TorchScript: ``('storage', type, key, location, numel)``), "legacy" (the same plus a view record),
+    or None for either."""
+
+    def __init__(self, limits: ReadLimits = DEFAULT_LIMITS, storage_format: str | None = None) -> None:
         self.limits = limits
+        self.storage_ids = StorageIds(storage_format)
+        self.ops = 0  # opcodes run so far, plus the items calls iterate over (see ``charge``)
         self.stack: list[Any] = []
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
@@ -55,11 +61,10 @@ class PickleMachine(SymbolicCalls):
         max_ops = self.limits.max_pickle_ops
         max_stack = self.limits.max_pickle_stack
         handlers = self._ops
-        count = 0
         try:
             for op, arg, raw_pos in pickletools.genops(reader):
-                count += 1
-                if count > max_ops:
+                self.ops += 1
+                if self.ops > max_ops:
                     raise LimitExceeded(f"pickle has more than {max_ops} opcodes", limit="max_pickle_ops",
                                         maximum=max_ops)
                 name = op.name
@@ -95,6 +100,14 @@ class PickleMachine(SymbolicCalls):
             where = _tell(reader) + start
             raise PickleFormatError(f"malformed pickle near byte {where}: {exc}", offset=where) from exc
         raise PickleFormatError(f"pickle ends at byte {self.pos} without STOP", offset=self.pos)
+
+    def charge(self, items: int) -> None:
+        """Count the items a call walks against ``max_pickle_ops``: one opcode can apply a call to a
+        memoized container of any size, again and again, so walking it must cost as much as building it."""
+        self.ops += items
+        if self.ops > self.limits.max_pickle_ops:
+            raise LimitExceeded(f"pickle does more than {self.limits.max_pickle_ops} steps of work",
+                                limit="max_pickle_ops", maximum=self.limits.max_pickle_ops)
 
     # -- stack helpers -------------------------------------------------------------------------------
     def push(self, value: Any) -> None:
@@ -139,11 +152,13 @@ class PickleMachine(SymbolicCalls):
         self.pop_mark()
 
     def op_DUP(self, arg: Any) -> None:
+        _mark_shared(self.stack[-1])
         self.push(self.stack[-1])
 
     def _memo_put(self, index: int) -> None:
         if index < 0:
             raise PickleFormatError(f"negative memo index at byte {self.pos}", offset=self.pos)
+        _mark_shared(self.stack[-1])
         self.memo[index] = self.stack[-1]
 
     def op_PUT(self, arg: Any) -> None:
@@ -283,23 +298,7 @@ class PickleMachine(SymbolicCalls):
         return self._storage(pid)
 
     def _storage(self, pid: Any) -> StorageRef:
-        """``('storage', <storage type or dtype global>, key, location, numel[, view])``."""
-        if (not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] != "storage"
-                or not isinstance(pid[1], Global) or not isinstance(pid[2], str)
-                or not isinstance(pid[3], str) or type(pid[4]) is not int or pid[4] < 0):
-            raise PickleFormatError(f"unsupported persistent id at byte {self.pos}", offset=self.pos)
-        dtype = storage_dtype(pid[1].module, pid[1].name)
-        if dtype is None:
-            raise PickleFormatError(f"unknown storage type {pid[1].qualname} at byte {self.pos}",
-                                    offset=self.pos)
-        ref = StorageRef(pid[2], dtype, pid[3], pid[4], self.pos)
-        view = pid[5] if len(pid) == 6 else None
-        if view is not None:  # (view key, offset, size): old legacy files saving storage views
-            if (not isinstance(view, tuple) or len(view) != 3 or type(view[1]) is not int
-                    or type(view[2]) is not int or view[1] < 0 or view[2] < 0
-                    or view[1] + view[2] > pid[4]):
-                raise PickleFormatError(f"invalid storage view at byte {self.pos}", offset=self.pos)
-            ref.view_offset, ref.view_numel = view[1], view[2]
+        ref = self.storage_ids.resolve(pid, self.pos)
         self.storages.append(ref)
         return ref
 
@@ -358,6 +357,11 @@ class PickleMachine(SymbolicCalls):
                 "needs that",
                 global_name=None, offset=self.pos,
             )
+
+
+def _mark_shared(value: Any) -> None:
+    if isinstance(value, Flag):
+        value.shared = True
 
 
 def _extend(target: Any, items: list[Any], pos: int) -> None:

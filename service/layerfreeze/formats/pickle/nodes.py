@@ -31,9 +31,13 @@ class Flag:
     value: bool
     pos: int  # file offset of the opcode
     text: bool = False  # protocol 0/1 INT form
+    shared: bool = False  # also reachable through the memo or DUP: its bytes stand for other values too
+    fixed: bool = False  # no bytes at all: a rebuilder without a requires_grad argument (always False)
 
     def patch(self, value: bool) -> tuple[int, bytes]:
         """(file offset, replacement bytes) that make this flag ``value``; same length as before."""
+        if self.fixed:
+            raise ValueError("a fixed flag has no bytes to patch")
         if self.text:
             return self.pos + 2, b"1" if value else b"0"
         return self.pos, b"\x88" if value else b"\x89"
@@ -65,13 +69,19 @@ class TensorNode:
     offset: int
     shape: tuple[int, ...]
     stride: tuple[int, ...]
-    flag: Flag
+    flag: Flag  # the requires_grad torch ends with
     pos: int
     dtype: str = ""  # the tensor's dtype: the storage's, or the one _rebuild_tensor_v3 names
+    overridden: list[Flag] = field(default_factory=list)  # earlier flags a pickled state overrode
 
     def __post_init__(self) -> None:
         if not self.dtype:
             self.dtype = self.storage.dtype
+
+    @property
+    def sites(self) -> list[Flag]:
+        """Every flag that must change together to change this tensor's requires_grad."""
+        return [self.flag, *self.overridden]
 
 
 @dataclass(eq=False, slots=True)
@@ -79,8 +89,13 @@ class ParamNode:
     """``torch._utils._rebuild_parameter(tensor, requires_grad, hooks)``; the outer flag is its own."""
 
     tensor: TensorNode
-    flag: Flag
+    flag: Flag  # the requires_grad torch ends with
     pos: int
+    overridden: list[Flag] = field(default_factory=list)
+
+    @property
+    def sites(self) -> list[Flag]:
+        return [self.flag, *self.overridden]
 
 
 @dataclass(eq=False, slots=True)

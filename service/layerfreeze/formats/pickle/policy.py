@@ -25,6 +25,7 @@ ALLOWED_CALLS = {
     "__builtin__.frozenset": "frozenset",
     "__builtin__.bytearray": "bytearray",
     "__builtin__.complex": "opaque",
+    "torch._utils._rebuild_tensor": "tensor",
     "torch._utils._rebuild_tensor_v2": "tensor",
     "torch._utils._rebuild_tensor_v3": "tensor",
     "torch._utils._rebuild_parameter": "parameter",
@@ -56,7 +57,6 @@ UNSUPPORTED_TENSOR_CALLS = frozenset(
         "_rebuild_qtensor", "_rebuild_sparse_tensor", "_rebuild_sparse_csr_tensor", "_rebuild_nested_tensor",
         "_rebuild_meta_tensor_no_storage", "_rebuild_wrapper_subclass", "_rebuild_device_tensor_from_numpy",
         "_rebuild_device_tensor_from_cpu_tensor", "_rebuild_xla_tensor", "_rebuild_mtia_tensor",
-        "_rebuild_tensor",
     )
 )
 
@@ -152,6 +152,8 @@ def check_torch_global(module: str, name: str, pos: int) -> None:
                       "checkpoint")
     if module == "torch.serialization" and name in ALLOWED_TORCH_SERIALIZATION:
         return
+    if module == "torch.cuda" and storage_dtype(module, name) is not None:
+        return  # old files name CUDA storage classes; torch.load maps them (an inert name here)
     for prefix in REFUSED_TORCH_PREFIXES:
         if module == prefix or module.startswith(prefix + "."):
             raise _refuse(qualname, pos, "a checkpoint never needs that")
