@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from layerfreeze.limits import ReadLimits
+from layerfreeze.transport import TransportLimits
 
 _DEFAULT_LIMITS = ReadLimits()
 
@@ -63,6 +64,12 @@ class Settings(BaseSettings):
     tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     wait_max_s: float = Field(60.0, ge=0, le=600)
     log_level: str = "INFO"
+    # Transport limits (docs/threat-model.md says what each one protects).
+    max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024**2)  # request line + headers -> 431
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)  # the whole request head must arrive in this
+    keepalive_timeout_s: float = Field(5.0, gt=0, le=3600)  # an idle keep-alive connection is closed
+    max_connections: int = Field(1000, ge=1)  # lowered to fit the file descriptor limit
+    max_uploads_per_tenant: int = Field(8, ge=1)  # uploads being received at once per tenant -> 429
     # Read limits for untrusted files (layerfreeze.limits.ReadLimits).
     max_pickle_bytes: int = Field(_DEFAULT_LIMITS.max_pickle_bytes, ge=1)
     max_pickle_depth: int = Field(_DEFAULT_LIMITS.max_pickle_depth, ge=1)
@@ -86,6 +93,10 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
         return level
+
+    def transport_limits(self) -> TransportLimits:
+        return TransportLimits(max_header_bytes=self.max_header_bytes, header_timeout_s=self.header_timeout_s,
+                               max_connections=self.max_connections)
 
     def read_limits(self) -> ReadLimits:
         return ReadLimits(

@@ -48,6 +48,10 @@ class NotReady(RetryLater):
     pass
 
 
+class TooManyUploads(RetryLater):
+    """The tenant already has ``max_uploads_per_tenant`` uploads being received."""
+
+
 class RangeNotSatisfiable(e.LayerfreezeError):
     def __init__(self, detail: str, *, size: int) -> None:
         super().__init__(detail, size=size)
@@ -101,6 +105,7 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     UnsupportedMediaType: (415, "unsupported-media-type", "Unsupported media type"),
     Unauthorized: (401, "unauthorized", "Unauthorized"),
     QueueFull: (429, "queue-full", "Too many queued jobs"),
+    TooManyUploads: (429, "too-many-uploads", "Too many uploads at once"),
     NotReady: (503, "not-ready", "Service not ready"),
     RangeNotSatisfiable: (416, "range-not-satisfiable", "Range not satisfiable"),
     JobTimeLimit: (422, "job-time-limit", "Job time limit exceeded"),

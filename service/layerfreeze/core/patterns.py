@@ -7,14 +7,52 @@ never ``10.weight``, and ``head`` never ``decode_head.weight``.
 
 Each glob becomes one regular expression over ``"." + name``: a literal segment ``S`` is ``\\.S``,
 ``**`` is ``(?:\\.[^.]+)*``, and a trailing ``(?:\\..*)?`` lets it stop at a containing module.
+
+Matching is bounded: a backtracking pattern (``(a+)+$``, or a glob of many ``*`` against a hostile
+name) could otherwise hold a worker for hours on one name. Every compiled pattern is a
+:class:`BoundedPattern` that may spend at most ``MATCH_BUDGET_S`` seconds matching, over all its calls;
+past that it raises ``LimitExceeded`` (a 422 naming the pattern). The ``regex`` module is used for its
+per-call timeout (the standard ``re`` cannot be interrupted from another thread); patterns are checked
+with ``re`` first, so the accepted syntax is Python's.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 
+import regex
+
+from layerfreeze.errors import LimitExceeded
+
 _SEGMENT_CHAR = r"[^.]"
+MATCH_BUDGET_S = 2.0  # matching time per pattern per job, summed over every name it is tried on
+
+
+class BoundedPattern:
+    """A compiled pattern (``pattern``, ``fullmatch``) whose total matching time is capped."""
+
+    __slots__ = ("_compiled", "_label", "_left", "pattern")
+
+    def __init__(self, source: str, flags: int = 0, *, label: str, budget_s: float = MATCH_BUDGET_S) -> None:
+        re.compile(source, flags)  # Python's syntax, and its error messages, decide what is valid
+        self.pattern = source
+        self._compiled = regex.compile(source, flags | regex.VERSION0)
+        self._left = budget_s
+        self._label = label
+
+    def fullmatch(self, text: str) -> object | None:
+        started = time.perf_counter()
+        try:
+            return self._compiled.fullmatch(text, timeout=max(self._left, 0.001))
+        except TimeoutError:
+            self._left = 0.0
+            raise LimitExceeded(
+                f"{self._label} took more than {MATCH_BUDGET_S:g} s to match against this model's names "
+                "(a pattern that backtracks, like '(a+)+$'); simplify it", limit="match_budget_s") from None
+        finally:
+            self._left -= time.perf_counter() - started
 
 
 class GlobError(ValueError):
@@ -81,9 +119,9 @@ def glob_to_regex(pattern: str) -> str:
     return "".join(parts) + "(?:\\..*)?"
 
 
-def compile_glob(pattern: str) -> re.Pattern[str]:
+def compile_glob(pattern: str) -> BoundedPattern:
     """Compile a name glob; the result's ``fullmatch`` takes ``"." + name``."""
-    return re.compile(glob_to_regex(pattern), re.DOTALL)
+    return BoundedPattern(glob_to_regex(pattern), re.DOTALL, label=f"name pattern {pattern!r}")
 
 
 class NameMatcher:
@@ -92,7 +130,8 @@ class NameMatcher:
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
         self.compiled = tuple(compile_glob(p) for p in self.patterns)
-        self._any = re.compile("|".join(f"(?:{c.pattern})" for c in self.compiled), re.DOTALL)
+        self._any = BoundedPattern("|".join(f"(?:{c.pattern})" for c in self.compiled), re.DOTALL,
+                                   label=f"name patterns {list(self.patterns)!r}"[:200])
 
     def matches(self, name: str) -> bool:
         return self._any.fullmatch("." + name) is not None
@@ -108,7 +147,7 @@ class RegexMatcher:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
-        self.compiled = tuple(re.compile(p) for p in self.patterns)
+        self.compiled = tuple(BoundedPattern(p, label=f"regular expression {p!r}") for p in self.patterns)
 
     def matches(self, name: str) -> bool:
         return any(c.fullmatch(name) for c in self.compiled)

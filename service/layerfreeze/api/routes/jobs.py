@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.downloads import ArtifactResponse
+from layerfreeze.api.numbers import parse_uint
 from layerfreeze.api.problems import BadRequest, NotReady, QueueFull, storage_error
 from layerfreeze.api.schemas import JobPublic, JobsPublic, job_public
 from layerfreeze.api.uploads import receive_upload
@@ -46,15 +47,36 @@ def _parse_bool(name: str, value: str | None) -> bool:
     raise BadRequest(f"form field '{name}' must be 'true' or 'false'", pointer=f"/{name}")
 
 
+def _client_host(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+_spec_limiter: anyio.CapacityLimiter | None = None
+
+
+async def check_spec(spec_text: str) -> None:
+    """Validate a spec in a thread, two at a time: the size caps of ``core.spec`` bound each to tens of
+    milliseconds, and the event loop keeps serving meanwhile."""
+    global _spec_limiter
+    if _spec_limiter is None:
+        _spec_limiter = anyio.CapacityLimiter(2)
+    await anyio.to_thread.run_sync(parse_spec, spec_text, limiter=_spec_limiter)
+
+
 def _cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
 
 
 def _uncursor(cursor: str) -> int:
-    try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-    except ValueError as exc:
-        raise BadRequest("invalid cursor", pointer="/cursor") from exc
+    seq = None
+    if len(cursor) <= 32:
+        try:
+            seq = parse_uint(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii"))
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            seq = None
+    if seq is None:
+        raise BadRequest("invalid cursor: use the 'next' link of the previous page", pointer="/cursor")
+    return seq
 
 
 @router.post("", status_code=202, response_model=JobPublic,
@@ -80,14 +102,15 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
                         retry_after=max(1, min(30, health.queued // max(1, health.workers))))
     tmp = service.blobs.temp_path()
     t0 = time.perf_counter()
-    upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
-                                  max_field_bytes=s.max_form_field_bytes)
+    with service.uploads.hold(tenant if tenant is not None else f"client {_client_host(request)}"):
+        upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
+                                      max_field_bytes=s.max_form_field_bytes)
     t1 = time.perf_counter()
     service.metrics.bytes_in.inc(upload.bytes)
     job_id = secrets.token_hex(12)
     try:
         spec_text = upload.fields.get("spec", "").strip() or "{}"
-        parse_spec(spec_text)  # 422 with pointers before anything is queued
+        await check_spec(spec_text)  # 422 with pointers before anything is queued
         dry_run = _parse_bool("dry_run", upload.fields.get("dry_run"))
         await anyio.to_thread.run_sync(service.blobs.adopt_upload, tmp, job_id)
         log.info("upload stored", extra={"job_id": job_id, "bytes": upload.bytes,
