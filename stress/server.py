@@ -53,6 +53,7 @@ class Service:
         *,
         port: int | None = None,
         log: Path | None = None,
+        nofile: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
@@ -65,6 +66,7 @@ class Service:
         }
         self.log = log or self.data_dir.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.nofile = nofile  # a file descriptor limit for the server process (as a small host has)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self, timeout: float = 60.0, *, wait_ready: bool = True) -> Service:
@@ -76,10 +78,16 @@ class Service:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=self._limit_fds if self.nofile else None,
             )
         if wait_ready:
             self.wait_ready(timeout)
         return self
+
+    def _limit_fds(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     wait_max_s: float = Field(60.0, ge=0, le=600)
     log_level: str = "INFO"
     # Transport limits (docs/threat-model.md says what each one protects).
-    max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024**2)  # request line + headers -> 431
+    max_header_bytes: int = Field(128 * 1024, ge=1024, le=16 * 1024**2)  # request line + headers -> 431
     header_timeout_s: float = Field(10.0, gt=0, le=3600)  # the whole request head must arrive in this
     keepalive_timeout_s: float = Field(5.0, gt=0, le=3600)  # an idle keep-alive connection is closed
     max_connections: int = Field(1000, ge=1)  # lowered to fit the file descriptor limit

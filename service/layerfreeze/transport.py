@@ -39,7 +39,7 @@ FDS_PER_CONNECTION = 2  # the socket, and the upload or artifact file it may hav
 
 @dataclass(frozen=True, slots=True)
 class TransportLimits:
-    max_header_bytes: int = 64 * 1024
+    max_header_bytes: int = 128 * 1024
     header_timeout_s: float = 10.0
     max_connections: int = 1000
 

@@ -29,7 +29,7 @@ MAX_SPEC_BYTES = 256 * 1024  # the whole JSON text
 MAX_RULES = 1000
 MAX_VALUES = 10_000  # entries of every selector list (names, regex, types, params, indices) together
 MAX_PATTERN_CHARS = 1024  # one name glob or regular expression
-MAX_PATTERN_TOTAL = 64 * 1024  # all name globs and regular expressions together
+MAX_PATTERN_TOTAL = 16 * 1024  # all regular expressions and globs with wildcards together
 MAX_REGEXES = 32  # regular expressions in the whole spec (each may spend core.patterns.MATCH_BUDGET_S)
 
 
@@ -209,6 +209,10 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
+def _has_wildcards(glob: str) -> bool:
+    return "*" in glob or "?" in glob or "[" in glob
+
+
 def _size_issues(spec: FreezeSpec) -> list[SpecIssue]:
     """Caps checked before any pattern is compiled, so an oversized spec costs only its JSON parse."""
     issues: list[SpecIssue] = []
@@ -220,12 +224,12 @@ def _size_issues(spec: FreezeSpec) -> list[SpecIssue]:
         for key in ("names", "regex", "types", "params"):
             for j, value in enumerate(getattr(rule, key) or ()):
                 values += 1
-                if key in ("names", "regex"):
+                if key == "regex" or (key == "names" and _has_wildcards(value)):
                     pattern_chars += len(value)
-                    if len(value) > MAX_PATTERN_CHARS:
-                        issues.append(SpecIssue(json_pointer(("rules", i, key, j)),
-                                                f"a pattern of {len(value)} characters; the limit is "
-                                                f"{MAX_PATTERN_CHARS}"))
+                if key in ("names", "regex") and len(value) > MAX_PATTERN_CHARS:
+                    issues.append(SpecIssue(json_pointer(("rules", i, key, j)),
+                                            f"a pattern of {len(value)} characters; the limit is "
+                                            f"{MAX_PATTERN_CHARS}"))
         regexes += len(rule.regex or ())
         values += len(rule.children.indices or ()) if rule.children is not None else 0
     for total, limit, what in ((values, MAX_VALUES, "selector values"),
@@ -242,7 +246,10 @@ def _semantic_issues(spec: FreezeSpec) -> list[SpecIssue]:
         base = ("rules", i)
         for j, pattern in enumerate(rule.names or ()):
             try:
-                glob_to_regex(pattern)  # raises on a malformed glob; compiling it is the worker's job
+                if _has_wildcards(pattern):
+                    glob_to_regex(pattern)  # raises on a malformed glob; compiling it is the worker's job
+                elif "" in pattern.split("."):
+                    raise GlobError("an empty segment (two dots, or a leading or trailing dot)")
             except GlobError as exc:
                 issues.append(SpecIssue(json_pointer((*base, "names", j)), f"invalid name pattern: {exc}"))
         for j, pattern in enumerate(rule.regex or ()):

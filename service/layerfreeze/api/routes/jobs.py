@@ -55,11 +55,12 @@ _spec_limiter: anyio.CapacityLimiter | None = None
 
 
 async def check_spec(spec_text: str) -> None:
-    """Validate a spec in a thread, two at a time: the size caps of ``core.spec`` bound each to tens of
-    milliseconds, and the event loop keeps serving meanwhile."""
+    """Validate a spec in a thread, one at a time: the size caps of ``core.spec`` bound each to
+    milliseconds, and the event loop keeps serving meanwhile (one such thread at most competes with it for
+    the interpreter)."""
     global _spec_limiter
     if _spec_limiter is None:
-        _spec_limiter = anyio.CapacityLimiter(2)
+        _spec_limiter = anyio.CapacityLimiter(1)
     await anyio.to_thread.run_sync(parse_spec, spec_text, limiter=_spec_limiter)
 
 
@@ -90,7 +91,8 @@ def _uncursor(cursor: str) -> int:
                      "spec": {"type": "string", "default": "{}", "description": "freeze spec (JSON)"},
                      "dry_run": {"type": "boolean", "default": False}}}}}}})
 async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
-                     wait: float = Query(0, description="seconds to wait for the result (clamped to 0..60)"),
+                     wait: float = Query(0, description="seconds to wait for the result (clamped to 0..60)",
+                                         allow_inf_nan=False),
                      ) -> Response:
     """Upload a checkpoint and a freeze spec; the job runs in a worker process."""
     s = service.settings
