@@ -8,8 +8,9 @@ never ``10.weight``, and ``head`` never ``decode_head.weight``.
 Each glob becomes one regular expression over ``"." + name``: a literal segment ``S`` is ``\\.S``,
 ``**`` is ``(?:\\.[^.]+)*``, and a trailing ``(?:\\..*)?`` lets it stop at a containing module.
 
-Matching is bounded: a backtracking pattern (``(a+)+$``, or a glob of many ``*`` against a hostile
-name) could otherwise hold a worker for hours on one name. Every compiled pattern is a
+Matching is bounded. Globs are translated so that they cannot backtrack badly (atomic groups, see
+``_translate_segment`` and ``glob_to_regex``): their cost is linear in the name. A user's regular
+expression can backtrack (``(a+)+$`` takes hours on a 40-character name), so each one is a
 :class:`BoundedPattern` that may spend at most ``MATCH_BUDGET_S`` seconds matching, over all its calls;
 past that it raises ``LimitExceeded`` (a 422 naming the pattern). The ``regex`` module is used for its
 per-call timeout (the standard ``re`` cannot be interrupted from another thread); patterns are checked
@@ -27,19 +28,22 @@ import regex
 from layerfreeze.errors import LimitExceeded
 
 _SEGMENT_CHAR = r"[^.]"
+_SEGMENT_END = r"(?![^.])"  # a segment pattern always ends where the segment does
+_ANY_SEGMENTS = r"(?:\.[^.]+)*"  # ``**``
 MATCH_BUDGET_S = 2.0  # matching time per pattern per job, summed over every name it is tried on
 
 
 class BoundedPattern:
     """A compiled pattern (``pattern``, ``fullmatch``) whose total matching time is capped."""
 
-    __slots__ = ("_compiled", "_label", "_left", "pattern")
+    __slots__ = ("_budget", "_compiled", "_label", "_left", "pattern")
 
-    def __init__(self, source: str, flags: int = 0, *, label: str, budget_s: float = MATCH_BUDGET_S) -> None:
+    def __init__(self, source: str, flags: int = 0, *, label: str, budget_s: float | None = None) -> None:
         re.compile(source, flags)  # Python's syntax, and its error messages, decide what is valid
         self.pattern = source
         self._compiled = regex.compile(source, flags | regex.VERSION0)
-        self._left = budget_s
+        self._left = MATCH_BUDGET_S if budget_s is None else budget_s
+        self._budget = self._left
         self._label = label
 
     def fullmatch(self, text: str) -> object | None:
@@ -49,7 +53,7 @@ class BoundedPattern:
         except TimeoutError:
             self._left = 0.0
             raise LimitExceeded(
-                f"{self._label} took more than {MATCH_BUDGET_S:g} s to match against this model's names "
+                f"{self._label} took more than {self._budget:g} s to match against this model's names "
                 "(a pattern that backtracks, like '(a+)+$'); simplify it", limit="match_budget_s") from None
         finally:
             self._left -= time.perf_counter() - started
@@ -60,8 +64,14 @@ class GlobError(ValueError):
 
 
 def _translate_segment(segment: str) -> str:
-    """fnmatch-style translation of one segment, never crossing a dot."""
+    """fnmatch-style translation of one segment, never crossing a dot, matching the whole segment.
+
+    The pieces between ``*`` are matched at their earliest place, in atomic groups (as ``fnmatch`` does):
+    the classic glob argument makes that exact, and it keeps a pattern of many ``*`` from backtracking
+    polynomially on a long segment.
+    """
     out: list[str] = []
+    pieces: list[str] = []
     i, n = 0, len(segment)
     while i < n:
         c = segment[i]
@@ -69,7 +79,8 @@ def _translate_segment(segment: str) -> str:
         if c == "*":
             while i < n and segment[i] == "*":
                 i += 1
-            out.append(_SEGMENT_CHAR + "*")
+            pieces.append("".join(out))
+            out = []
         elif c == "?":
             out.append(_SEGMENT_CHAR)
         elif c == "[":
@@ -100,28 +111,40 @@ def _translate_segment(segment: str) -> str:
             out.append(f"(?![.]){cls}")
         else:
             out.append(re.escape(c))
-    return "".join(out)
+    if not pieces:
+        return "".join(out) + _SEGMENT_END
+    first, *middle = pieces
+    return (first + "".join(f"(?>{_SEGMENT_CHAR}*?{p})" for p in middle)
+            + f"{_SEGMENT_CHAR}*{''.join(out)}{_SEGMENT_END}")
 
 
 def glob_to_regex(pattern: str) -> str:
+    """The regular expression of a glob, over ``"." + name``.
+
+    The segments between two ``**`` are found at their earliest place, in an atomic group: a glob with
+    several ``**`` then matches in time linear in the name's segments instead of a power of it.
+    """
     if not pattern:
         raise GlobError("empty pattern")
-    parts: list[str] = []
+    head: list[str] = []  # segments before the first **
+    runs: list[list[str]] = []  # segments after each **
     for index, segment in enumerate(pattern.split(".")):
         if not segment:
             raise GlobError(f"empty segment at position {index} (two dots, or a leading or trailing dot)")
         if segment == "**":
-            if parts and parts[-1] == "(?:\\.[^.]+)*":
-                continue  # ** ** is the same as **
-            parts.append("(?:\\.[^.]+)*")
+            if not runs or runs[-1]:
+                runs.append([])  # ** ** is the same as **
         else:
-            parts.append("\\." + _translate_segment(segment))
-    return "".join(parts) + "(?:\\..*)?"
+            (runs[-1] if runs else head).append("\\." + _translate_segment(segment))
+    out = "".join(head)
+    for run in runs:
+        out += f"(?>{_ANY_SEGMENTS}?{''.join(run)})" if run else _ANY_SEGMENTS
+    return out + "(?:\\..*)?"
 
 
-def compile_glob(pattern: str) -> BoundedPattern:
+def compile_glob(pattern: str) -> re.Pattern[str]:
     """Compile a name glob; the result's ``fullmatch`` takes ``"." + name``."""
-    return BoundedPattern(glob_to_regex(pattern), re.DOTALL, label=f"name pattern {pattern!r}")
+    return re.compile(glob_to_regex(pattern), re.DOTALL)
 
 
 class NameMatcher:
@@ -130,8 +153,7 @@ class NameMatcher:
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
         self.compiled = tuple(compile_glob(p) for p in self.patterns)
-        self._any = BoundedPattern("|".join(f"(?:{c.pattern})" for c in self.compiled), re.DOTALL,
-                                   label=f"name patterns {list(self.patterns)!r}"[:200])
+        self._any = re.compile("|".join(f"(?:{c.pattern})" for c in self.compiled), re.DOTALL)
 
     def matches(self, name: str) -> bool:
         return self._any.fullmatch("." + name) is not None
