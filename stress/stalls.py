@@ -20,14 +20,20 @@ import argparse
 import base64
 import contextlib
 import json
+import os
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BOUNDARY = "lfstall9c1d0e"
 PROBE_EVERY_S = 0.05
@@ -81,24 +87,37 @@ def healthz_once(port: int, timeout: float = 10.0) -> float:
 
 @contextlib.contextmanager
 def probe_healthz(port: int) -> Iterator[Probe]:
-    """Probe ``/healthz`` every ``PROBE_EVERY_S`` in a thread while the body of the ``with`` runs."""
-    probe, stop = Probe(), threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                probe.latencies.append(healthz_once(port))
-            except (OSError, ValueError) as exc:
-                probe.failures.append(f"{type(exc).__name__}: {exc}"[:120])
-            stop.wait(PROBE_EVERY_S)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
+    """Probe ``/healthz`` every ``PROBE_EVERY_S`` while the body of the ``with`` runs. The prober is a
+    process of its own, so the attack's threads in this one cannot delay its clock."""
+    probe = Probe()
+    proc = subprocess.Popen([sys.executable, "-m", "stress.stalls", "--probe", str(port)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(ROOT),
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "started"
         yield probe
     finally:
-        stop.set()
-        thread.join(15)
+        out, _ = proc.communicate(b"stop\n", timeout=30)
+        result = json.loads(out.decode() or "{}")
+        probe.latencies += result.get("latencies", [])
+        probe.failures += result.get("failures", [])
+
+
+def _probe_main(port: int) -> None:
+    """The prober process: probe until a line arrives on stdin, then print the figures as JSON."""
+    stop = threading.Event()
+    latencies: list[float] = []
+    failures: list[str] = []
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    print("started", flush=True)
+    while not stop.is_set():
+        try:
+            latencies.append(healthz_once(port))
+        except (OSError, ValueError) as exc:
+            failures.append(f"{type(exc).__name__}: {exc}"[:120])
+        stop.wait(PROBE_EVERY_S)
+    print(json.dumps({"latencies": latencies, "failures": failures}), flush=True)
 
 
 def _run_for(seconds: float, workers: int, fn: Callable[[], None]) -> None:
@@ -277,9 +296,15 @@ def bad_numbers(port: int, model: bytes) -> list[tuple[str, int, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--port", type=int, required=True, help="port of a service on 127.0.0.1")
+    ap.add_argument("--port", type=int, help="port of a service on 127.0.0.1")
     ap.add_argument("--only", default="spec,heads,headers", help="spec,heads,headers")
+    ap.add_argument("--probe", type=int, help=argparse.SUPPRESS)  # the prober process
     args = ap.parse_args(argv)
+    if args.probe:
+        _probe_main(args.probe)
+        return 0
+    if args.port is None:
+        ap.error("--port is required")
     attacks = {"spec": spec_flood, "heads": half_heads, "headers": huge_headers}
     with probe_healthz(args.port) as idle:
         time.sleep(2)

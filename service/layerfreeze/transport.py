@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("layerfreeze.transport")
 
 FD_RESERVE = 64  # descriptors kept for the job database, worker pipes, logs and files being served
-LINGER_S = 1.0  # after refusing a head that is still arriving, how long to drain it before closing
+LINGER_S = 1.0  # after refusing a head that is still arriving, how long to wait before closing
+DISCARD_BYTES = 1 << 20  # and how much of the rest to read and drop meanwhile
 FDS_PER_CONNECTION = 2  # the socket, and the upload or artifact file it may have open
 
 
@@ -89,7 +90,8 @@ def guarded_protocol(limits: TransportLimits) -> type[HttpToolsProtocol]:
             self._counting = True  # the bytes arriving now belong to a request head
             self._head_bytes = 0
             self._head_timer: asyncio.TimerHandle | None = None
-            self._discarding = False  # refused: what still arrives is read and dropped
+            self._refused = False  # answered with an error: what still arrives is dropped
+            self._discard_left = 0  # and read only up to this many bytes
 
         # -- waiting for a head (no request in progress on this connection) ---------------------------
         def _await_head(self) -> None:
@@ -110,7 +112,7 @@ def guarded_protocol(limits: TransportLimits) -> type[HttpToolsProtocol]:
 
         def _reject(self, response: bytes | None, *, linger: bool = False) -> None:
             self._stop_waiting()
-            if self.transport.is_closing() or self._discarding:
+            if self.transport.is_closing() or self._refused:
                 return
             if response is None or not self._idle():
                 self.transport.close()
@@ -118,9 +120,11 @@ def guarded_protocol(limits: TransportLimits) -> type[HttpToolsProtocol]:
             self.transport.write(response)
             if linger and self.transport.can_write_eof():
                 # The client is still sending: closing now would reset the connection and could destroy
-                # the answer before it is read. Finish our side, drop what still arrives, close shortly.
+                # the answer before it is read. Finish our side, drop what still arrives (up to
+                # DISCARD_BYTES: reading costs the event loop too), close shortly.
                 self.transport.write_eof()
-                self._discarding = True
+                self._refused = True
+                self._discard_left = DISCARD_BYTES
                 self.loop.call_later(LINGER_S, self.transport.close)
             else:
                 self.transport.close()
@@ -145,7 +149,10 @@ def guarded_protocol(limits: TransportLimits) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self._discarding:
+            if self._refused:
+                self._discard_left -= len(data)
+                if self._discard_left <= 0:
+                    self.transport.pause_reading()
                 return
             if not self._counting:  # a request body
                 super().data_received(data)
