@@ -158,3 +158,45 @@ def test_uploads_per_tenant_are_capped_with_429(tmp_path_factory: pytest.TempPat
                 assert r.status_code == 202, r.text[:300]
         finally:
             stop.set()
+
+
+def test_over_the_connection_cap_stalled_heads_are_evicted_and_busy_requests_kept(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    require("layerfreeze.server")
+    settings = {"LAYERFREEZE_MAX_CONNECTIONS": "4", "LAYERFREEZE_KEEPALIVE_TIMEOUT_S": "1"}
+    with Service(tmp_path_factory.mktemp("cap") / "data", settings) as service:
+        # an idle keep-alive connection is closed after keepalive_timeout_s
+        with socket.create_connection(("127.0.0.1", service.port), timeout=10) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            t0 = time.perf_counter()
+            assert s.recv(4096) == b""
+            assert 0.5 < time.perf_counter() - t0 < 4
+        # four uploads in progress fill the cap: a fifth connection is refused with 503, none is cut
+        head = (f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                f"boundary={stalls.BOUNDARY}\r\nContent-Length: {1 << 20}\r\n\r\n").encode()
+        busy = [socket.create_connection(("127.0.0.1", service.port), timeout=10) for _ in range(4)]
+        try:
+            for s in busy:
+                s.sendall(head + f"--{stalls.BOUNDARY}\r\n".encode())
+            time.sleep(0.5)
+            with socket.create_connection(("127.0.0.1", service.port), timeout=10) as s:
+                answer = s.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
+            assert b"retry-after: 1" in answer.lower()
+            for s in busy:
+                s.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    s.recv(1)  # still open, still waiting for the rest of its body
+        finally:
+            for s in busy:
+                s.close()
+        # stalled heads never lock anyone out: each newcomer evicts the oldest of them
+        stalled = [socket.create_connection(("127.0.0.1", service.port), timeout=10) for _ in range(20)]
+        try:
+            for s in stalled:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHo")
+            assert stalls.healthz_once(service.port) < 1
+        finally:
+            for s in stalled:
+                s.close()
