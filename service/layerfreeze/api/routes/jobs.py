@@ -8,6 +8,7 @@ import contextlib
 import logging
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
@@ -51,17 +52,14 @@ def _client_host(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-_spec_limiter: anyio.CapacityLimiter | None = None
+# One thread for spec validation, shared by every request: whatever arrives, at most one such thread
+# competes with the event loop for the interpreter, and its queue is served in order.
+_SPEC_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layerfreeze-spec")
 
 
 async def check_spec(spec_text: str) -> None:
-    """Validate a spec in a thread, one at a time: the size caps of ``core.spec`` bound each to
-    milliseconds, and the event loop keeps serving meanwhile (one such thread at most competes with it for
-    the interpreter)."""
-    global _spec_limiter
-    if _spec_limiter is None:
-        _spec_limiter = anyio.CapacityLimiter(1)
-    await anyio.to_thread.run_sync(parse_spec, spec_text, limiter=_spec_limiter)
+    """Validate a spec off the event loop; the size caps of ``core.spec`` bound each to milliseconds."""
+    await asyncio.get_running_loop().run_in_executor(_SPEC_THREAD, parse_spec, spec_text)
 
 
 def _cursor(seq: int) -> str:
