@@ -17,6 +17,7 @@ from layerfreeze.limits import ReadLimits
 from layerfreeze.transport import TransportLimits
 
 _DEFAULT_LIMITS = ReadLimits()
+_DEFAULT_TRANSPORT = TransportLimits()
 
 
 def parse_tokens(value: Any) -> dict[str, str]:
@@ -65,10 +66,10 @@ class Settings(BaseSettings):
     wait_max_s: float = Field(60.0, ge=0, le=600)
     log_level: str = "INFO"
     # Transport limits (docs/threat-model.md says what each one protects).
-    max_header_bytes: int = Field(128 * 1024, ge=1024, le=16 * 1024**2)  # request line + headers -> 431
-    header_timeout_s: float = Field(10.0, gt=0, le=3600)  # the whole request head must arrive in this
+    max_header_bytes: int = Field(_DEFAULT_TRANSPORT.max_header_bytes, ge=1024, le=16 * 1024**2)  # -> 431
+    header_timeout_s: float = Field(_DEFAULT_TRANSPORT.header_timeout_s, gt=0, le=3600)  # whole head -> 408
     keepalive_timeout_s: float = Field(5.0, gt=0, le=3600)  # an idle keep-alive connection is closed
-    max_connections: int = Field(1000, ge=1)  # lowered to fit the file descriptor limit
+    max_connections: int = Field(_DEFAULT_TRANSPORT.max_connections, ge=1)  # lowered to fit the fd limit
     max_uploads_per_tenant: int = Field(8, ge=1)  # uploads being received at once per tenant -> 429
     # Read limits for untrusted files (layerfreeze.limits.ReadLimits).
     max_pickle_bytes: int = Field(_DEFAULT_LIMITS.max_pickle_bytes, ge=1)
