@@ -18,7 +18,7 @@ from pathlib import Path
 from stress import ensure_paths
 
 Row = tuple[str, str, str, str]  # suite, what, figure, verdict
-PARTS = ("corpus", "fuzz", "api", "abuse", "faults", "load")
+PARTS = ("corpus", "fuzz", "api", "abuse", "stalls", "faults", "load")
 
 
 def _verdict(ok: bool) -> str:
@@ -144,6 +144,31 @@ def part_abuse(root: Path, quick: bool) -> list[Row]:
     return rows
 
 
+def part_stalls(root: Path, quick: bool) -> list[Row]:
+    """Small requests that try to stall the service, on a server with 256 file descriptors."""
+    from stress import abuse, stalls
+    from stress.server import Service
+
+    rows: list[Row] = []
+    cap = {"LAYERFREEZE_MAX_UPLOAD_BYTES": str(4 << 20)}
+    with Service(root / "stalls-svc" / "data", cap, nofile=256) as svc:
+        svc.warm_up()
+        with stalls.probe_healthz(svc.port) as idle:
+            time.sleep(2)
+        rows.append(("stalls", "idle", idle.figures(), _verdict(idle.ok)))
+        for outcome in (stalls.spec_flood(svc.port), stalls.half_heads(svc.port),
+                        stalls.huge_headers(svc.port)):
+            rows.append(("stalls", outcome.attack, outcome.probe.figures(), _verdict(outcome.ok)))
+            rows.append(("stalls", "  meanwhile", outcome.detail, ""))
+        numbers = stalls.bad_numbers(svc.port, abuse.model_bytes())
+        worst = max(numbers, key=lambda n: n[2])
+        errors = [n for n in numbers if not 200 <= n[1] < 500]
+        rows.append(("stalls", f"malformed numbers: {len(numbers)} cases, 5xx", str(len(errors)),
+                     _verdict(not errors)))
+        rows.append(("stalls", "  slowest", f"{worst[2]:.3f}s ({worst[0]})", _verdict(worst[2] < 1)))
+    return rows
+
+
 def part_faults(root: Path, quick: bool) -> list[Row]:
     from stress import faults
 
@@ -194,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "fuzz": part_fuzz,
         "api": part_api,
         "abuse": part_abuse,
+        "stalls": part_stalls,
         "faults": part_faults,
         "load": part_load,
     }

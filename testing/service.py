@@ -45,9 +45,10 @@ class Service:
 
     def __init__(self, data_dir: Path, settings: dict[str, str] | None = None, *,
                  env: dict[str, str] | None = None, port: int | None = None, log: Path | None = None,
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None, nofile: int | None = None) -> None:
         """``command``: how to start it (default ``python -m layerfreeze.server``); it may name
-        ``{port}``, which is filled in."""
+        ``{port}``, which is filled in. ``nofile``: a file descriptor limit for the process, as a small
+        host has."""
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -58,6 +59,7 @@ class Service:
         self.log = log or self.data_dir.parent / f"server-{self.port}.log"
         self.command = [a.replace("{port}", str(self.port))
                         for a in command or [sys.executable, "-m", "layerfreeze.server"]]
+        self.nofile = nofile
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,10 +71,16 @@ class Service:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=self._limit_fds if self.nofile else None)
         if wait_ready:
             self.wait_ready(timeout)
         return self
+
+    def _limit_fds(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -27,6 +27,7 @@
     ├── RetryLater                a passing condition; the answer carries ``Retry-After``
     │   ├── QueueFull
     │   ├── NotReady
+    │   ├── TooManyUploads            the tenant has ``max_uploads_per_tenant`` uploads under way
     │   └── StorageFull               the data directory's file system is full
     └── StartupError              the service cannot start (nothing was changed)
         ├── DataDirInUse              another service holds the data directory
@@ -195,6 +196,10 @@ class QueueFull(RetryLater):
 
 class NotReady(RetryLater):
     pass
+
+
+class TooManyUploads(RetryLater):
+    """The tenant already has ``max_uploads_per_tenant`` uploads being received."""
 
 
 class StorageFull(RetryLater):

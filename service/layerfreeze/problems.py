@@ -37,6 +37,7 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     e.InputChanged: (500, "input-changed", "The stored upload was damaged"),
     e.StoreError: (503, "storage-unavailable", "Job database unavailable"),
     e.QueueFull: (429, "queue-full", "Too many queued jobs"),
+    e.TooManyUploads: (429, "too-many-uploads", "Too many uploads at once"),
     e.NotReady: (503, "not-ready", "Service not ready"),
     e.StorageFull: (507, "storage-full", "Insufficient storage"),
 }

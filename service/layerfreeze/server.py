@@ -1,5 +1,8 @@
 """``serve(host, port)``: run the service under uvicorn (uvloop + httptools), as ``layerfreeze serve`` does.
 
+The httptools protocol is wrapped by ``layerfreeze.transport`` for the head size, head timeout and
+connection limits; the keep-alive timeout is uvicorn's own.
+
     python -m layerfreeze.server [--host H] [--port P]
 """
 
@@ -24,6 +27,7 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
 
     from layerfreeze.api.app import create_app
     from layerfreeze.logs import configure_logging
+    from layerfreeze.transport import connection_cap, guarded_protocol
 
     if host is not None:
         overrides["host"] = host
@@ -42,10 +46,17 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     except BaseException:
         data_dir_lock.release(data_dir)
         raise
+    limits = settings.transport_limits()
+    cap = connection_cap(limits.max_connections)
+    if cap < limits.max_connections:
+        logging.getLogger("layerfreeze.transport").warning(
+            "max_connections lowered from %d to %d to fit the file descriptor limit",
+            limits.max_connections, cap)
+        limits = limits.model_copy(update={"max_connections": cap})
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        create_app(settings), host=settings.host, port=settings.port, loop="uvloop",
+        http=guarded_protocol(limits), timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
         log_config=None, access_log=False, server_header=False, timeout_graceful_shutdown=10,
-        h11_max_incomplete_event_size=64 * 1024,
     )
     logging.getLogger("layerfreeze").info("listening on http://%s:%d", *sock.getsockname()[:2])
     try:

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from layerfreeze.limits import ReadLimits
+from layerfreeze.transport import TransportLimits
 
 
 def parse_tokens(value: Any) -> dict[str, str]:
@@ -44,8 +45,9 @@ def parse_tokens(value: Any) -> dict[str, str]:
     return out
 
 
-class Settings(BaseSettings, ReadLimits):
-    """Every setting; the read limits for untrusted files are inherited from :class:`ReadLimits`."""
+class Settings(BaseSettings, ReadLimits, TransportLimits):
+    """Every setting; the read limits for untrusted files and the connection limits are inherited from
+    :class:`ReadLimits` and :class:`TransportLimits`, their one definition."""
 
     model_config = SettingsConfigDict(env_prefix="LAYERFREEZE_", extra="ignore", frozen=True)
 
@@ -82,6 +84,11 @@ class Settings(BaseSettings, ReadLimits):
     log_level: str = Field("INFO", description=(
         "`DEBUG`, `INFO`, `WARNING` or `ERROR`. Logs are JSON on stderr, one object per line, "
         "with the `request_id` of the request being served."))
+    keepalive_timeout_s: float = Field(5.0, gt=0, le=3600, description=(
+        "An idle keep-alive connection is closed after this many seconds (uvicorn's own timeout)."))
+    max_uploads_per_tenant: int = Field(8, ge=1, description=(
+        "Uploads one tenant may have under way at once (429 with `Retry-After` above); without tokens, "
+        "each client address counts as a tenant."))
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -95,6 +102,9 @@ class Settings(BaseSettings, ReadLimits):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
         return level
+
+    def transport_limits(self) -> TransportLimits:
+        return TransportLimits(**{name: getattr(self, name) for name in TransportLimits.model_fields})
 
     def read_limits(self) -> ReadLimits:
         """The read limits alone, to hand to the readers (and across to worker processes)."""

@@ -89,8 +89,10 @@ async def _cleanup_loop(service: Service) -> None:
         try:
             ids = await anyio.to_thread.run_sync(service.store.expired, time.time() - s.retention_s)
             for job_id in ids:
-                await anyio.to_thread.run_sync(service.store.purge, job_id)
+                # Files first: once the job answers 404 its files are gone, and a crash in between leaves
+                # a record that the next pass removes rather than files that belong to no record.
                 await anyio.to_thread.run_sync(service.blobs.remove_job, job_id)
+                await anyio.to_thread.run_sync(service.store.purge, job_id)
             if ids:
                 log.info("retention: removed %d jobs", len(ids))
         except Exception:

@@ -15,6 +15,7 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from layerfreeze.api.numbers import MAX_DIGITS, ascii_digits, parse_uint
 from layerfreeze.errors import RangeNotSatisfiable
 
 CHUNK = 4 * 1024 * 1024
@@ -28,6 +29,14 @@ def content_disposition(filename: str) -> str:
 
 def repr_digest(sha256_hex: str) -> str:
     return f"sha-256=:{base64.b64encode(bytes.fromhex(sha256_hex)).decode()}:"
+
+
+def _offset(digits: str) -> int:
+    """A byte position; any number of more than 18 digits lies beyond every file (no huge int())."""
+    return parse_uint(digits) if len(digits) <= MAX_DIGITS else _BEYOND  # type: ignore[return-value]
+
+
+_BEYOND = 10**MAX_DIGITS
 
 
 def parse_range(header: str, size: int) -> list[tuple[int, int]] | None:
@@ -44,15 +53,16 @@ def parse_range(header: str, size: int) -> list[tuple[int, int]] | None:
     ranges: list[tuple[int, int]] = []
     for item in items:
         first, dash, last = item.partition("-")
-        if not dash or (first and not first.isdigit()) or (last and not last.isdigit()):
+        if not dash or (first and not ascii_digits(first)) or (last and not ascii_digits(last)):
             return None  # syntactically invalid: RFC 9110 says ignore the header
         if not first:
-            if not last or int(last) == 0:
+            suffix = _offset(last) if last else 0
+            if suffix == 0:
                 continue
-            ranges.append((max(0, size - int(last)), size - 1))
+            ranges.append((max(0, size - suffix), size - 1))
             continue
-        start = int(first)
-        end = int(last) if last else max(start, size - 1)
+        start = _offset(first)
+        end = _offset(last) if last else max(start, size - 1)
         if end < start:
             return None
         if start >= size:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from layerfreeze.errors import TooManyUploads
 from layerfreeze.metrics import Metrics
 from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
@@ -44,6 +47,28 @@ class Waiters:
                 self.loop.call_soon_threadsafe(event.set)
 
 
+class UploadSlots:
+    """Uploads being received at once, per tenant: over its share a tenant gets a 429 with Retry-After,
+    and the other tenants are unaffected. Used from the event loop only, so it needs no lock."""
+
+    def __init__(self, per_tenant: int) -> None:
+        self.per_tenant = per_tenant
+        self._busy: dict[str, int] = defaultdict(int)
+
+    @contextlib.contextmanager
+    def hold(self, tenant: str) -> Iterator[None]:
+        if self._busy[tenant] >= self.per_tenant:
+            raise TooManyUploads(f"{self.per_tenant} uploads of this tenant are already being received; "
+                                 "retry when one has finished", retry_after=2)
+        self._busy[tenant] += 1
+        try:
+            yield
+        finally:
+            self._busy[tenant] -= 1
+            if not self._busy[tenant]:
+                del self._busy[tenant]
+
+
 @dataclass
 class Service:
     settings: Settings
@@ -52,3 +77,7 @@ class Service:
     pool: JobQueue
     metrics: Metrics
     waiters: Waiters = field(default_factory=Waiters)
+    uploads: UploadSlots = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.uploads = UploadSlots(self.settings.max_uploads_per_tenant)

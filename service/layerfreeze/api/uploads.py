@@ -24,6 +24,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from layerfreeze.api.numbers import parse_uint
 from layerfreeze.errors import BadRequest, InvalidForm, UnsupportedMediaType, UploadTooLarge, storage_error
 
 BATCH_BYTES = 4 * 1024 * 1024  # hand the writer thread this much at a time
@@ -229,11 +230,12 @@ async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: in
     max_body = max_file_bytes + MAX_PARTS * max_field_bytes + FORM_OVERHEAD
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        length = parse_uint(declared.strip())
+        if length is None:
             raise BadRequest("invalid Content-Length")
-        if int(declared) > max_body:
+        if length > max_body:
             raise UploadTooLarge(f"the upload is larger than the limit of {max_file_bytes} bytes",
-                                 limit="max_upload_bytes", value=int(declared), maximum=max_file_bytes)
+                                 limit="max_upload_bytes", value=length, maximum=max_file_bytes)
 
     form = _FormReader(tmp_path, file_field, max_file_bytes, max_field_bytes, text_fields)
     parser = MultipartParser(params[b"boundary"], form.callbacks())

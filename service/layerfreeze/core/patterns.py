@@ -7,14 +7,56 @@ never ``10.weight``, and ``head`` never ``decode_head.weight``.
 
 Each glob becomes one regular expression over ``"." + name``: a literal segment ``S`` is ``\\.S``,
 ``**`` is ``(?:\\.[^.]+)*``, and a trailing ``(?:\\..*)?`` lets it stop at a containing module.
+
+Matching is bounded. Globs are translated so that they cannot backtrack badly (atomic groups, see
+``_translate_segment`` and ``glob_to_regex``): their cost is linear in the name. A user's regular
+expression can backtrack (``(a+)+$`` takes hours on a 40-character name), so each one is a
+:class:`BoundedPattern` that may spend at most ``MATCH_BUDGET_S`` seconds matching, over all its calls;
+past that it raises ``LimitExceeded`` (a 422 naming the pattern). The ``regex`` module is used for its
+per-call timeout (the standard ``re`` cannot be interrupted from another thread); patterns are checked
+with ``re`` first, so the accepted syntax is Python's.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 
+import regex
+
+from layerfreeze.errors import LimitExceeded
+
 _SEGMENT_CHAR = r"[^.]"
+_SEGMENT_END = r"(?![^.])"  # a segment pattern always ends where the segment does
+_ANY_SEGMENTS = r"(?:\.[^.]+)*"  # ``**``
+MATCH_BUDGET_S = 2.0  # matching time per pattern per job, summed over every name it is tried on
+
+
+class BoundedPattern:
+    """A compiled pattern (``pattern``, ``fullmatch``) whose total matching time is capped."""
+
+    __slots__ = ("_budget", "_compiled", "_label", "_left", "pattern")
+
+    def __init__(self, source: str, flags: int = 0, *, label: str, budget_s: float | None = None) -> None:
+        re.compile(source, flags)  # Python's syntax, and its error messages, decide what is valid
+        self.pattern = source
+        self._compiled = regex.compile(source, flags | regex.VERSION0)
+        self._left = MATCH_BUDGET_S if budget_s is None else budget_s
+        self._budget = self._left
+        self._label = label
+
+    def fullmatch(self, text: str) -> object | None:
+        started = time.perf_counter()
+        try:
+            return self._compiled.fullmatch(text, timeout=max(self._left, 0.001))
+        except TimeoutError:
+            self._left = 0.0
+            raise LimitExceeded(
+                f"{self._label} took more than {self._budget:g} s to match against this model's names "
+                "(a pattern that backtracks, like '(a+)+$'); simplify it", limit="match_budget_s") from None
+        finally:
+            self._left -= time.perf_counter() - started
 
 
 class GlobError(ValueError):
@@ -22,8 +64,14 @@ class GlobError(ValueError):
 
 
 def _translate_segment(segment: str) -> str:
-    """fnmatch-style translation of one segment, never crossing a dot."""
+    """fnmatch-style translation of one segment, never crossing a dot, matching the whole segment.
+
+    The pieces between ``*`` are matched at their earliest place, in atomic groups (as ``fnmatch`` does):
+    the classic glob argument makes that exact, and it keeps a pattern of many ``*`` from backtracking
+    polynomially on a long segment.
+    """
     out: list[str] = []
+    pieces: list[str] = []
     i, n = 0, len(segment)
     while i < n:
         c = segment[i]
@@ -31,7 +79,8 @@ def _translate_segment(segment: str) -> str:
         if c == "*":
             while i < n and segment[i] == "*":
                 i += 1
-            out.append(_SEGMENT_CHAR + "*")
+            pieces.append("".join(out))
+            out = []
         elif c == "?":
             out.append(_SEGMENT_CHAR)
         elif c == "[":
@@ -62,23 +111,35 @@ def _translate_segment(segment: str) -> str:
             out.append(f"(?![.]){cls}")
         else:
             out.append(re.escape(c))
-    return "".join(out)
+    if not pieces:
+        return "".join(out) + _SEGMENT_END
+    first, *middle = pieces
+    return (first + "".join(f"(?>{_SEGMENT_CHAR}*?{p})" for p in middle)
+            + f"{_SEGMENT_CHAR}*{''.join(out)}{_SEGMENT_END}")
 
 
 def glob_to_regex(pattern: str) -> str:
+    """The regular expression of a glob, over ``"." + name``.
+
+    The segments between two ``**`` are found at their earliest place, in an atomic group: a glob with
+    several ``**`` then matches in time linear in the name's segments instead of a power of it.
+    """
     if not pattern:
         raise GlobError("empty pattern")
-    parts: list[str] = []
+    head: list[str] = []  # segments before the first **
+    runs: list[list[str]] = []  # segments after each **
     for index, segment in enumerate(pattern.split(".")):
         if not segment:
             raise GlobError(f"empty segment at position {index} (two dots, or a leading or trailing dot)")
         if segment == "**":
-            if parts and parts[-1] == "(?:\\.[^.]+)*":
-                continue  # ** ** is the same as **
-            parts.append("(?:\\.[^.]+)*")
+            if not runs or runs[-1]:
+                runs.append([])  # ** ** is the same as **
         else:
-            parts.append("\\." + _translate_segment(segment))
-    return "".join(parts) + "(?:\\..*)?"
+            (runs[-1] if runs else head).append("\\." + _translate_segment(segment))
+    out = "".join(head)
+    for run in runs:
+        out += f"(?>{_ANY_SEGMENTS}?{''.join(run)})" if run else _ANY_SEGMENTS
+    return out + "(?:\\..*)?"
 
 
 def compile_glob(pattern: str) -> re.Pattern[str]:
@@ -108,7 +169,7 @@ class RegexMatcher:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
-        self.compiled = tuple(re.compile(p) for p in self.patterns)
+        self.compiled = tuple(BoundedPattern(p, label=f"regular expression {p!r}") for p in self.patterns)
 
     def matches(self, name: str) -> bool:
         return any(c.fullmatch(name) for c in self.compiled)

@@ -18,10 +18,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from layerfreeze.core.patterns import GlobError, compile_glob
+from layerfreeze.core.patterns import GlobError, glob_to_regex
 from layerfreeze.errors import SpecError, SpecIssue
 
 SELECTORS = ("names", "regex", "types", "children", "until", "params")
+
+# Size caps: they bound the cost of reading a spec (JSON, validation, compiling its patterns) to
+# milliseconds, and keep it small next to any real model. docs/threat-model.md lists them.
+MAX_SPEC_BYTES = 256 * 1024  # the whole JSON text
+MAX_RULES = 1000
+MAX_VALUES = 10_000  # entries of every selector list (names, regex, types, params, indices) together
+MAX_PATTERN_CHARS = 1024  # one name glob or regular expression
+MAX_PATTERN_TOTAL = 16 * 1024  # all regular expressions and globs with wildcards together
+MAX_REGEXES = 32  # regular expressions in the whole spec (each may spend core.patterns.MATCH_BUDGET_S)
 
 
 class _Strict(BaseModel):
@@ -73,6 +82,9 @@ def parse_spec(raw: str | bytes | Mapping[str, Any] | FreezeSpec) -> FreezeSpec:
     if isinstance(raw, FreezeSpec):
         return raw
     if isinstance(raw, (str, bytes, bytearray)):
+        if len(raw) > MAX_SPEC_BYTES:
+            issue = SpecIssue("", f"the spec is {len(raw)} bytes long; the limit is {MAX_SPEC_BYTES}")
+            raise SpecError(f"invalid freeze spec: {issue.message}", [issue])
         if isinstance(raw, (bytes, bytearray)) and raw.startswith(b"\xef\xbb\xbf"):
             raw = bytes(raw[3:])  # a UTF-8 byte-order mark, as some editors write
         try:
@@ -93,7 +105,7 @@ def parse_spec(raw: str | bytes | Mapping[str, Any] | FreezeSpec) -> FreezeSpec:
     except ValidationError as exc:
         issues = [_issue_from_pydantic(err) for err in exc.errors()]
         raise SpecError(_summary(issues), issues) from exc
-    issues = _semantic_issues(spec)
+    issues = _size_issues(spec) or _semantic_issues(spec)
     if issues:
         raise SpecError(_summary(issues), issues)
     return spec
@@ -197,13 +209,47 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
+def _has_wildcards(glob: str) -> bool:
+    return "*" in glob or "?" in glob or "[" in glob
+
+
+def _size_issues(spec: FreezeSpec) -> list[SpecIssue]:
+    """Caps checked before any pattern is compiled, so an oversized spec costs only its JSON parse."""
+    issues: list[SpecIssue] = []
+    if len(spec.rules) > MAX_RULES:
+        issues.append(SpecIssue("/rules", f"{len(spec.rules)} rules; the limit is {MAX_RULES}"))
+        return issues
+    values = pattern_chars = regexes = 0
+    for i, rule in enumerate(spec.rules):
+        for key in ("names", "regex", "types", "params"):
+            for j, value in enumerate(getattr(rule, key) or ()):
+                values += 1
+                if key == "regex" or (key == "names" and _has_wildcards(value)):
+                    pattern_chars += len(value)
+                if key in ("names", "regex") and len(value) > MAX_PATTERN_CHARS:
+                    issues.append(SpecIssue(json_pointer(("rules", i, key, j)),
+                                            f"a pattern of {len(value)} characters; the limit is "
+                                            f"{MAX_PATTERN_CHARS}"))
+        regexes += len(rule.regex or ())
+        values += len(rule.children.indices or ()) if rule.children is not None else 0
+    for total, limit, what in ((values, MAX_VALUES, "selector values"),
+                               (pattern_chars, MAX_PATTERN_TOTAL, "characters of patterns"),
+                               (regexes, MAX_REGEXES, "regular expressions")):
+        if total > limit:
+            issues.append(SpecIssue("/rules", f"{total} {what} in all; the limit is {limit}"))
+    return issues
+
+
 def _semantic_issues(spec: FreezeSpec) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     for i, rule in enumerate(spec.rules):
         base = ("rules", i)
         for j, pattern in enumerate(rule.names or ()):
             try:
-                compile_glob(pattern)
+                if _has_wildcards(pattern):
+                    glob_to_regex(pattern)  # raises on a malformed glob; compiling it is the worker's job
+                elif "" in pattern.split("."):
+                    raise GlobError("an empty segment (two dots, or a leading or trailing dot)")
             except GlobError as exc:
                 issues.append(SpecIssue(json_pointer((*base, "names", j)), f"invalid name pattern: {exc}"))
         for j, pattern in enumerate(rule.regex or ()):

@@ -14,8 +14,9 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process answers (liveness)."""
+async def healthz() -> dict[str, str]:
+    """The process answers (liveness). Async: answered on the event loop, with no thread hand-off that
+    would queue behind busy threads."""
     return {"status": "ok"}
 
 

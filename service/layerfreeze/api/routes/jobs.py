@@ -9,6 +9,7 @@ import difflib
 import logging
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.downloads import ArtifactResponse
+from layerfreeze.api.numbers import parse_uint
 from layerfreeze.api.schemas import JobPublic, JobsPublic, job_public
 from layerfreeze.api.uploads import Upload, receive_upload
 from layerfreeze.core.spec import parse_spec
@@ -101,15 +103,34 @@ def _spec_and_dry_run(upload: Upload, request: Request) -> tuple[str, bool]:
     return spec_text, dry_run
 
 
+def _client_host(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# One thread for spec validation, shared by every request: whatever arrives, at most one such thread
+# competes with the event loop for the interpreter, and its queue is served in order.
+_SPEC_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layerfreeze-spec")
+
+
+async def check_spec(spec_text: str) -> None:
+    """Validate a spec off the event loop; the size caps of ``core.spec`` bound each to milliseconds."""
+    await asyncio.get_running_loop().run_in_executor(_SPEC_THREAD, parse_spec, spec_text)
+
+
 def _cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
 
 
 def _uncursor(cursor: str) -> int:
-    try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-    except ValueError as exc:
-        raise BadRequest("invalid cursor", pointer="/cursor") from exc
+    seq = None
+    if len(cursor) <= 32:
+        try:
+            seq = parse_uint(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii"))
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            seq = None
+    if seq is None:
+        raise BadRequest("invalid cursor: use the 'next' link of the previous page", pointer="/cursor")
+    return seq
 
 
 @router.post("", status_code=202, response_model=JobPublic,
@@ -127,7 +148,8 @@ def _uncursor(cursor: str) -> int:
                      "additionalProperties": False}}}}},
              description=SUBMIT_DESCRIPTION, summary="Submit a job")
 async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
-                     wait: float = Query(0, description="seconds to wait for the result (clamped to 0..60)"),
+                     wait: float = Query(0, description="seconds to wait for the result (clamped to 0..60)",
+                                         allow_inf_nan=False),
                      dry_run_query: str | None = Query(None, alias="dry_run",
                                                        description="the form field 'dry_run', given here"),
                      ) -> Response:
@@ -142,14 +164,15 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
                         retry_after=max(1, min(30, health.queued // max(1, health.workers))))
     tmp = service.blobs.temp_path()
     t0 = time.perf_counter()
-    upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
-                                  max_field_bytes=s.max_form_field_bytes, text_fields=JOB_FORM_FIELDS)
+    with service.uploads.hold(tenant if tenant is not None else f"client {_client_host(request)}"):
+        upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
+                                      max_field_bytes=s.max_form_field_bytes, text_fields=JOB_FORM_FIELDS)
     t1 = time.perf_counter()
     service.metrics.bytes_in.inc(upload.bytes)
     job_id = secrets.token_hex(12)
     try:
         spec_text, dry_run = _spec_and_dry_run(upload, request)
-        parse_spec(spec_text)  # 422 with pointers before anything is queued
+        await check_spec(spec_text)  # 422 with pointers before anything is queued
         await anyio.to_thread.run_sync(service.blobs.adopt_upload, tmp, job_id)
         log.info("upload stored", extra={"job_id": job_id, "bytes": upload.bytes,
                                           "receive_s": round(t1 - t0, 4),
