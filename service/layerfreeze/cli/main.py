@@ -139,10 +139,14 @@ def _write_text(path: Path, text: str) -> None:
 
 def _serve(host: str | None, port: int | None) -> int:
     try:
-        from layerfreeze.server import serve
+        from layerfreeze.server import InvalidSettings, serve
     except ImportError as exc:
         raise LayerfreezeError(f"the HTTP service is not available in this installation ({exc})") from exc
-    serve(host, port)
+    try:
+        serve(host, port)
+    except InvalidSettings as exc:  # a configuration mistake: one line naming the setting, no traceback
+        print(f"layerfreeze: error: {exc.detail}", file=sys.stderr)
+        return exit_codes.CONFIG
     return exit_codes.OK
 
 
