@@ -18,6 +18,7 @@ if [ "${1:-}" != "--force" ] && docker image inspect "$TAG" >/dev/null 2>&1; the
     echo "$TAG"
     exit 0
 fi
+previous=$(docker image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
 
 fail() { echo "build-local-base: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || fail "needs root (debootstrap and chroot)"
@@ -87,6 +88,9 @@ tar -C "$ROOTFS" --numeric-owner -c . | docker import \
     --change 'CMD ["python3"]' \
     --message "Debian $SUITE minbase + $PACKAGES" \
     - "$TAG" >/dev/null
+if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$TAG")" ]; then
+    docker image rm "$previous" >/dev/null 2>&1 || true  # the one replaced, unless something uses it
+fi
 echo "build-local-base: $TAG made in $((SECONDS - start)) s," \
     "$(docker image inspect --format '{{.Size}}' "$TAG" | awk '{ printf "%.0f MB", $1 / 1e6 }')" >&2
 echo "$TAG"
