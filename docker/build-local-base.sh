@@ -11,6 +11,7 @@
 set -euo pipefail
 
 TAG=${LAYERFREEZE_BASE_TAG:-layerfreeze-base:bookworm}
+LOG=${LAYERFREEZE_BASE_LOG:-/var/tmp/layerfreeze-base.log}
 SUITE=bookworm
 PACKAGES="python3 python3-venv python3-pip ca-certificates"
 
@@ -24,15 +25,25 @@ fail() { echo "build-local-base: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || fail "needs root (debootstrap and chroot)"
 command -v debootstrap >/dev/null || fail "debootstrap is not installed (Debian: apt-get install debootstrap)"
 
-# The mirrors apt uses here, as apt itself resolves them: "<uri> <suite>" per index.
-targets=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null | sort -u)
+# The mirrors apt uses here, as apt itself resolves them from its sources: "<uri> <suite>" per index.
+targets=$(apt-get indextargets --no-release-info --format '$(REPO_URI) $(RELEASE)' 2>/dev/null | sort -u)
 mirror_for() { awk -v s="$1" '$2 == s { print $1; exit }' <<<"$targets"; }
-MIRROR=$(mirror_for "$SUITE")
-SECURITY=$(mirror_for "$SUITE-security")
-UPDATES=$(mirror_for "$SUITE-updates")
-[ -n "$MIRROR" ] || fail "apt has no source for Debian $SUITE here (see /etc/apt/sources.list*)"
+# On a host of another Debian release, the same mirrors serve bookworm too.
+HOST_SUITE=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+MIRROR=$(mirror_for "$SUITE"); MIRROR=${MIRROR:-$(mirror_for "$HOST_SUITE")}
+SECURITY=$(mirror_for "$SUITE-security"); SECURITY=${SECURITY:-$(mirror_for "$HOST_SUITE-security")}
+UPDATES=$(mirror_for "$SUITE-updates"); UPDATES=${UPDATES:-$MIRROR}
+[ -n "$MIRROR" ] || fail "apt has no Debian source here to take $SUITE from (see /etc/apt/sources.list*)"
+
+# The long output of debootstrap and apt goes to $LOG; its end is shown when a step fails.
+run() {
+    "$@" >>"$LOG" 2>&1 && return 0
+    tail -n 30 "$LOG" >&2
+    fail "failed: $* (log: $LOG)"
+}
 
 start=$SECONDS
+: >"$LOG"
 ROOTFS=$(mktemp -d /var/tmp/layerfreeze-rootfs.XXXXXX)
 cleanup() {
     umount "$ROOTFS/proc" 2>/dev/null || true
@@ -40,8 +51,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "build-local-base: debootstrap $SUITE into $ROOTFS" >&2
-debootstrap --variant=minbase "$SUITE" "$ROOTFS" "$MIRROR" >&2
+echo "build-local-base: debootstrap $SUITE into $ROOTFS (log: $LOG)" >&2
+run debootstrap --variant=minbase "$SUITE" "$ROOTFS" "$MIRROR"
 
 {
     echo "deb $MIRROR $SUITE main"
@@ -50,9 +61,9 @@ debootstrap --variant=minbase "$SUITE" "$ROOTFS" "$MIRROR" >&2
 } >"$ROOTFS/etc/apt/sources.list"
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
 mount -t proc proc "$ROOTFS/proc"
-chroot "$ROOTFS" apt-get update -qq >&2
-DEBIAN_FRONTEND=noninteractive chroot "$ROOTFS" \
-    apt-get install -y -qq --no-install-recommends $PACKAGES >&2
+run chroot "$ROOTFS" apt-get update
+# shellcheck disable=SC2086  # the package list splits into words
+run env DEBIAN_FRONTEND=noninteractive chroot "$ROOTFS" apt-get install -y --no-install-recommends $PACKAGES
 
 # The host's extra certificate authorities, into the image's bundle.
 shopt -s nullglob
@@ -60,9 +71,8 @@ extra=(/usr/local/share/ca-certificates/*.crt)
 if [ ${#extra[@]} -gt 0 ]; then
     cp "${extra[@]}" "$ROOTFS/usr/local/share/ca-certificates/"
 fi
-chroot "$ROOTFS" update-ca-certificates >&2
-
-chroot "$ROOTFS" apt-get clean
+run chroot "$ROOTFS" update-ca-certificates
+run chroot "$ROOTFS" apt-get clean
 # Slim like Debian's own container images: no manuals or translations (copyright files stay), now and in
 # packages installed later.
 find "$ROOTFS/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
