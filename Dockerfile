@@ -3,7 +3,7 @@
 #   docker build -t layerfreeze .                                          # on python:3.11-slim
 #   docker build --build-arg BASE_IMAGE=layerfreeze-base:bookworm -t layerfreeze .   # docker/build-local-base.sh
 #
-# The base is any Debian-like image with python3 (3.10+) and its venv module: the official python image or
+# The base is any Debian-like image with python3 (3.11+: tomllib) and its venv module: the official python image or
 # Debian 12's own python3. Both stages use that one base; the service lives in a venv at /opt/layerfreeze.
 ARG BASE_IMAGE=python:3.11-slim
 
