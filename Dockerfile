@@ -1,10 +1,12 @@
 # layerfreeze service image. No torch by default: the service reads checkpoints as data and never imports it.
 #
-#   docker build -t layerfreeze .                                          # on python:3.11-slim
-#   docker build --build-arg BASE_IMAGE=layerfreeze-base:bookworm -t layerfreeze .   # docker/build-local-base.sh
+#   docker build -t layerfreeze .                      # on python:3.11-slim
+#   docker build --build-arg BASE_IMAGE=layerfreeze-base:bookworm -t layerfreeze .
+#                                                      # on the base of docker/build-local-base.sh
 #
-# The base is any Debian-like image with python3 (3.11+: tomllib) and its venv module: the official python image or
-# Debian 12's own python3. Both stages use that one base; the service lives in a venv at /opt/layerfreeze.
+# The base is any Debian-like image with python3 (3.11+: tomllib) and its venv module: the official python
+# image or Debian 12's own python3. Both stages use that one base; the service lives in a venv at
+# /opt/layerfreeze. docker/build-image.sh passes the host's pip index configuration; docs/docker.md.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
