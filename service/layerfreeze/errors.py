@@ -30,6 +30,7 @@
     │   ├── TooManyUploads            the tenant has ``max_uploads_per_tenant`` uploads under way
     │   └── StorageFull               the data directory's file system is full
     └── StartupError              the service cannot start (nothing was changed)
+        ├── InvalidSettings           a setting has a value the service cannot use
         ├── DataDirInUse              another service holds the data directory
         └── PortInUse                 the address to listen on is taken
 
@@ -210,6 +211,10 @@ class StorageFull(RetryLater):
 
 class StartupError(LayerfreezeError):
     """The service cannot start (nothing was changed)."""
+
+
+class InvalidSettings(StartupError):
+    """A setting (environment variable or command-line option) has a value the service cannot use."""
 
 
 class DataDirInUse(StartupError):

@@ -12,11 +12,45 @@ import argparse
 import errno
 import logging
 import socket
+import sys
+from collections.abc import Mapping
 from typing import Any
 
-from layerfreeze.errors import PortInUse, StartupError
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from layerfreeze.errors import InvalidSettings, PortInUse, StartupError
 from layerfreeze.settings import Settings, get_settings
 from layerfreeze.storage import lock as data_dir_lock
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and ``overrides``; a bad value raises :class:`InvalidSettings` with one
+    line that names the setting, instead of pydantic's multi-line report."""
+    try:
+        return get_settings(**overrides)
+    except ValidationError as exc:
+        raise InvalidSettings(describe_invalid(exc, overrides)) from None
+    except SettingsError as exc:
+        raise InvalidSettings(f"invalid setting: {exc}") from None
+
+
+def describe_invalid(exc: ValidationError, overrides: Mapping[str, Any]) -> str:
+    """``invalid setting LAYERFREEZE_WORKERS='abc': Input should be a valid integer, ...`` (``; `` between
+    several). Values of secret settings (tokens) are not repeated."""
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    parts = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"--{field.replace('_', '-')}" if field in overrides else prefix + field.upper()
+        value = "" if "token" in field else f"={_short(error.get('input'))}"
+        parts.append(f"{name}{value}: {error['msg'].removeprefix('Value error, ')}")
+    return "invalid setting " + "; ".join(parts)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def serve(host: str | None = None, port: int | None = None, settings: Settings | None = None,
@@ -34,7 +68,7 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     if port is not None:
         overrides["port"] = port
     if settings is None:
-        settings = get_settings(**overrides)
+        settings = load_settings(**overrides)
     elif overrides:
         settings = settings.model_copy(update=overrides)
     configure_logging(settings.log_level)
@@ -90,7 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(args.host, args.port)
     except StartupError as exc:
-        raise SystemExit(f"layerfreeze-server: error: {exc.detail}") from None
+        print(f"layerfreeze-server: error: {exc.detail}", file=sys.stderr)
+        # sysexits EX_CONFIG for a bad setting, as `layerfreeze serve`
+        raise SystemExit(78 if isinstance(exc, InvalidSettings) else 1) from None
 
 
 if __name__ == "__main__":

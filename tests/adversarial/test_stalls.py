@@ -137,21 +137,20 @@ def test_uploads_per_tenant_are_capped_with_429(tmp_path_factory: pytest.TempPat
             for e in events:
                 assert e.wait(10)
             time.sleep(0.5)
-            files = {"model": ("m.pt", model)}
+            files, spec = {"model": ("m.pt", model)}, {"spec": "{}"}
             with httpx.Client(base_url=service.url, timeout=30) as c:
-                r = c.post("/v1/jobs", headers={"Authorization": "Bearer ta"}, files=files, data={"spec": "{}"})
+                r = c.post("/v1/jobs", headers={"Authorization": "Bearer ta"}, files=files, data=spec)
                 assert r.status_code == 429, r.text[:300]
                 assert r.headers["content-type"] == "application/problem+json"
                 assert int(r.headers["retry-after"]) >= 1
-                other = c.post("/v1/jobs", headers={"Authorization": "Bearer tb"}, files=files,
-                               data={"spec": "{}"})
+                other = c.post("/v1/jobs", headers={"Authorization": "Bearer tb"}, files=files, data=spec)
                 assert other.status_code == 202, other.text[:300]
                 stop.set()
                 for t in threads:
                     t.join(10)
                 deadline = time.monotonic() + 10
                 while True:  # the slots are free again once the slow uploads are gone
-                    r = c.post("/v1/jobs", headers={"Authorization": "Bearer ta"}, files=files, data={"spec": "{}"})
+                    r = c.post("/v1/jobs", headers={"Authorization": "Bearer ta"}, files=files, data=spec)
                     if r.status_code != 429 or time.monotonic() > deadline:
                         break
                     time.sleep(0.2)

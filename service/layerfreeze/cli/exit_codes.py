@@ -10,6 +10,7 @@ INTERNAL = 1  # a bug: please report it
 USAGE = 2  # argparse's own code for bad arguments
 NO_INPUT = 66  # sysexits EX_NOINPUT: the model or spec file does not exist or cannot be read
 IO_ERROR = 74  # sysexits EX_IOERR: the output cannot be written
+CONFIG = 78  # sysexits EX_CONFIG: `layerfreeze serve` was given a setting it cannot use
 
 BY_CLASS: dict[type[BaseException], int] = {
     errors.SpecError: 3,
@@ -20,6 +21,7 @@ BY_CLASS: dict[type[BaseException], int] = {
     errors.SafetensorsFormatError: 8,
     errors.LimitExceeded: 9,
     errors.JobError: 11,
+    errors.InvalidSettings: CONFIG,
     errors.LayerfreezeError: 12,
     FileNotFoundError: NO_INPUT,
     IsADirectoryError: NO_INPUT,

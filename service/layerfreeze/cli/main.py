@@ -162,7 +162,7 @@ def _serve(host: str | None, port: int | None) -> int:
         from layerfreeze.server import serve
     except ImportError as exc:
         raise LayerfreezeError(f"the HTTP service is not available in this installation ({exc})") from exc
-    serve(host, port)
+    serve(host, port)  # a bad setting, a data directory or port in use: one line and its exit code
     return exit_codes.OK
 
 
