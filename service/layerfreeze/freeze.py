@@ -17,12 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from layerfreeze.core.model import Inventory
 from layerfreeze.core.report import FileRef, Report, build_report
 from layerfreeze.core.selection import select
 from layerfreeze.core.spec import FreezeSpec, parse_spec, spec_sha256
+from layerfreeze.formats.segments import Segment, output_size
 from layerfreeze.limits import ReadLimits
 
-__all__ = ["freeze_file", "sha256_file"]
+__all__ = ["freeze_file", "freeze_stored", "preview_stored", "read_model", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -69,6 +71,42 @@ def freeze_file(
         input=FileRef(filename=input_filename, bytes=src.stat().st_size, sha256=written.source_sha256),
         output=FileRef(filename=output_name or dst.name, bytes=written.bytes, sha256=written.sha256),
     )
+
+
+def read_model(src: Path | str, *, filename: str, sha256: str,
+               limits: ReadLimits = ReadLimits()) -> tuple[dict[str, Any], Report]:  # noqa: B008
+    """Read a model once: its stored description (``formats.stored``) and its report as it is."""
+    from layerfreeze.formats.detect import open_archive
+    from layerfreeze.formats.stored import describe
+
+    src = Path(src)
+    archive = open_archive(src, limits)
+    parsed = parse_spec("{}")
+    source = FileRef(filename=filename, bytes=src.stat().st_size, sha256=sha256)
+    report = build_report(select(parsed, archive.inventory), parsed, input=source, output=None)
+    return describe(archive), report
+
+
+def preview_stored(inventory: Inventory, spec: str | bytes | Mapping[str, Any] | FreezeSpec, *,
+                   input: FileRef) -> Report:
+    """The report a freeze of a stored model would give, from its inventory alone."""
+    parsed = parse_spec(spec)
+    return build_report(select(parsed, inventory), parsed, input=input, output=None)
+
+
+def freeze_stored(doc: Mapping[str, Any], base: Path, spec: str | bytes | Mapping[str, Any] | FreezeSpec, *,
+                  input: FileRef, output_name: str, inventory: Inventory | None = None,
+                  ) -> tuple[Report, list[Segment]]:
+    """Freeze a stored model without writing it: the report and the output as segments over ``base``.
+    The report's output sha256 is None (the caller hashes the segments when it needs the digest)."""
+    from layerfreeze.formats.stored import inventory_from, plan
+
+    parsed = parse_spec(spec)
+    inventory = inventory or inventory_from(doc)
+    selection = select(parsed, inventory)
+    segments = plan(doc, base, selection.final_by_name(), spec_sha256(parsed), inventory)
+    output = FileRef(filename=output_name, bytes=output_size(segments), sha256=None)
+    return build_report(selection, parsed, input=input, output=output), segments
 
 
 def output_filename(input_name: str, fmt: str | None = None) -> str:

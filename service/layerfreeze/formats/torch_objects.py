@@ -277,3 +277,13 @@ def flag_patches(flags: Mapping[str, list[Flag]], inventory: Inventory,
                 raise FormatError(f"parameter {name!r} shares its flag bytes with another parameter")
             patches[offset] = data
     return patches
+
+
+def flags_to_json(flags: Mapping[str, list[Flag]]) -> dict[str, list[list[Any]]]:
+    """The flag sites as JSON (name -> [[offset, text form], ...]) for a stored model."""
+    return {name: [[f.pos, f.text, f.value] for f in sites] for name, sites in flags.items()}
+
+
+def flags_from_json(doc: Mapping[str, Any]) -> dict[str, list[Flag]]:
+    return {str(name): [Flag(bool(value), int(pos), bool(text)) for pos, text, value in sites]
+            for name, sites in doc.items()}

@@ -11,16 +11,18 @@ import io
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from layerfreeze.core.model import Inventory
 from layerfreeze.errors import ArchiveError, FormatError
 from layerfreeze.formats.base import WrittenFile
-from layerfreeze.formats.copying import stream_copy
+from layerfreeze.formats.copying import write_segments
 from layerfreeze.formats.pickle.machine import PickleMachine
 from layerfreeze.formats.pickle.nodes import Flag
-from layerfreeze.formats.torch_objects import flag_patches, recover_model
+from layerfreeze.formats.segments import Segment, from_patches
+from layerfreeze.formats.torch_objects import flag_patches, flags_from_json, flags_to_json, recover_model
 from layerfreeze.formats.torchscript import CodeIndex, recover_torchscript
-from layerfreeze.formats.zipread import Member, ZipListing, read_listing, read_member
+from layerfreeze.formats.zipread import ZipListing, read_listing, read_member
 from layerfreeze.limits import ReadLimits
 
 DEFAULT_LIMITS = ReadLimits()
@@ -74,34 +76,53 @@ class TorchZipArchive:
         except UnicodeDecodeError as exc:
             raise FormatError(f"TorchScript code {rel!r} is not UTF-8 text") from exc
 
+    def stored(self) -> dict[str, Any]:
+        """What a later freeze needs without parsing the file again (JSON; see formats.stored)."""
+        m = self._pickle
+        return {"kind": "torchzip", "flags": flags_to_json(self._flags), "writable": self._writable,
+                "pickle": {"data_offset": m.data_offset, "size": m.size, "crc": m.crc,
+                           "central_crc_offset": m.central_crc_offset,
+                           "local_crc_offset": m.local_crc_offset,
+                           "descriptor_crc_offset": m.descriptor_crc_offset}}
+
+    def plan(self, final: Mapping[str, bool], spec_sha256: str) -> list[Segment]:
+        return plan_segments(self.stored(), self.inventory, self.source, final, spec_sha256)
+
     def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *,
               source_sha256: str | None = None) -> WrittenFile:
-        patches = flag_patches(self._flags, self.inventory, final)
-        if patches and not self._writable:
-            raise ArchiveError("data.pkl is compressed in this archive; only stored data.pkl can be patched")
-        if patches:
-            patches.update(_crc_patches(self.source, self._pickle, patches))
-        return stream_copy(self.source, Path(dst), patches, source_sha256=source_sha256)
+        return write_segments(self.source, Path(dst), self.plan(final, spec_sha256),
+                              source_sha256=source_sha256)
 
 
-def _crc_patches(source: Path, member: Member, patches: Mapping[int, bytes]) -> dict[int, bytes]:
+def plan_segments(doc: Mapping[str, Any], inventory: Inventory, base: Path, final: Mapping[str, bool],
+                  spec_sha256: str) -> list[Segment]:
+    """The output as segments over ``base``: the flag bytes in data.pkl and that member's CRC-32."""
+    patches = flag_patches(flags_from_json(doc["flags"]), inventory, final)
+    if patches and not doc["writable"]:
+        raise ArchiveError("data.pkl is compressed in this archive; only stored data.pkl can be patched")
+    if patches:
+        patches.update(_crc_patches(base, doc["pickle"], patches))
+    return from_patches(base.stat().st_size, patches)
+
+
+def _crc_patches(source: Path, member: Mapping[str, Any], patches: Mapping[int, bytes]) -> dict[int, bytes]:
     """New CRC-32 of the patched member, at every place the archive records it."""
     with open(source, "rb") as f:
-        f.seek(member.data_offset)
-        data = bytearray(f.read(member.size))
+        f.seek(member["data_offset"])
+        data = bytearray(f.read(member["size"]))
         for offset, value in patches.items():
-            rel = offset - member.data_offset
+            rel = offset - member["data_offset"]
             if not 0 <= rel < len(data):
                 raise ArchiveError("a flag lies outside data.pkl")
             data[rel:rel + len(value)] = value
         crc = zlib.crc32(data).to_bytes(4, "little")
-        out = {member.central_crc_offset: crc}
+        out = {member["central_crc_offset"]: crc}
         # Writers that use a data descriptor may leave the local header's CRC zero: keep what was there.
-        for offset in (member.local_crc_offset, member.descriptor_crc_offset):
+        for offset in (member["local_crc_offset"], member["descriptor_crc_offset"]):
             if offset is None:
                 continue
             f.seek(offset)
-            if int.from_bytes(f.read(4), "little") == member.crc:
+            if int.from_bytes(f.read(4), "little") == member["crc"]:
                 out[offset] = crc
     return out
 
