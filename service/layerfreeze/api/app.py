@@ -18,13 +18,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from layerfreeze import __version__
 from layerfreeze.api.middleware import RequestIdMiddleware
 from layerfreeze.api.problems import WorkerLost, problem, problem_for
-from layerfreeze.api.routes import health, jobs
+from layerfreeze.api.routes import health, jobs, models
 from layerfreeze.api.service import Service
 from layerfreeze.errors import LayerfreezeError
 from layerfreeze.metrics import Metrics
 from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobStore
+from layerfreeze.storage.models import ModelStore
+from layerfreeze.worker.digests import Digester
 from layerfreeze.worker.pool import LocalWorkerPool
 
 log = logging.getLogger("layerfreeze.api")
@@ -88,31 +90,52 @@ async def _cleanup_loop(service: Service) -> None:
         try:
             ids = await anyio.to_thread.run_sync(service.store.expired, time.time() - s.retention_s)
             for job_id in ids:
-                await anyio.to_thread.run_sync(service.store.purge, job_id)
-                await anyio.to_thread.run_sync(service.blobs.remove_job, job_id)
+                await anyio.to_thread.run_sync(_purge, service, job_id)
             if ids:
                 log.info("retention: removed %d jobs", len(ids))
         except Exception:
             log.exception("retention cleanup failed")
 
 
+def _purge(service: Service, job_id: str) -> None:
+    """Retention: a finished job's record and files go; its input blob too unless still referenced."""
+    record = service.store.get(job_id)
+    service.store.purge(job_id)
+    service.blobs.remove_job(job_id)
+    service.models.release(record.input_sha256)
+
+
 def _start(settings: Settings, metrics: Metrics) -> Service:
     blobs = BlobStore(settings.data_dir)
     blobs.prepare()
     store = JobStore(blobs.db_path)
+    models = ModelStore(store, blobs)
+    moved = models.migrate_files()
+    if moved:
+        log.info("moved %d stored uploads into the content store", moved)
     interrupted = problem_for(WorkerLost("interrupted by restart: the service stopped while the job ran"))
     queued = store.recover(interrupted)
-    orphans = blobs.sweep(store.ids())
+    orphans = blobs.sweep(store.ids(), models.ids())
     if orphans:
-        log.info("removed %d job directories without a record", orphans)
+        log.info("removed %d job or model directories without a record", orphans)
+    collected = models.collect()
+    if collected:
+        log.info("removed %d unreferenced blobs", collected)
     service_ref: list[Service] = []
-    pool = LocalWorkerPool(settings, store, blobs, metrics,
-                           on_finished=lambda job_id: service_ref[0].waiters.notify(job_id))
-    service = Service(settings=settings, blobs=blobs, store=store, pool=pool, metrics=metrics)
+
+    def finished(job_id: str) -> None:
+        service_ref[0].waiters.notify(job_id)
+        service_ref[0].digests.submit(job_id)
+
+    pool = LocalWorkerPool(settings, store, blobs, metrics, on_finished=finished, models=models)
+    digests = Digester(store, blobs)
+    service = Service(settings=settings, blobs=blobs, store=store, pool=pool, metrics=metrics, models=models,
+                      digests=digests)
     service_ref.append(service)
     pool.start()
+    digests.start()
     for job_id in queued:
-        if blobs.input_path(job_id).exists():
+        if blobs.content.exists(store.get(job_id).input_sha256):
             pool.submit(job_id)
         else:
             store.fail(job_id, problem_for(WorkerLost("the upload of this job was lost in a restart")))
@@ -140,6 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await cleaner
             await anyio.to_thread.run_sync(service.pool.stop)
+            await anyio.to_thread.run_sync(service.digests.stop)
             service.store.close()
 
     app = FastAPI(
@@ -148,6 +172,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(models.router)
     app.add_exception_handler(LayerfreezeError, _on_layerfreeze_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)

@@ -14,6 +14,7 @@ import base64
 import bisect
 import hashlib
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -94,8 +95,13 @@ class SegmentReader:
             pos += seg[1] - seg[0] if isinstance(seg, tuple) else len(seg)
         self.size = pos
         self.fd = os.open(base, os.O_RDONLY)
+        self.lock = threading.Lock()  # a read in flight in another thread never sees the fd closed
 
     def pread(self, n: int, pos: int) -> bytes:
+        with self.lock:
+            return self._pread(n, pos) if self.fd >= 0 else b""
+
+    def _pread(self, n: int, pos: int) -> bytes:
         parts: list[bytes] = []
         end = min(pos + n, self.size)
         i = bisect.bisect_right(self.starts, pos) - 1
@@ -124,9 +130,10 @@ class SegmentReader:
             pos += len(data)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        with self.lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
     def __enter__(self) -> SegmentReader:
         return self

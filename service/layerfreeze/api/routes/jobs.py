@@ -5,22 +5,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import secrets
 import time
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.downloads import ArtifactResponse
 from layerfreeze.api.problems import BadRequest, NotReady, QueueFull, storage_error
-from layerfreeze.api.schemas import JobPublic, JobsPublic, job_public
+from layerfreeze.api.schemas import JobPublic, JobsPublic, StoredJobCreate, job_public
 from layerfreeze.api.uploads import receive_upload
 from layerfreeze.core.spec import parse_spec
 from layerfreeze.errors import JobConflict, JobNotFound
+from layerfreeze.formats.segments import PATCH_FORMAT, Segment, SegmentReader, from_patch_segments
 from layerfreeze.freeze import output_filename
 from layerfreeze.storage.jobs import JobRecord
 
@@ -70,7 +76,8 @@ def _uncursor(cursor: str) -> int:
 async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
                      wait: float = Query(0, description="seconds to wait for the result (clamped to 0..60)"),
                      ) -> Response:
-    """Upload a checkpoint and a freeze spec; the job runs in a worker process."""
+    """Upload a checkpoint and a freeze spec (multipart), or name a stored model (JSON body:
+    ``{"model": id, "spec": {...}, "dry_run": false}``); the job runs in a worker process."""
     s = service.settings
     health = service.pool.health()
     if not service.pool.running:  # shutting down; dead workers are replaced, so jobs can still queue
@@ -78,50 +85,90 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
     if health.queued >= s.queue_max:
         raise QueueFull(f"{health.queued} jobs are already queued; retry later",
                         retry_after=max(1, min(30, health.queued // max(1, health.workers))))
+    job_id = secrets.token_hex(12)
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+        record = await _stored_job_record(request, service, tenant or "", job_id)
+        pinned = record.input_sha256
+    else:
+        record = await _upload_job_record(request, service, tenant or "", job_id)
+        pinned = record.input_sha256
+    wait_s = min(max(wait, 0.0), s.wait_max_s, 60.0)
+    event = service.waiters.register(job_id) if wait_s > 0 else None
+    try:
+        try:
+            record = await anyio.to_thread.run_sync(service.store.create, record)
+        finally:
+            await anyio.to_thread.run_sync(service.models.unpin, pinned)  # the job holds it now
+        service.pool.submit(job_id)
+        if event is not None:
+            deadline = time.monotonic() + wait_s
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), wait_s)
+            record = service.store.get(job_id)
+            if record.status == "succeeded" and not record.dry_run and record.output_sha256 is None:
+                # A waiting client wants the finished job: its output digest too, if it comes in time.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(anyio.to_thread.run_sync(service.digests.ensure, job_id),
+                                           max(0.0, deadline - time.monotonic()))
+                record = service.store.get(job_id)
+    finally:
+        if event is not None:
+            service.waiters.unregister(job_id, event)
+    return _job_response(record, request)
+
+
+async def _stored_job_record(request: Request, service: Any, tenant: str, job_id: str) -> JobRecord:
+    """A job on a stored model; the model's blob is pinned until the job is recorded."""
+    raw = await request.body()
+    if len(raw) > service.settings.max_form_field_bytes:
+        raise BadRequest(f"the request body is larger than {service.settings.max_form_field_bytes} bytes")
+    try:
+        body = StoredJobCreate.model_validate_json(raw or b"{}")
+    except ValidationError as exc:  # 422 with a JSON pointer per error, like every other request error
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+    spec_text = body.spec if isinstance(body.spec, str) else json.dumps(body.spec)
+    parse_spec(spec_text.strip() or "{}")  # 422 with pointers before anything is queued
+    model = service.models.get(body.model, tenant if service.settings.tokens else None)
+    service.models.pin(model.sha256)
+    return JobRecord(
+        id=job_id, tenant=tenant, status="queued", created_at=time.time(), dry_run=body.dry_run,
+        spec=spec_text.strip() or "{}", input_filename=model.filename, input_bytes=model.bytes,
+        input_sha256=model.sha256, output_filename=None if body.dry_run else output_filename(model.filename),
+        model_id=model.id, inline_digest=False,
+    )
+
+
+async def _upload_job_record(request: Request, service: Any, tenant: str, job_id: str) -> JobRecord:
+    """The v1 multipart job: the upload is stored as a blob (pinned until the job is recorded); the
+    job reads it into a model first unless this tenant already has that content."""
+    s = service.settings
     tmp = service.blobs.temp_path()
     t0 = time.perf_counter()
     upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
                                   max_field_bytes=s.max_form_field_bytes)
     t1 = time.perf_counter()
     service.metrics.bytes_in.inc(upload.bytes)
-    job_id = secrets.token_hex(12)
     try:
         spec_text = upload.fields.get("spec", "").strip() or "{}"
         parse_spec(spec_text)  # 422 with pointers before anything is queued
         dry_run = _parse_bool("dry_run", upload.fields.get("dry_run"))
-        await anyio.to_thread.run_sync(service.blobs.adopt_upload, tmp, job_id)
+        existing = await anyio.to_thread.run_sync(service.models.find, tenant, upload.sha256)
+        await anyio.to_thread.run_sync(service.models.adopt_blob, tmp, upload.sha256, upload.bytes)
         log.info("upload stored", extra={"job_id": job_id, "bytes": upload.bytes,
                                           "receive_s": round(t1 - t0, 4),
                                           "persist_s": round(time.perf_counter() - t1, 4)})
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        service.blobs.remove_job(job_id)
         if isinstance(exc, OSError) and (ours := storage_error(exc)) is not None:
             raise ours from exc
         raise
-    record = JobRecord(
-        id=job_id, tenant=tenant or "", status="queued", created_at=time.time(), dry_run=dry_run,
+    return JobRecord(
+        id=job_id, tenant=tenant, status="queued", created_at=time.time(), dry_run=dry_run,
         spec=spec_text, input_filename=upload.filename, input_bytes=upload.bytes,
         input_sha256=upload.sha256, output_filename=None if dry_run else output_filename(upload.filename),
+        model_id=existing.id if existing is not None else job_id,
     )
-    wait_s = min(max(wait, 0.0), s.wait_max_s, 60.0)
-    event = service.waiters.register(job_id) if wait_s > 0 else None
-    try:
-        try:
-            record = await anyio.to_thread.run_sync(service.store.create, record)
-        except BaseException:
-            service.blobs.remove_job(job_id)
-            raise
-        service.pool.submit(job_id)
-        if event is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(event.wait(), wait_s)
-            record = service.store.get(job_id)
-    finally:
-        if event is not None:
-            service.waiters.unregister(job_id, event)
-    return _job_response(record, request)
 
 
 def _job_response(record: JobRecord, request: Request) -> Response:
@@ -164,14 +211,15 @@ def _finished(service: Any, job_id: str, tenant: str | None) -> JobRecord:
 
 
 @router.get("/{job_id}/report", responses=_RESPONSES)
-def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
+async def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
     """The parameter-state report of a finished job."""
     _finished(service, job_id, tenant)
     path = service.blobs.report_path(job_id)
-    if not path.is_file():
-        raise JobNotFound(f"the report of job {job_id} is gone", job_id=job_id)
-    # Streamed from disk: the report of a model with 100k parameters runs to tens of megabytes.
-    return FileResponse(path, media_type="application/json")
+    try:  # read whole, in a thread: the file is replaced once the output's digest is known
+        body = await anyio.to_thread.run_sync(path.read_bytes)
+    except FileNotFoundError as exc:
+        raise JobNotFound(f"the report of job {job_id} is gone", job_id=job_id) from exc
+    return Response(body, media_type="application/json")
 
 
 @router.head("/{job_id}/artifact", include_in_schema=False)
@@ -179,26 +227,65 @@ def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
     **_RESPONSES, 206: {"description": "Partial content"}, 304: {"description": "Not modified"},
     416: {"description": "Range not satisfiable"},
     200: {"content": {"application/octet-stream": {}}, "description": "The modified checkpoint"}})
-def get_artifact(job_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
+async def get_artifact(job_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
     """The modified checkpoint: strong ETag and Repr-Digest from its sha256, Range support."""
     record = service.store.get(job_id, tenant)
     if record.dry_run:
         raise JobNotFound(f"job {job_id} was a dry run: it has no artifact", job_id=job_id)
     record = _finished(service, job_id, tenant)
     path = service.blobs.output_path(job_id)
+    if path.exists():  # a full copy, from before stored models
+        opener = None
+    else:
+        segments = _segments(service, record)
+        path = service.blobs.content.path(record.input_sha256)
+        opener = partial(SegmentReader, path, segments)
+        if record.output_sha256 is None:  # computed in the background; a download that comes first waits
+            sha = await anyio.to_thread.run_sync(service.digests.ensure, job_id)
+            record = replace(record, output_sha256=sha)
     if record.output_sha256 is None or record.output_bytes is None or not path.exists():
         raise JobNotFound(f"the artifact of job {job_id} is gone", job_id=job_id)
     return ArtifactResponse(path, size=record.output_bytes, sha256=record.output_sha256,
                             filename=record.output_filename or "model.frozen", method=request.method,
                             request_headers=dict(request.headers),
-                            on_sent=service.metrics.bytes_out.inc)
+                            on_sent=service.metrics.bytes_out.inc, opener=opener)
+
+
+def _segments(service: Any, record: JobRecord) -> list[Segment]:
+    path = service.blobs.patch_path(record.id)
+    if not path.is_file():
+        raise JobNotFound(f"the artifact of job {record.id} is gone", job_id=record.id)
+    return from_patch_segments(json.loads(path.read_bytes())["segments"])
+
+
+@router.get("/{job_id}/patch", responses={
+    **_RESPONSES, 200: {"content": {"application/json": {}},
+                        "description": "The artifact as a layerfreeze-patch/1 delta against the model"}})
+async def get_patch(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
+    """The output as a delta against the stored input (``layerfreeze-patch/1``): a client that holds
+    the input rebuilds the output exactly and checks it against ``output.sha256``."""
+    record = service.store.get(job_id, tenant)
+    if record.dry_run:
+        raise JobNotFound(f"job {job_id} was a dry run: it has no artifact", job_id=job_id)
+    record = _finished(service, job_id, tenant)
+    path = service.blobs.patch_path(job_id)
+    if not path.is_file():
+        raise JobNotFound(f"job {job_id} has no patch (its artifact predates stored models)", job_id=job_id)
+    entry = json.loads(await anyio.to_thread.run_sync(path.read_bytes))
+    sha = record.output_sha256 or await anyio.to_thread.run_sync(service.digests.ensure, job_id)
+    entry["output"]["sha256"] = sha
+    entry["path"] = record.output_filename or entry["path"]
+    body = {"format": PATCH_FORMAT, "files": [entry]}
+    return JSONResponse(body, headers={"etag": f'"patch-{sha}"', "cache-control": "private, no-cache"})
 
 
 @router.delete("/{job_id}", status_code=204, responses=_RESPONSES)
 def delete_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
-    """Remove a job and its files (409 while it runs)."""
-    service.store.delete(job_id, tenant)
+    """Remove a job and its files (409 while it runs); its input goes too unless a model or another job
+    still holds it."""
+    record = service.store.delete(job_id, tenant)
     service.blobs.remove_job(job_id)
+    service.models.release(record.input_sha256)
     return Response(status_code=204)
 
 
