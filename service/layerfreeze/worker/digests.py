@@ -70,8 +70,8 @@ class Digester:
             patch = json.loads(patch_path.read_bytes())
             segments = from_patch_segments(patch["segments"])
             _size, sha = sha256_of(self.blobs.content.path(record.input_sha256), segments)
+            self._update_report(job_id, sha)  # first: once the record has the digest, so has the report
             self.store.set_output_digest(job_id, sha)
-            self._update_report(job_id, sha)
             return sha
         finally:
             with self._lock:
