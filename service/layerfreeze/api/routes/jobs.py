@@ -189,7 +189,7 @@ async def _upload_job_record(request: Request, service: Any, tenant: str, job_id
         id=job_id, tenant=tenant, status="queued", created_at=time.time(), dry_run=dry_run,
         spec=spec_text, input_filename=upload.filename, input_bytes=upload.bytes,
         input_sha256=upload.sha256, output_filename=None if dry_run else output_filename(upload.filename),
-        model_id=existing.id if existing is not None else job_id,
+        model_id=existing.id if existing is not None else job_id,  # job id = a model this job creates
     )
 
 
