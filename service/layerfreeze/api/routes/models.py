@@ -40,7 +40,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 PROBLEM = "application/problem+json"
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     s: {"content": {PROBLEM: {}}, "description": d}
-    for s, d in ((400, "Malformed request"), (401, "Missing or invalid token"), (404, "Unknown model"))
+    for s, d in ((400, "Malformed request"), (401, "Missing or invalid token"), (404, "Unknown model"),
+                 (422, "Invalid request"))
 }
 SHA256_PATTERN = "^[0-9a-f]{64}$"
 
@@ -99,8 +100,11 @@ def store_model(service: Service, tenant: str, tmp: Any, filename: str, size: in
 
 @router.post("", status_code=201, response_model=ModelPublic,
              responses={**_RESPONSES, 200: {"description": "The tenant already has this content"},
+                        409: {"description": "Upload incomplete, or its Idempotency-Key in use"},
                         413: {"description": "Upload too large"}, 415: {"description": "Not multipart"},
-                        422: {"description": "Not a checkpoint we read"}},
+                        422: {"description": "Not a checkpoint we read"},
+                        429: {"description": "Too busy"}, 503: {"description": "Not ready"},
+                        507: {"description": "Storage full"}},
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
                  "schema": {"type": "object", "required": ["file"], "properties": {
                      "file": {"type": "string", "format": "binary"}}}}}}})

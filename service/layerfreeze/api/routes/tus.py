@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request, Response
@@ -38,6 +39,14 @@ from layerfreeze.storage.blobs import fsync_dir, fsync_file
 from layerfreeze.storage.models import ModelNotFound
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+PROBLEM = "application/problem+json"
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {400: "Malformed request", 401: "Missing or invalid token", 404: "Unknown upload",
+            409: "Offset mismatch, upload in progress or incomplete", 412: "Tus-Resumable 1.0.0 missing",
+            413: "Larger than the upload limit", 415: "Not application/offset+octet-stream"}
+    return {c: {"content": {PROBLEM: {}}, "description": text[c]} for c in codes}
 TUS_VERSION = "1.0.0"
 EXPIRY_S = 24 * 3600
 _ID = re.compile(r"^[0-9a-f]{24}$")
@@ -130,7 +139,7 @@ def discover(service: ServiceDep) -> Response:
         "tus-max-size": str(service.settings.max_upload_bytes)}))
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=_problems(400, 401, 412, 413))
 def create_upload(request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
     """Start a resumable upload of ``Upload-Length`` bytes (tus creation)."""
     _check_version(request)
@@ -156,7 +165,7 @@ def create_upload(request: Request, service: ServiceDep, tenant: TenantDep) -> R
                                                           **{"upload-offset": "0"}))
 
 
-@router.head("/{upload_id}")
+@router.head("/{upload_id}", responses=_problems(401, 404))
 def upload_offset(upload_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
     """How many bytes the service holds (resume from there)."""
     info, data = load_upload(service, upload_id, tenant)
@@ -165,7 +174,7 @@ def upload_offset(upload_id: str, service: ServiceDep, tenant: TenantDep) -> Res
         "cache-control": "no-store"}))
 
 
-@router.patch("/{upload_id}", status_code=204)
+@router.patch("/{upload_id}", status_code=204, responses=_problems(400, 401, 404, 409, 412, 413, 415))
 async def append(upload_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
     """Append bytes at ``Upload-Offset``; the bytes that arrived are kept even if the connection drops."""
     _check_version(request)
@@ -208,7 +217,7 @@ async def _receive(request: Request, data: Path, offset: int, length: int) -> in
     return offset
 
 
-@router.delete("/{upload_id}", status_code=204)
+@router.delete("/{upload_id}", status_code=204, responses=_problems(401, 404, 412))
 def terminate(upload_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
     _check_version(request)
     load_upload(service, upload_id, tenant)
