@@ -77,7 +77,8 @@ def layout(f: Any, size: int, root: str, members: Mapping[str, Any]) -> dict[str
         local = _local_offset(f, entry)
         ends_last = member.data_offset + member.compressed_size == cd_offset
         ours = {"local": local, "entry": entry, "entry_len": 46 + nlen + xlen + clen, "last": ends_last,
-                "data_offset": member.data_offset, "size": member.compressed_size}
+                "data_offset": member.data_offset, "size": member.compressed_size,
+                "stored": member.method == 0}
     return {"root": root, "count": count, "cd_offset": cd_offset, "cd_size": cd_size,
             "cd_end": cd_offset + cd_size, "comment": [eocd + 22, eocd + 22 + comment_len],
             "zip64": zip64, "member": ours}
@@ -113,7 +114,7 @@ def with_member(segments: Sequence[Segment], zl: Mapping[str, Any], content: byt
             count -= 1
             cd_parts = [(zl["cd_offset"], ours["entry"]), (ours["entry"] + ours["entry_len"], zl["cd_end"])]
             cd_size -= ours["entry_len"]
-        elif len(content) <= ours["size"]:  # in place, padded with JSON whitespace; CRC fixed below
+        elif ours["stored"] and len(content) <= ours["size"]:  # in place, padded with JSON whitespace
             return _in_place(segments, zl, ours, content)
         else:
             raise ArchiveError(f"cannot update {MEMBER}: it is not the last member and has grown")
