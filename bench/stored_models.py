@@ -10,7 +10,7 @@ the service-side job time (started_at -> finished_at, p50 and max) and the clien
 the disk bytes each job added to the data directory; the bytes of the patch a delta client downloads
 against the full artifact; and the old path (a full copy with both digests, what every job cost before)
 on the same file. Then the local CLI: `layerfreeze freeze` and `inspect` (with and without --digest)
-against one sha256 pass of the same file, each a fresh process, start-up included.
+against one sha256 pass of the same file and a `cp` of it, each a fresh process, start-up included.
 """
 
 from __future__ import annotations
@@ -174,9 +174,11 @@ def bench_cli(src: Path, out: Path) -> dict[str, float]:
     cli = [py, "-m", "layerfreeze.cli.main"]
     sha = [py, "-c", "import hashlib,sys\nh=hashlib.sha256()\nf=open(sys.argv[1],'rb',buffering=0)\n"
            "while b:=f.read(1<<22): h.update(b)\nprint(h.hexdigest())", str(src)]
-    runs = {"sha256": [], "freeze": [], "freeze_digest": [], "inspect": [], "inspect_digest": []}
+    runs: dict[str, list[float]] = {"sha256": [], "cp": [], "freeze": [], "freeze_digest": [], "inspect": [],
+                                    "inspect_digest": []}
     for _ in range(3):  # interleaved, so each sees the same cache and load; the medians are compared
         runs["sha256"].append(_run(sha))
+        runs["cp"].append(_run(["cp", str(src), str(out)]))  # writing the file at all costs this much
         freeze = [*cli, "freeze", str(src), "--spec-json", spec, "-o", str(out), "-q"]
         runs["freeze"].append(_run(freeze))
         runs["freeze_digest"].append(_run([*freeze, "--digest"]))

@@ -41,8 +41,8 @@ def freeze_file(
 ) -> Report:
     """Freeze ``src`` by ``spec`` into ``dst`` (same format) and return the report.
 
-    ``digest=False`` leaves the input's sha256 out of the report (None) and saves reading the input a
-    second time: a dry run then reads the metadata only; a freeze hashes only the output as it writes it.
+    ``digest=False`` leaves the sha256 digests out of the report (None): a dry run then reads the
+    metadata only, and a freeze only copies (the local CLI's default; ``--digest`` asks for them).
 
     Raises SpecError (the spec is invalid, or under ``strict`` selects nothing), FormatError subclasses
     (the file is not a checkpoint we read), LimitExceeded, and OSError for the files themselves.
@@ -66,7 +66,7 @@ def freeze_file(
         from layerfreeze.formats.copying import write_segments
 
         segments = archive.plan(selection.final_by_name(), spec_sha256(parsed))
-        written = write_segments(src, tmp, segments, hash_source=digest)
+        written = write_segments(src, tmp, segments, hash_source=digest, hash_output=digest)
         os.chmod(tmp, 0o644)
         os.replace(tmp, dst)
     except BaseException:
@@ -77,7 +77,7 @@ def freeze_file(
         selection, parsed,
         input=FileRef(filename=input_filename, bytes=src.stat().st_size,
                       sha256=written.source_sha256 or None),
-        output=FileRef(filename=output_name or dst.name, bytes=written.bytes, sha256=written.sha256),
+        output=FileRef(filename=output_name or dst.name, bytes=written.bytes, sha256=written.sha256 or None),
     )
 
 

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to write the checkpoint (a directory: <name>.frozen<suffix> in it)")
     freeze.add_argument("--report", type=Path, metavar="REPORT.json", help="also write the report as JSON")
     freeze.add_argument("--dry-run", action="store_true", help="report only, write no checkpoint")
-    _digest_option(freeze, "also hash the input (the output is always hashed while it is written)")
+    _digest_option(freeze, "also compute the sha256 of the input and of the output (reads both once more)")
     _output_options(freeze)
 
     inspect = commands.add_parser("inspect", help="report the parameters and their states, change nothing")
