@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -76,3 +77,23 @@ def test_client_cli_delta_flag(service, tmp_path: Path, subprocess_env: dict[str
         assert run.returncode == 0, run.stderr
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_async_client_rebuilds_from_the_patch(service, tmp_path: Path) -> None:
+    import asyncio
+
+    from layerfreeze_client import AsyncClient
+
+    url, _ = service
+    src = save(build("seq3", seed=24), tmp_path / "a.pt", "module")
+    spec = {"rules": [{"action": "freeze", "names": ["2"]}]}
+    rec = Recording()
+
+    async def run() -> Any:
+        async with AsyncClient(url, token=TOKENS["alice"]) as client:
+            return await client.freeze(src, spec, tmp_path / "async.pt", progress=False)
+
+    result = asyncio.run(run())
+    with _client(url, rec) as client:
+        full = client.freeze(src, spec, tmp_path / "sync.pt", progress=False, delta=False)
+    assert result.output.read_bytes() == full.output.read_bytes()
