@@ -15,19 +15,25 @@
     │   └── JobMemoryLimit            the job needed more than ``worker_memory_mb``
     ├── JobError
     │   ├── JobNotFound
+    │   │   └── ModelNotFound             no such model (or another tenant's)
+    │   │       └── UploadNotFound            no such resumable upload
     │   ├── JobConflict               the job is not in a state that allows the request
+    │   │   └── UploadConflict            a resumable upload is not at the offset or state assumed
     │   └── WorkerLost                the job's worker died under it, or the service restarted
     ├── BadRequest                the request itself is malformed (not the model file)
-    │   └── InvalidForm               a form field or query parameter we do not take, or a missing spec
+    │   ├── InvalidForm               a form field or query parameter we do not take, or a missing spec
+    │   └── PreconditionFailed        a tus request without the protocol version this server speaks
     ├── UnsupportedMediaType
     ├── Unauthorized
     ├── RangeNotSatisfiable
     ├── InputChanged              a stored upload no longer hashes to what arrived
+    ├── IdempotencyMismatch       an Idempotency-Key reused with another payload
     ├── StoreError                the job database failed (disk full, corruption, ...)
     ├── RetryLater                a passing condition; the answer carries ``Retry-After``
     │   ├── QueueFull
     │   ├── NotReady
     │   ├── TooManyUploads            the tenant has ``max_uploads_per_tenant`` uploads under way
+    │   ├── IdempotencyConflict       the first request with this Idempotency-Key has not answered yet
     │   └── StorageFull               the data directory's file system is full
     └── StartupError              the service cannot start (nothing was changed)
         ├── InvalidSettings           a setting has a value the service cannot use
@@ -145,6 +151,18 @@ class JobConflict(JobError):
     pass
 
 
+class ModelNotFound(JobNotFound):
+    """No such model, or another tenant's (its existence is not disclosed)."""
+
+
+class UploadNotFound(ModelNotFound):
+    pass
+
+
+class UploadConflict(JobConflict):
+    """A resumable upload is not where the request assumes (offset, still receiving, incomplete)."""
+
+
 class WorkerLost(JobError):
     """The worker process died under the job (killed by a signal, crashed) or the service restarted."""
 
@@ -156,6 +174,10 @@ class BadRequest(LayerfreezeError):
 class InvalidForm(BadRequest):
     """A well-formed request whose form or query says something we do not take (an unknown field, a missing
     spec, two answers to one question): refused rather than ignored, naming the fields."""
+
+
+class PreconditionFailed(BadRequest):
+    """A tus request without the protocol version this server speaks."""
 
 
 class UnsupportedMediaType(LayerfreezeError):
@@ -174,6 +196,10 @@ class RangeNotSatisfiable(LayerfreezeError):
 
 class InputChanged(LayerfreezeError):
     """The stored upload no longer hashes to what arrived (the disk corrupted it, or a crash tore it)."""
+
+
+class IdempotencyMismatch(LayerfreezeError):
+    """The Idempotency-Key was already used with another payload."""
 
 
 class StoreError(LayerfreezeError):
@@ -201,6 +227,12 @@ class NotReady(RetryLater):
 
 class TooManyUploads(RetryLater):
     """The tenant already has ``max_uploads_per_tenant`` uploads being received."""
+
+
+class IdempotencyConflict(RetryLater):
+    """The first request with this Idempotency-Key has not answered yet."""
+
+    default_retry_after = 1
 
 
 class StorageFull(RetryLater):

@@ -17,12 +17,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from layerfreeze.core.model import Inventory
 from layerfreeze.core.report import FileRef, Report, build_report
-from layerfreeze.core.selection import select
+from layerfreeze.core.selection import Selection, select
 from layerfreeze.core.spec import FreezeSpec, parse_spec, spec_sha256
+from layerfreeze.formats.segments import Segment, output_size
 from layerfreeze.limits import ReadLimits
 
-__all__ = ["freeze_file", "new_file_mode", "sha256_file"]
+__all__ = ["freeze_file", "freeze_stored", "new_file_mode", "preview_stored", "read_model", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -35,33 +37,36 @@ def freeze_file(
     limits: ReadLimits = ReadLimits(),  # noqa: B008  (frozen: safe as a default)
     input_name: str | None = None,
     output_name: str | None = None,
+    digest: bool = True,
 ) -> Report:
     """Freeze ``src`` by ``spec`` into ``dst`` (same format) and return the report.
+
+    ``digest=False`` leaves the sha256 digests out of the report (None): a dry run then reads the
+    metadata only, and a freeze only copies (the local CLI's default; ``--digest`` asks for them).
 
     Raises SpecError (the spec is invalid, or under ``strict`` selects nothing), FormatError subclasses
     (the file is not a checkpoint we read), LimitExceeded, and OSError for the files themselves.
     """
-    from layerfreeze.formats.base import pin_unrecordable
     from layerfreeze.formats.detect import open_archive  # the readers are the formats package's
 
     src = Path(src)
     parsed = parse_spec(spec)
     archive = open_archive(src, limits)
-    selection = select(parsed, archive.inventory)
-    unrecordable = getattr(archive, "unrecordable", frozenset())
-    if unrecordable:  # the report says what torch.load of the output gives (CONTRACT section 7)
-        selection = pin_unrecordable(selection, unrecordable)
+    selection = _select(parsed, archive.inventory, getattr(archive, "unrecordable", frozenset()))
     input_filename = input_name or src.name
     if dst is None:
-        size, digest = sha256_file(src)
-        source = FileRef(filename=input_filename, bytes=size, sha256=digest)
+        size, sha = sha256_file(src) if digest else (src.stat().st_size, None)
+        source = FileRef(filename=input_filename, bytes=size, sha256=sha)
         return build_report(selection, parsed, input=source, output=None)
     dst = Path(dst)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        written = archive.write(tmp, selection.final_by_name(), spec_sha256(parsed))
+        from layerfreeze.formats.copying import write_segments
+
+        segments = archive.plan(selection.final_by_name(), spec_sha256(parsed))
+        written = write_segments(src, tmp, segments, hash_source=digest, hash_output=digest)
         os.chmod(tmp, new_file_mode())  # mkstemp made it 0600; the output is an ordinary file
         os.replace(tmp, dst)
     except BaseException:
@@ -70,8 +75,9 @@ def freeze_file(
         raise
     return build_report(
         selection, parsed,
-        input=FileRef(filename=input_filename, bytes=src.stat().st_size, sha256=written.source_sha256),
-        output=FileRef(filename=output_name or dst.name, bytes=written.bytes, sha256=written.sha256),
+        input=FileRef(filename=input_filename, bytes=src.stat().st_size,
+                      sha256=written.source_sha256 or None),
+        output=FileRef(filename=output_name or dst.name, bytes=written.bytes, sha256=written.sha256 or None),
     )
 
 
@@ -85,6 +91,52 @@ def new_file_mode() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def read_model(src: Path | str, *, filename: str, sha256: str,
+               limits: ReadLimits = ReadLimits()) -> tuple[dict[str, Any], Report]:  # noqa: B008
+    """Read a model once: its stored description (``formats.stored``) and its report as it is."""
+    from layerfreeze.formats.detect import open_archive
+    from layerfreeze.formats.stored import describe
+
+    src = Path(src)
+    archive = open_archive(src, limits)
+    parsed = parse_spec("{}")
+    source = FileRef(filename=filename, bytes=src.stat().st_size, sha256=sha256)
+    report = build_report(select(parsed, archive.inventory), parsed, input=source, output=None)
+    return describe(archive), report
+
+
+def preview_stored(inventory: Inventory, spec: str | bytes | Mapping[str, Any] | FreezeSpec, *,
+                   input: FileRef, unrecordable: frozenset[str] = frozenset()) -> Report:
+    """The report a freeze of a stored model would give, from its inventory alone (``unrecordable``:
+    the parameters whose file records no flag, ``formats.stored.unrecordable_of``)."""
+    parsed = parse_spec(spec)
+    return build_report(_select(parsed, inventory, unrecordable), parsed, input=input, output=None)
+
+
+def freeze_stored(doc: Mapping[str, Any], base: Path, spec: str | bytes | Mapping[str, Any] | FreezeSpec, *,
+                  input: FileRef, output_name: str, inventory: Inventory | None = None,
+                  ) -> tuple[Report, list[Segment]]:
+    """Freeze a stored model without writing it: the report and the output as segments over ``base``.
+    The report's output sha256 is None (the caller hashes the segments when it needs the digest)."""
+    from layerfreeze.formats.stored import inventory_from, plan, unrecordable_of
+
+    parsed = parse_spec(spec)
+    inventory = inventory or inventory_from(doc)
+    selection = _select(parsed, inventory, unrecordable_of(doc))
+    segments = plan(doc, base, selection.final_by_name(), spec_sha256(parsed), inventory)
+    output = FileRef(filename=output_name, bytes=output_size(segments), sha256=None)
+    return build_report(selection, parsed, input=input, output=output), segments
+
+
+def _select(spec: FreezeSpec, inventory: Inventory, unrecordable: frozenset[str]) -> Selection:
+    """The selection as the output will really load: parameters whose file records no requires_grad stay
+    False whatever the spec says, since that is what ``torch.load`` gives (CONTRACT section 7)."""
+    from layerfreeze.formats.base import pin_unrecordable
+
+    selection = select(spec, inventory)
+    return pin_unrecordable(selection, unrecordable) if unrecordable else selection
 
 
 def output_filename(input_name: str, fmt: str | None = None) -> str:

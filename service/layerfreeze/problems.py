@@ -40,6 +40,10 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     e.TooManyUploads: (429, "too-many-uploads", "Too many uploads at once"),
     e.NotReady: (503, "not-ready", "Service not ready"),
     e.StorageFull: (507, "storage-full", "Insufficient storage"),
+    e.PreconditionFailed: (412, "precondition-failed", "Precondition failed"),
+    e.UploadConflict: (409, "upload-conflict", "Upload not in that state"),
+    e.IdempotencyConflict: (409, "idempotency-key-in-use", "A request with this key is in progress"),
+    e.IdempotencyMismatch: (422, "idempotency-key-reused", "Idempotency-Key reused with another payload"),
 }
 
 INTERNAL = (500, "internal-error", "Internal server error")

@@ -173,12 +173,16 @@ def test_upload_damaged_on_disk_before_its_job_runs_fails_the_job(make_server, t
         pid = _stopped_worker(server)
         job = submit(c, src, {}).json()
         wait_for(c, job["id"], until=("running",))
-        stored = server.data_dir / "jobs" / job["id"] / "input"
+        sha = job["input"]["sha256"]
+        stored = server.data_dir / "blobs" / sha[:2] / sha  # uploads are stored by content
         data = bytearray(stored.read_bytes())
         data[-3] ^= 0xFF  # inside the last tensor's bytes: still a valid file, no longer the upload
+        stored.chmod(0o644)
         stored.write_bytes(bytes(data))
         os.kill(pid, signal.SIGCONT)
         failed = wait_for(c, job["id"])
         assert failed["status"] == "failed"
         assert failed["error"]["type"].endswith("/input-changed")
-        assert sorted(p.name for p in stored.parent.iterdir()) == ["input"]
+        job_dir = server.data_dir / "jobs" / job["id"]
+        assert not job_dir.exists() or list(job_dir.iterdir()) == []  # no report, no artifact
+        assert c.get("/v1/models").json()["items"] == []  # a damaged upload never becomes a model

@@ -176,5 +176,7 @@ def test_errors_are_problem_json(app_client: TestClient, method: str, path: str,
 
 
 def test_unsupported_media_type(app_client: TestClient) -> None:
-    r = app_client.post("/v1/jobs", json={"model": "x"})
+    r = app_client.post("/v1/jobs", content=b"model", headers={"content-type": "text/plain"})
     assert r.status_code == 415 and r.json()["status"] == 415
+    r = app_client.post("/v1/jobs", json={"model": "x"})  # a JSON body names a stored model
+    assert r.status_code == 404 and r.json()["status"] == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -13,8 +14,9 @@ import httpx
 
 from ._base import MAX_SERVER_WAIT, BaseClient, JobRef, default_output
 from ._download import DownloadSink
-from ._errors import TransportError, WaitTimeout
+from ._errors import APIError, IntegrityError, TransportError, WaitTimeout
 from ._models import FreezeResult, Job, JobPage, Report
+from ._patch import rebuild, sha256_file, single_file
 from ._progress import Progress, ProgressLike
 from ._retry import Retry
 from ._spec import SpecLike
@@ -215,10 +217,12 @@ class AsyncClient(BaseClient):
 
     async def freeze(self, model_path: str | os.PathLike[str], spec: SpecLike = None,
                      output: str | os.PathLike[str] | None = None, *, progress: ProgressLike = True,
-                     timeout: float | None = None) -> FreezeResult:
+                     timeout: float | None = None, delta: bool | None = None) -> FreezeResult:
         """Upload, wait, fetch the report, download and verify the frozen checkpoint.
 
-        ``output`` defaults to ``<stem>.frozen<suffix>`` beside the input.
+        ``output`` defaults to ``<stem>.frozen<suffix>`` beside the input. ``delta`` as in
+        ``Client.freeze``: unless False, the output is rebuilt from the local file and the job's patch
+        when the local file is the job's input (checked by sha256), else downloaded in full.
         """
         start = time.monotonic()
         wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
@@ -228,8 +232,19 @@ class AsyncClient(BaseClient):
         report = await self.report(job)
         target = Path(output) if output is not None else default_output(model_path)
         digest = report.output.sha256 if report.output else None
+        if delta is not False and (job.raw.get("links") or {}).get("patch"):
+            local = await anyio.to_thread.run_sync(sha256_file, model_path)
+            if delta or job.input.sha256 == local:
+                with contextlib.suppress(IntegrityError, APIError):
+                    patch = single_file(await self.patch(job))
+                    path = await anyio.to_thread.run_sync(rebuild, model_path, patch, target)
+                    return FreezeResult(job=job, report=report, output=path)
         path = await self.download(job, target, sha256=digest, progress=progress)
         return FreezeResult(job=job, report=report, output=path)
+
+    async def patch(self, job: JobRef) -> dict[str, Any]:
+        """The job's output as a ``layerfreeze-patch/1`` delta against its input."""
+        return dict(self._json(await self._call("GET", self._job_path(job, "/patch"))))
 
     async def inspect(self, model_path: str | os.PathLike[str] | Any, spec: SpecLike = None, *,
                       progress: ProgressLike = True, timeout: float | None = None) -> FreezeResult:

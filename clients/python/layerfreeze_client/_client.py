@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -12,13 +15,17 @@ import httpx
 
 from ._base import MAX_SERVER_WAIT, BaseClient, JobRef, default_output
 from ._download import DownloadSink
-from ._errors import TransportError, WaitTimeout
+from ._errors import APIError, IntegrityError, TransportError, WaitTimeout
 from ._models import FreezeResult, Job, JobPage, Report
+from ._patch import rebuild, sha256_file, single_file
 from ._progress import Progress, ProgressLike
 from ._retry import Retry
-from ._spec import SpecLike
+from ._spec import SpecLike, spec_json
+from ._upload import MultipartUpload
 
 __all__ = ["Client"]
+
+TUS_VERSION = "1.0.0"
 
 
 
@@ -213,21 +220,136 @@ class Client(BaseClient):
 
     def freeze(self, model_path: str | os.PathLike[str], spec: SpecLike = None,
                output: str | os.PathLike[str] | None = None, *, progress: ProgressLike = True,
-               timeout: float | None = None) -> FreezeResult:
+               timeout: float | None = None, delta: bool | None = None) -> FreezeResult:
         """Upload, wait, fetch the report, download and verify the frozen checkpoint.
 
         ``output`` defaults to ``<stem>.frozen<suffix>`` beside the input.
+
+        ``delta`` (default: whenever the local file is the job's input) fetches only the patch and
+        rebuilds the output from the local file, checking its sha256; on any mismatch it falls back to
+        the full download. ``delta=True`` also hashes the file first and, when the service already
+        stores it, skips the upload. ``delta=False``: upload and download in full.
         """
         start = time.monotonic()
         wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
-        job = self.submit(model_path, spec, wait=wait, progress=progress)
+        local_sha = sha256_file(model_path) if delta else None
+        stored = self.find_model(local_sha) if local_sha else None
+        if stored is not None:
+            job = self.submit_stored(stored["id"], spec, wait=wait)
+        else:
+            job = self.submit(model_path, spec, wait=wait, progress=progress)
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
         job = self.wait(job, left)
         report = self.report(job)
         target = Path(output) if output is not None else default_output(model_path)
         digest = report.output.sha256 if report.output else None
+        has_patch = bool((job.raw.get("links") or {}).get("patch"))
+        if delta is not False and has_patch and (delta or job.input.sha256 == sha256_file(model_path)):
+            with contextlib.suppress(IntegrityError, APIError):
+                path = rebuild(model_path, single_file(self.patch(job)), target)
+                return FreezeResult(job=job, report=report, output=path)
         path = self.download(job, target, sha256=digest, progress=progress)
         return FreezeResult(job=job, report=report, output=path)
+
+    # -- stored models ----------------------------------------------------------------------------------
+
+    def find_model(self, sha256: str) -> dict[str, Any] | None:
+        """This token's stored model with that content, or None (then upload it; also from a service
+        that has no stored models)."""
+        response = self._call("GET", "/v1/models", params={"sha256": sha256, "limit": 1})
+        if response.status_code in (404, 405):
+            return None
+        page = self._json(response)
+        items = page.get("items") or []
+        return dict(items[0]) if items else None
+
+    def upload_model(self, model: str | os.PathLike[str] | Any, *, progress: ProgressLike = False,
+                     resumable: bool = True) -> dict[str, Any]:
+        """Store a model on the service (read once there); the model, new or the one already stored.
+
+        A path is sent as a resumable upload (tus 1.0) when the service offers it: a dropped connection
+        resumes where the service's bytes end, by itself (``resumable=False``: one multipart request).
+        """
+        if resumable and isinstance(model, str | os.PathLike) and self._speaks_tus():
+            upload_id = self.upload_resumable(model, progress=progress)
+            response = self._call("POST", "/v1/models", headers={"content-type": "application/json"},
+                                  content=json.dumps({"upload": upload_id}).encode())
+            return dict(self._json(response))
+        upload = MultipartUpload(model, {}, file_field="file")
+        with Progress(progress, upload.file_size, f"upload {upload.filename}") as bar:
+            attempts = 0
+
+            def build() -> httpx.Request:
+                nonlocal attempts
+                if attempts:
+                    bar.restart()
+                attempts += 1
+                return self._request("POST", "/v1/models", headers=upload.headers(),
+                                     content=upload.sync_body(bar))
+
+            response = self._send(build, replayable=upload.restreamable)
+        return dict(self._json(response))
+
+    def _speaks_tus(self) -> bool:
+        response = self._call("OPTIONS", "/v1/uploads")
+        return response.status_code == 204 and response.headers.get("tus-resumable") == TUS_VERSION
+
+    def upload_resumable(self, path: str | os.PathLike[str], *, progress: ProgressLike = False,
+                         chunk_size: int = 1 << 20) -> str:
+        """Upload a file with tus 1.0 (``/v1/uploads``), resuming after dropped connections as long as
+        the retry policy allows; the upload's id (``POST /v1/models {"upload": id}`` makes it a model)."""
+        path = Path(path)
+        size = path.stat().st_size
+        name = base64.b64encode(path.name.encode()).decode()
+        created = self._call("POST", "/v1/uploads", headers={
+            "tus-resumable": TUS_VERSION, "upload-length": str(size), "upload-metadata": f"filename {name}"})
+        self._raise_for_status(created)
+        location = created.headers["location"]
+        upload_id = location.rsplit("/", 1)[-1]
+        offset, attempt = 0, 0
+        with Progress(progress, size, f"upload {path.name}") as bar:
+            while offset < size:
+                def body(start: int = offset) -> Iterator[bytes]:
+                    with open(path, "rb") as f:
+                        f.seek(start)
+                        while chunk := f.read(chunk_size):
+                            bar.update(len(chunk))
+                            yield chunk
+
+                try:
+                    response = self._http.send(self._request(
+                        "PATCH", location, content=body(), headers={
+                            "tus-resumable": TUS_VERSION, "upload-offset": str(offset),
+                            "content-type": "application/offset+octet-stream"}))
+                    self._raise_for_status(response)
+                    offset = int(response.headers["upload-offset"])
+                    continue
+                except httpx.TransportError as exc:
+                    delay = self.retry.delay_for_error(exc, attempt)
+                    if delay is None:
+                        raise TransportError(f"upload of {path.name} broke off at byte {offset}: {exc}"
+                                             ) from exc
+                time.sleep(delay)
+                attempt += 1
+                head = self._call("HEAD", location, headers={"tus-resumable": TUS_VERSION})
+                self._raise_for_status(head)
+                offset = int(head.headers["upload-offset"])  # resume where the service's bytes end
+                bar.restart(offset)
+        return upload_id
+
+    def submit_stored(self, model_id: str, spec: SpecLike = None, *, dry_run: bool = False,
+                      wait: float = 0) -> Job:
+        """A job on a stored model (nothing uploaded)."""
+        params, read_timeout = self._submit_params(wait)
+        body = json.dumps({"model": model_id, "spec": json.loads(spec_json(spec)), "dry_run": dry_run})
+        response = self._send(lambda: self._request(
+            "POST", "/v1/jobs", params=params, headers={"content-type": "application/json"},
+            content=body.encode(), read_timeout=read_timeout))
+        return self._job(response)
+
+    def patch(self, job: JobRef) -> dict[str, Any]:
+        """The job's output as a ``layerfreeze-patch/1`` delta against its input."""
+        return dict(self._json(self._call("GET", self._job_path(job, "/patch"))))
 
     def inspect(self, model_path: str | os.PathLike[str] | Any, spec: SpecLike = None, *,
                 progress: ProgressLike = True, timeout: float | None = None) -> FreezeResult:

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from layerfreeze import __version__
 from layerfreeze.api.middleware import RequestIdMiddleware
-from layerfreeze.api.routes import health, jobs
+from layerfreeze.api.routes import health, jobs, models, tus
 from layerfreeze.api.service import Service
 from layerfreeze.errors import LayerfreezeError, WorkerLost
 from layerfreeze.metrics import Metrics
@@ -25,7 +25,10 @@ from layerfreeze.problems import problem, problem_for
 from layerfreeze.settings import Settings
 from layerfreeze.storage import lock as data_dir_lock
 from layerfreeze.storage.blobs import BlobStore
+from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.jobs import JobStore
+from layerfreeze.storage.models import ModelStore
+from layerfreeze.worker.digests import Digester
 from layerfreeze.worker.pool import LocalWorkerPool
 
 log = logging.getLogger("layerfreeze.api")
@@ -42,6 +45,8 @@ async def _on_layerfreeze_error(request: Request, exc: Exception) -> JSONRespons
     status = body["status"]
     if status == 401:
         headers["www-authenticate"] = 'Bearer realm="layerfreeze"'
+    if request.url.path.startswith("/v1/uploads"):
+        headers["tus-resumable"] = "1.0.0"
     if status in (429, 503, 507):
         headers["retry-after"] = str(getattr(exc, "retry_after", 5))
     if status == 416:
@@ -84,19 +89,29 @@ async def _cleanup_loop(service: Service) -> None:
     s = service.settings
     while True:
         await asyncio.sleep(s.cleanup_interval_s)
+        with contextlib.suppress(Exception):  # Idempotency-Keys and unfinished uploads: kept a day
+            await anyio.to_thread.run_sync(IdempotencyStore(service.store).expire, time.time() - 86400)
+            await anyio.to_thread.run_sync(tus.expire_uploads, service, time.time())
         if s.retention_s <= 0:
             continue
         try:
             ids = await anyio.to_thread.run_sync(service.store.expired, time.time() - s.retention_s)
             for job_id in ids:
-                # Files first: once the job answers 404 its files are gone, and a crash in between leaves
-                # a record that the next pass removes rather than files that belong to no record.
-                await anyio.to_thread.run_sync(service.blobs.remove_job, job_id)
-                await anyio.to_thread.run_sync(service.store.purge, job_id)
+                await anyio.to_thread.run_sync(_purge, service, job_id)
             if ids:
                 log.info("retention: removed %d jobs", len(ids))
         except Exception:
             log.exception("retention cleanup failed")
+
+
+def _purge(service: Service, job_id: str) -> None:
+    """Retention: a finished job's record and files go; its input blob too unless still referenced."""
+    record = service.store.get(job_id)
+    # Files first: once the job answers 404 its files are gone, and a crash in between leaves a record
+    # that the next pass removes rather than files that belong to no record.
+    service.blobs.remove_job(job_id)
+    service.store.purge(job_id)
+    service.models.release(record.input_sha256)
 
 
 def _start(settings: Settings, metrics: Metrics) -> Service:
@@ -114,19 +129,33 @@ def _open(settings: Settings, metrics: Metrics) -> Service:
     blobs = BlobStore(settings.data_dir)
     blobs.prepare()
     store = JobStore(blobs.db_path)
+    models = ModelStore(store, blobs)
+    moved = models.migrate_files()
+    if moved:
+        log.info("moved %d stored uploads into the content store", moved)
     interrupted = problem_for(WorkerLost("interrupted by restart: the service stopped while the job ran"))
     queued = store.recover(interrupted)
-    orphans = blobs.sweep(store.ids())
+    orphans = blobs.sweep(store.ids(), models.ids())
     if orphans:
-        log.info("removed %d job directories without a record", orphans)
+        log.info("removed %d job or model directories without a record", orphans)
+    collected = models.collect()
+    if collected:
+        log.info("removed %d unreferenced blobs", collected)
     service_ref: list[Service] = []
-    pool = LocalWorkerPool(settings, store, blobs, metrics,
-                           on_finished=lambda job_id: service_ref[0].waiters.notify(job_id))
-    service = Service(settings=settings, blobs=blobs, store=store, pool=pool, metrics=metrics)
+
+    def finished(job_id: str) -> None:
+        service_ref[0].waiters.notify(job_id)
+        service_ref[0].digests.submit(job_id)
+
+    pool = LocalWorkerPool(settings, store, blobs, metrics, on_finished=finished, models=models)
+    digests = Digester(store, blobs)
+    service = Service(settings=settings, blobs=blobs, store=store, pool=pool, metrics=metrics, models=models,
+                      digests=digests)
     service_ref.append(service)
     pool.start()
+    digests.start()
     for job_id in queued:
-        if blobs.input_path(job_id).exists():
+        if blobs.content.exists(store.get(job_id).input_sha256):
             pool.submit(job_id)
         else:
             store.fail(job_id, problem_for(WorkerLost("the upload of this job was lost in a restart")))
@@ -157,6 +186,7 @@ def create_app(settings: Settings, runtime: Service | None = None) -> FastAPI:
                 await cleaner
             if runtime is None:
                 await anyio.to_thread.run_sync(service.pool.stop)
+                await anyio.to_thread.run_sync(service.digests.stop)
                 service.store.close()
                 data_dir_lock.release(service.blobs.root)
 
@@ -166,6 +196,8 @@ def create_app(settings: Settings, runtime: Service | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(models.router)
+    app.include_router(tus.router)
     app.add_exception_handler(LayerfreezeError, _on_layerfreeze_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)

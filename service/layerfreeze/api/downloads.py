@@ -8,7 +8,9 @@ import base64
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -78,9 +80,12 @@ class ArtifactResponse(Response):
     """A file response for GET and HEAD with the file's content hash as its validator."""
 
     def __init__(self, path: Path, *, size: int, sha256: str, filename: str, method: str,
-                 request_headers: dict[str, str], on_sent: object = None) -> None:
+                 request_headers: dict[str, str], on_sent: object = None,
+                 opener: Callable[[], Any] | None = None) -> None:
         super().__init__(content=None, status_code=200, media_type="application/octet-stream")
         self.path = path
+        # Something with pread(n, pos) and close(): the file itself, or a stored model plus a patch.
+        self.opener = opener or (lambda: _Reader(path))
         self.size = size
         self.send_body = method != "HEAD"
         self.on_sent = on_sent
@@ -148,7 +153,7 @@ class ArtifactResponse(Response):
 
     async def _stream(self, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        reader = await loop.run_in_executor(None, _Reader, self.path)
+        reader = await loop.run_in_executor(None, self.opener)
         ahead: asyncio.Future[bytes] | None = None
         sent = 0
         try:

@@ -14,7 +14,9 @@ from layerfreeze.metrics import Metrics
 from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobStore
-from layerfreeze.worker.queue import JobQueue
+from layerfreeze.storage.models import ModelStore
+from layerfreeze.worker.digests import Digester
+from layerfreeze.worker.pool import LocalWorkerPool
 
 
 class Waiters:
@@ -74,8 +76,10 @@ class Service:
     settings: Settings
     blobs: BlobStore
     store: JobStore
-    pool: JobQueue
+    pool: LocalWorkerPool
     metrics: Metrics
+    models: ModelStore
+    digests: Digester
     waiters: Waiters = field(default_factory=Waiters)
     uploads: UploadSlots = field(init=False)
 

@@ -226,7 +226,9 @@ async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: in
     listed in ``Upload.unknown`` for the caller to refuse."""
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
-        raise UnsupportedMediaType("POST /v1/jobs takes multipart/form-data with a 'model' file part")
+        alternative = " (or a JSON body naming a stored model)" if file_field == "model" else ""
+        raise UnsupportedMediaType(
+            f"this request takes multipart/form-data with a '{file_field}' file part{alternative}")
     max_body = max_file_bytes + MAX_PARTS * max_field_bytes + FORM_OVERHEAD
     declared = request.headers.get("content-length")
     if declared is not None:

@@ -37,7 +37,7 @@ class _Model(BaseModel):
 class FileRef(_Model):
     filename: str
     bytes: int
-    sha256: str
+    sha256: str | None  # None only while a stored-model job's output digest is still being computed
 
 
 class Summary(_Model):

@@ -8,7 +8,10 @@
                     nodes (inert values), reader (bounded window onto a file)
     torch_objects   the model in a pickle tree: state dict, checkpoint dict or whole module
     torchscript     the model in a TorchScript archive, typed by the declarations in its code/
-    copying         constant-memory copy with byte patches and both sha256 digests
+    segments        an output as ranges of its source plus literal bytes (what every writer plans)
+    copying         constant-memory writing of segments, with the sha256 digests asked for
+    stored          a read model as JSON (inventory and byte sites), to freeze it again without a parse
+    statemember     the freeze state inside torch archives (.data/layerfreeze.json)
 
 Nothing here imports torch.
 """

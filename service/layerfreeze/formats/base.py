@@ -6,11 +6,14 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from layerfreeze.core.findings import Finding
 from layerfreeze.core.model import Inventory
 from layerfreeze.core.selection import Selection
+
+if TYPE_CHECKING:
+    from layerfreeze.formats.segments import Segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,12 @@ class Archive(Protocol):
 
     source: Path
     inventory: Inventory
+
+    def stored(self) -> dict[str, Any]:
+        """What a later freeze needs without parsing again, as JSON (see ``formats.stored``)."""
+
+    def plan(self, final: Mapping[str, bool], spec_sha256: str) -> list[Segment]:
+        """The output as segments over ``source`` (``formats.segments``): what ``write`` writes."""
 
     def write(
         self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *, source_sha256: str | None = None

@@ -1,4 +1,4 @@
-"""Copy a file while patching a few bytes and hashing source and output, in constant memory.
+"""Write an output described by segments over its source, hashing source and output, in constant memory.
 
 Three things run at once: the kernel copies the bytes (``os.copy_file_range``, falling back to
 ``os.sendfile`` and then to plain reads and writes), one thread hashes the source and one thread hashes
@@ -8,14 +8,14 @@ so on two cores this costs about as much as hashing alone; memory stays at a few
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from layerfreeze.formats.base import WrittenFile
+from layerfreeze.formats.segments import Segment, check, from_patches, output_size
 
 CHUNK = 4 * 1024 * 1024
 
@@ -27,14 +27,35 @@ def stream_copy(
     """Write ``head`` then ``src[skip:]`` to ``dst`` with ``patches`` (source offset -> bytes) applied;
     return the output's size and sha256 and the whole source's sha256 (``source_sha256`` when the
     caller already knows it: then only the output is hashed)."""
-    byte_patches = _by_byte(patches or {})
     size = os.stat(src).st_size
+    return write_segments(src, dst, from_patches(size, patches, head=head, skip=skip),
+                          source_sha256=source_sha256)
+
+
+def write_segments(src: Path, dst: Path, segments: Sequence[Segment], *,
+                   source_sha256: str | None = None, hash_source: bool = True,
+                   hash_output: bool = True) -> WrittenFile:
+    """Write the output that ``segments`` describe over ``src`` to ``dst``; hash the output (unless
+    ``hash_output`` is False: its sha256 is then "") and the source (unless ``hash_source`` is False:
+    then ``source_sha256`` is returned as given, or "")."""
+    size = os.stat(src).st_size
+    check(segments, size)
+    if not hash_output and not (hash_source and source_sha256 is None):
+        with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
+            for seg in segments:
+                if isinstance(seg, bytes):
+                    _write_all(fout.fileno(), seg)
+                else:
+                    _copy_range(fin.fileno(), fout.fileno(), seg[0], seg[1] - seg[0])
+        return WrittenFile(bytes=output_size(segments), sha256="", source_sha256=source_sha256 or "")
     src_hash = hashlib.sha256()
     out_hash = hashlib.sha256()
     errors: list[BaseException] = []
     # Up to the first changed byte the output equals the source, so one hash serves both there
     # (a TorchScript archive keeps data.pkl after the tensors; an unchanged file needs one hash only).
-    shared = 0 if head or skip or source_sha256 else min(byte_patches, default=size)
+    first = segments[0] if segments else None
+    hash_source = hash_source and source_sha256 is None
+    shared = first[1] if isinstance(first, tuple) and first[0] == 0 and hash_source else 0
     split = threading.Event()
 
     def hash_source() -> None:
@@ -45,38 +66,37 @@ def stream_copy(
             out_hash = src_hash.copy()
         finally:
             split.set()
-        if source_sha256 is None:
+        if hash_source:
             for _, chunk in _chunks(src, shared, size):
                 src_hash.update(chunk)
 
     def hash_output() -> None:
         split.wait()
-        out_hash.update(head)
-        offsets = sorted(byte_patches)
-        for position, chunk in _chunks(src, max(skip, shared), size):
-            lo = bisect.bisect_left(offsets, position)
-            hi = bisect.bisect_left(offsets, position + len(chunk))
-            for off in offsets[lo:hi]:
-                chunk[off - position] = byte_patches[off]
-            out_hash.update(chunk)
+        for i, seg in enumerate(segments):
+            if isinstance(seg, bytes):
+                out_hash.update(seg)
+                continue
+            start = seg[0] if i or not shared else shared
+            for _, chunk in _chunks(src, start, seg[1]):
+                out_hash.update(chunk)
 
     threads = [threading.Thread(target=_guard(fn, errors), daemon=True) for fn in (hash_source, hash_output)]
     for thread in threads:
         thread.start()
     try:
         with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
-            _write_all(fout.fileno(), head)
-            _copy_range(fin.fileno(), fout.fileno(), skip, size - skip)
-            for off, value in byte_patches.items():
-                if off >= skip:
-                    os.pwrite(fout.fileno(), bytes([value]), off - skip + len(head))
+            for seg in segments:
+                if isinstance(seg, bytes):
+                    _write_all(fout.fileno(), seg)
+                else:
+                    _copy_range(fin.fileno(), fout.fileno(), seg[0], seg[1] - seg[0])
     finally:
         for thread in threads:
             thread.join()
     if errors:
         raise errors[0]
-    return WrittenFile(bytes=len(head) + size - skip, sha256=out_hash.hexdigest(),
-                       source_sha256=source_sha256 or src_hash.hexdigest())
+    return WrittenFile(bytes=output_size(segments), sha256=out_hash.hexdigest(),
+                       source_sha256=src_hash.hexdigest() if hash_source else (source_sha256 or ""))
 
 
 def _guard(fn: Callable[[], None], errors: list[BaseException]) -> Callable[[], None]:
@@ -130,14 +150,6 @@ def _copy_range(fin: int, fout: int, start: int, count: int) -> None:
             raise OSError("source ended early")
         _write_all(fout, data)
         offset += len(data)
-
-
-def _by_byte(patches: Mapping[int, bytes]) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for offset, data in patches.items():
-        for i, value in enumerate(data):
-            out[offset + i] = value
-    return out
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -13,16 +13,25 @@ import struct
 import tarfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from layerfreeze.core.model import Inventory
 from layerfreeze.errors import AmbiguousCheckpoint, FormatError
 from layerfreeze.formats.base import WrittenFile
-from layerfreeze.formats.copying import stream_copy
+from layerfreeze.formats.copying import write_segments
 from layerfreeze.formats.dtypes import ITEMSIZE
 from layerfreeze.formats.pickle.machine import PickleMachine
 from layerfreeze.formats.pickle.nodes import Flag, StorageRef
 from layerfreeze.formats.pickle.reader import BoundedReader
-from layerfreeze.formats.torch_objects import flag_patches, name_budget, recover_model, unrecordable
+from layerfreeze.formats.segments import Segment, from_patches
+from layerfreeze.formats.torch_objects import (
+    flag_patches,
+    flags_from_json,
+    flags_to_json,
+    name_budget,
+    recover_model,
+    unrecordable,
+)
 from layerfreeze.limits import ReadLimits
 
 DEFAULT_LIMITS = ReadLimits()
@@ -78,10 +87,22 @@ class LegacyArchive:
         self._flags = recovered.flags
         self.unrecordable = unrecordable(recovered.flags)
 
+    def stored(self) -> dict[str, Any]:
+        return {"kind": "legacy", "flags": flags_to_json(self._flags)}
+
+    def plan(self, final: Mapping[str, bool], spec_sha256: str) -> list[Segment]:
+        return plan_segments(self.stored(), self.inventory, self.source, final, spec_sha256)
+
     def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *,
               source_sha256: str | None = None) -> WrittenFile:
-        return stream_copy(self.source, Path(dst), flag_patches(self._flags, self.inventory, final),
-                           source_sha256=source_sha256)
+        return write_segments(self.source, Path(dst), self.plan(final, spec_sha256),
+                              source_sha256=source_sha256)
+
+
+def plan_segments(doc: Mapping[str, Any], inventory: Inventory, base: Path, final: Mapping[str, bool],
+                  spec_sha256: str) -> list[Segment]:
+    """The flag bytes inside the main pickle; a legacy file has no checksum to fix."""
+    return from_patches(base.stat().st_size, flag_patches(flags_from_json(doc["flags"]), inventory, final))
 
 
 def _is_tar_header(block: bytes) -> bool:

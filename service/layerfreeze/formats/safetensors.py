@@ -17,9 +17,10 @@ from layerfreeze.core.kinds import tensor_kind
 from layerfreeze.core.model import FLOATING_DTYPES, Inventory, TensorInfo
 from layerfreeze.errors import AmbiguousCheckpoint, LimitExceeded, SafetensorsFormatError
 from layerfreeze.formats.base import WrittenFile
-from layerfreeze.formats.copying import stream_copy
+from layerfreeze.formats.copying import write_segments
 from layerfreeze.formats.dtypes import ITEMSIZE, SAFETENSORS_DTYPES
 from layerfreeze.formats.module_tree import modules_from_names
+from layerfreeze.formats.segments import Segment, from_patches
 from layerfreeze.limits import ReadLimits
 
 DEFAULT_LIMITS = ReadLimits()
@@ -130,25 +131,39 @@ class SafetensorsArchive:
         self.inventory = Inventory(format="safetensors", tensors=tuple(tensors), modules=modules,
                                    types_known=False, children_exact=False, notes=notes)
 
+    def stored(self) -> dict[str, Any]:
+        return {"kind": "safetensors", "metadata": self._header.get("__metadata__", {}),
+                "header": {k: v for k, v in self._header.items() if k != "__metadata__"},
+                "data_start": self._data_start}
+
+    def plan(self, final: Mapping[str, bool], spec_sha256: str) -> list[Segment]:
+        return plan_segments(self.stored(), self.inventory, self.source, final, spec_sha256)
+
     def write(self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *,
               source_sha256: str | None = None) -> WrittenFile:
-        params = [t for t in self.inventory.tensors if t.kind == "parameter"]
-        state = {t.name: bool(final.get(t.name, t.requires_grad is not False)) and t.dtype in FLOATING_DTYPES
-                 for t in params}
-        metadata = dict(self._header.get("__metadata__", {}))
-        metadata[METADATA_KEY] = json.dumps({
-            "format_version": 1,
-            "frozen": [n for n, v in state.items() if not v],
-            "trainable": [n for n, v in state.items() if v],
-            "spec_sha256": spec_sha256,
-        })
-        header = {"__metadata__": metadata}
-        header.update((k, v) for k, v in self._header.items() if k != "__metadata__")
-        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-        raw += b" " * (-len(raw) % 8)
-        head = struct.pack("<Q", len(raw)) + raw
-        return stream_copy(self.source, Path(dst), head=head, skip=self._data_start,
-                           source_sha256=source_sha256)
+        return write_segments(self.source, Path(dst), self.plan(final, spec_sha256),
+                              source_sha256=source_sha256)
+
+
+def plan_segments(doc: Mapping[str, Any], inventory: Inventory, base: Path, final: Mapping[str, bool],
+                  spec_sha256: str) -> list[Segment]:
+    """A new header with the freeze state in its metadata, then the data region by reference."""
+    params = [t for t in inventory.tensors if t.kind == "parameter"]
+    state = {t.name: bool(final.get(t.name, t.requires_grad is not False)) and t.dtype in FLOATING_DTYPES
+             for t in params}
+    metadata = dict(doc["metadata"])
+    metadata[METADATA_KEY] = json.dumps({
+        "format_version": 1,
+        "frozen": [n for n, v in state.items() if not v],
+        "trainable": [n for n, v in state.items() if v],
+        "spec_sha256": spec_sha256,
+    })
+    header = {"__metadata__": metadata}
+    header.update(doc["header"])
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    head = struct.pack("<Q", len(raw)) + raw
+    return from_patches(base.stat().st_size, head=head, skip=doc["data_start"])
 
 
 def _recorded_flags(value: str | None) -> dict[str, bool] | None:

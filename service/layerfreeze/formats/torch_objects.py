@@ -337,3 +337,15 @@ def flag_patches(flags: Mapping[str, list[Flag]], inventory: Inventory,
 def unrecordable(flags: Mapping[str, list[Flag]]) -> frozenset[str]:
     """Parameters whose file records no requires_grad at all: torch.load gives them False, always."""
     return frozenset(name for name, sites in flags.items() if sites and all(s.fixed for s in sites))
+
+
+def flags_to_json(flags: Mapping[str, list[Flag]]) -> dict[str, list[list[Any]]]:
+    """The flag sites as JSON (name -> [[offset, text form, value, shared, fixed], ...]), stored."""
+    return {name: [[f.pos, f.text, f.value, f.shared, f.fixed] for f in sites]
+            for name, sites in flags.items()}
+
+
+def flags_from_json(doc: Mapping[str, Any]) -> dict[str, list[Flag]]:
+    return {str(name): [Flag(bool(value), int(pos), bool(text), bool(shared), bool(fixed))
+                        for pos, text, value, shared, fixed in sites]
+            for name, sites in doc.items()}

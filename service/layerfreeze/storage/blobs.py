@@ -1,10 +1,13 @@
-"""The data directory: where each job's files live, and atomic writes into it.
+"""The data directory: where models' and jobs' files live, and atomic writes into it.
 
-    <data_dir>/jobs.sqlite3          job records (storage.jobs)
-    <data_dir>/jobs/<id>/input       the upload, renamed into place once complete
-    <data_dir>/jobs/<id>/output      the modified checkpoint (not for dry runs)
-    <data_dir>/jobs/<id>/report.json the report
-    <data_dir>/tmp/                  files being written; emptied at start
+    <data_dir>/jobs.sqlite3            records of blobs, models and jobs (storage.jobs, storage.models)
+    <data_dir>/blobs/<ab>/<sha256>     uploaded files, stored once by content (ContentStore)
+    <data_dir>/models/<id>/stored.json what reading the model found (formats.stored), for later freezes
+    <data_dir>/models/<id>/report.json the model's report as it is
+    <data_dir>/jobs/<id>/report.json   a job's report
+    <data_dir>/jobs/<id>/patch.json    a job's output as segments over its input blob
+    <data_dir>/jobs/<id>/output        a full copy (jobs finished before stored models existed)
+    <data_dir>/tmp/                    files being written; emptied at start
 
 Every file becomes visible under its final name only once complete and fsynced (temp + fsync + rename),
 so a crash at any moment leaves either the old state or the new one, never a torn file.
@@ -58,20 +61,61 @@ def write_file(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-FINAL_NAMES = ("input", "output", "report.json")
+FINAL_NAMES = ("input", "output", "report.json", "patch.json")
+
+
+class ContentStore:
+    """Files addressed by their sha256: ``path``, ``adopt`` (a complete temporary file), ``remove``,
+    ``shas``. Which blobs are still referenced is the database's business (storage.models)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a sha256: {sha256!r}")
+        return self.root / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def adopt(self, tmp: Path, sha256: str) -> bool:
+        """Publish ``tmp`` as the blob ``sha256``; True when new, False (``tmp`` removed) when the
+        content was already stored."""
+        final = self.path(sha256)
+        if final.is_file():
+            tmp.unlink(missing_ok=True)
+            return False
+        final.parent.mkdir(exist_ok=True)
+        os.chmod(tmp, 0o444)
+        publish(tmp, final)
+        return True
+
+    def remove(self, sha256: str) -> None:
+        with contextlib.suppress(OSError):
+            self.path(sha256).unlink()
+
+    def shas(self) -> set[str]:
+        return {p.name for d in self.root.iterdir() if d.is_dir() for p in d.iterdir() if len(p.name) == 64}
 
 
 class BlobStore:
-    """Paths of job files under one data directory."""
+    """Paths of model and job files under one data directory."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self.jobs_dir = self.root / "jobs"
+        self.models_dir = self.root / "models"
         self.tmp_dir = self.root / "tmp"
+        self.content = ContentStore(self.root / "blobs")
 
     def prepare(self) -> None:
         """Create the layout and drop leftovers of interrupted writes."""
-        for d in (self.root, self.jobs_dir, self.tmp_dir):
+        self.content.prepare()
+        for d in (self.root, self.jobs_dir, self.models_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp_dir.iterdir():
             if leftover.is_dir():
@@ -80,11 +124,16 @@ class BlobStore:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
 
-    def sweep(self, known_ids: set[str]) -> int:
-        """At start-up, before any worker runs: remove job directories without a record (a crash
-        between storing an upload and recording its job, or during a deletion) and half-written
+    def sweep(self, known_ids: set[str], known_models: set[str] | None = None) -> int:
+        """At start-up, before any worker runs: remove job and model directories without a record (a
+        crash between storing an upload and recording it, or during a deletion) and half-written
         ``.part`` files. Returns how many directories were removed."""
         removed = 0
+        if known_models is not None:
+            for entry in self.models_dir.iterdir():
+                if entry.name not in known_models:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
         for entry in self.jobs_dir.iterdir():
             if entry.name not in known_ids:
                 shutil.rmtree(entry, ignore_errors=True)
@@ -120,6 +169,21 @@ class BlobStore:
 
     def report_path(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "report.json"
+
+    def patch_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "patch.json"
+
+    def model_dir(self, model_id: str) -> Path:
+        return self.models_dir / model_id
+
+    def model_stored_path(self, model_id: str) -> Path:
+        return self.model_dir(model_id) / "stored.json"
+
+    def model_report_path(self, model_id: str) -> Path:
+        return self.model_dir(model_id) / "report.json"
+
+    def remove_model(self, model_id: str) -> None:
+        shutil.rmtree(self.model_dir(model_id), ignore_errors=True)
 
     def adopt_upload(self, tmp: Path, job_id: str) -> Path:
         """Move a complete upload from tmp/ to its job directory."""

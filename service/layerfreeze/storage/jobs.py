@@ -42,6 +42,52 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
 """
 
+# Schema version 2 (PRAGMA user_version): uploads become blobs addressed by sha256, referenced by models
+# (model_files) and by jobs (jobs.input_sha256 while jobs.holds_blob); a job may name its model.
+SCHEMA_VERSION = 2
+MIGRATE_TO_2 = """
+ALTER TABLE jobs ADD COLUMN model_id TEXT;
+ALTER TABLE jobs ADD COLUMN holds_blob INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE jobs ADD COLUMN inline_digest INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX IF NOT EXISTS jobs_input_sha256 ON jobs (input_sha256);
+CREATE TABLE IF NOT EXISTS blobs (
+    sha256      TEXT PRIMARY KEY,
+    bytes       INTEGER NOT NULL,
+    created_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    tenant      TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    bytes       INTEGER NOT NULL,
+    format      TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    summary     TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS models_tenant_sha256 ON models (tenant, sha256);
+CREATE INDEX IF NOT EXISTS models_tenant_seq ON models (tenant, seq);
+CREATE TABLE IF NOT EXISTS model_files (
+    model_id    TEXT NOT NULL,
+    idx         INTEGER NOT NULL,
+    path        TEXT NOT NULL,
+    bytes       INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    PRIMARY KEY (model_id, idx)
+);
+CREATE INDEX IF NOT EXISTS model_files_sha256 ON model_files (sha256);
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status      INTEGER,
+    headers     TEXT,
+    body        BLOB,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+"""
+
 STATUSES = ("queued", "running", "succeeded", "failed")
 
 
@@ -63,6 +109,8 @@ class JobRecord:
     output_bytes: int | None = None
     output_sha256: str | None = None
     error: dict[str, Any] | None = None
+    model_id: str | None = None
+    inline_digest: bool = True  # the output sha256 is part of the job (multipart jobs, as in v1)
 
     @property
     def finished(self) -> bool:
@@ -71,18 +119,18 @@ class JobRecord:
 
 _COLUMNS = (
     "seq, id, tenant, status, created_at, started_at, finished_at, dry_run, spec, input_filename, "
-    "input_bytes, input_sha256, output_filename, output_bytes, output_sha256, error"
+    "input_bytes, input_sha256, output_filename, output_bytes, output_sha256, error, model_id, inline_digest"
 )
 
 
 def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
     (seq, id_, tenant, status, created, started, finished, dry_run, spec, in_name, in_bytes, in_sha,
-     out_name, out_bytes, out_sha, error) = row
+     out_name, out_bytes, out_sha, error, model_id, inline_digest) = row
     return JobRecord(
         id=id_, tenant=tenant, status=status, created_at=created, dry_run=bool(dry_run), spec=spec,
         input_filename=in_name, input_bytes=in_bytes, input_sha256=in_sha, seq=seq, started_at=started,
         finished_at=finished, output_filename=out_name, output_bytes=out_bytes, output_sha256=out_sha,
-        error=json.loads(error) if error else None,
+        error=json.loads(error) if error else None, model_id=model_id, inline_digest=bool(inline_digest),
     )
 
 
@@ -96,8 +144,29 @@ class JobStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
             self._db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the job database at {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Bring an older database up to SCHEMA_VERSION in one transaction (files move later:
+        ``storage.models.migrate_files``)."""
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the job database has schema version {version}; this release reads up to "
+                             f"{SCHEMA_VERSION}")
+        if version >= SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATE_TO_2.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -134,9 +203,11 @@ class JobStore:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO jobs (id, tenant, status, created_at, dry_run, spec, input_filename, "
-                "input_bytes, input_sha256, output_filename) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+                "input_bytes, input_sha256, output_filename, model_id, inline_digest) "
+                "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.id, job.tenant, job.created_at, int(job.dry_run), job.spec, job.input_filename,
-                 job.input_bytes, job.input_sha256, job.output_filename),
+                 job.input_bytes, job.input_sha256, job.output_filename, job.model_id,
+                 int(job.inline_digest)),
             )
             return replace(job, seq=cur.lastrowid or 0, status="queued")
 
@@ -155,17 +226,34 @@ class JobStore:
         with self._tx() as db:
             db.execute(
                 "UPDATE jobs SET status='succeeded', finished_at=?, output_bytes=?, output_sha256=?, "
-                "output_filename=COALESCE(?, output_filename), error=NULL WHERE id=? AND status='running'",
+                "output_filename=COALESCE(?, output_filename), error=NULL, "
+                "holds_blob=CASE WHEN dry_run THEN 0 ELSE holds_blob END WHERE id=? AND status='running'",
                 (time.time(), output_bytes, output_sha256, output_filename, job_id),
             )
 
     def fail(self, job_id: str, problem: dict[str, Any]) -> None:
+        """A failed job has no artifact: it stops holding its input blob (the caller may release it)."""
         with self._tx() as db:
             db.execute(
-                "UPDATE jobs SET status='failed', finished_at=?, error=? WHERE id=? "
+                "UPDATE jobs SET status='failed', finished_at=?, error=?, holds_blob=0 WHERE id=? "
                 "AND status IN ('queued', 'running')",
                 (time.time(), json.dumps(problem), job_id),
             )
+
+    def set_model(self, job_id: str, model_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET model_id=? WHERE id=?", (model_id, job_id))
+
+    def set_output_digest(self, job_id: str, sha256: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET output_sha256=? WHERE id=? AND output_sha256 IS NULL",
+                       (sha256, job_id))
+
+    def undigested(self) -> list[str]:
+        """Succeeded jobs with an artifact whose digest is not yet known (oldest first)."""
+        rows = self._query("SELECT id FROM jobs WHERE status='succeeded' AND dry_run=0 "
+                           "AND output_sha256 IS NULL ORDER BY seq")
+        return [r[0] for r in rows]
 
     def delete(self, job_id: str, tenant: str | None) -> JobRecord:
         """Remove a job's record unless it is running (JobConflict). The caller removes its files."""
@@ -185,7 +273,7 @@ class JobStore:
         oldest first."""
         with self._tx() as db:
             for (job_id,) in db.execute("SELECT id FROM jobs WHERE status='running'").fetchall():
-                db.execute("UPDATE jobs SET status='failed', finished_at=?, error=? WHERE id=?",
+                db.execute("UPDATE jobs SET status='failed', finished_at=?, error=?, holds_blob=0 WHERE id=?",
                            (time.time(), json.dumps(problem), job_id))
             rows = db.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY seq").fetchall()
         return [r[0] for r in rows]

@@ -25,8 +25,9 @@ from layerfreeze.problems import problem_for
 from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobRecord, JobStore
+from layerfreeze.storage.models import ModelFile, ModelRecord, ModelStore
 from layerfreeze.worker.queue import PoolHealth
-from layerfreeze.worker.runner import READY, Outcome, Task, worker_main
+from layerfreeze.worker.runner import READY, ModelPaths, Outcome, ReadTask, Task, worker_main
 
 log = logging.getLogger("layerfreeze.pool")
 _SPAWN = multiprocessing.get_context("spawn")
@@ -36,6 +37,15 @@ IDLE_CHECK_S = 0.5  # how often an idle supervisor checks that its worker is sti
 
 class WorkerStartError(RuntimeError):
     pass
+
+
+class _Call:
+    """A task that a request waits for (reading an uploaded model), queued like a job."""
+
+    def __init__(self, task: ReadTask) -> None:
+        self.task = task
+        self.done = threading.Event()
+        self.outcome: Outcome | None = None
 
 
 def _death_reason(exitcode: int | None) -> str:
@@ -127,6 +137,9 @@ class _Slot:
                 continue
             if job_id is None:
                 return
+            if isinstance(job_id, _Call):
+                self._call(job_id)
+                continue
             try:
                 record = pool.store.claim(job_id)
             except StoreError:
@@ -149,6 +162,22 @@ class _Slot:
                 pool.replaced(replace)
                 self.respawn()
 
+    def _call(self, call: _Call) -> None:
+        self.busy = True
+        replace: str | None = None
+        try:
+            call.outcome, replace = self._send(call.task, call.task.model_id)
+        except Exception as exc:  # never let a supervisor thread die
+            log.exception("supervisor failed on reading model %s", call.task.model_id)
+            call.outcome = Outcome(call.task.model_id, ok=False, problem=problem_for(exc))
+        finally:
+            self.busy = False
+            call.done.set()
+        if replace is not None:
+            pool = self.pool
+            pool.replaced(replace)
+            self.respawn()
+
     def respawn(self) -> None:
         try:
             self.spawn()
@@ -158,18 +187,24 @@ class _Slot:
     def _run(self, record: JobRecord) -> tuple[Outcome, str | None]:
         """Run one job; returns its outcome and, when the process had to go, why."""
         pool = self.pool
+        blobs = pool.blobs
+        model_id = record.model_id or record.id
+        task = Task(
+            job_id=record.id, src=blobs.content.path(record.input_sha256), spec=record.spec,
+            patch=None if record.dry_run else blobs.patch_path(record.id),
+            report=blobs.report_path(record.id), input_name=record.input_filename,
+            output_name=record.output_filename, limits=pool.settings.read_limits(),
+            model=pool.model_paths(model_id), input_sha256=record.input_sha256,
+            digest=record.inline_digest,
+        )
+        return self._send(task, record.id)
+
+    def _send(self, task: Task | ReadTask, ident: str) -> tuple[Outcome, str | None]:
+        pool = self.pool
         if not self.alive():
             self.retire(kill=True)
             self.spawn()
         assert self.proc is not None and self.conn is not None
-        blobs = pool.blobs
-        task = Task(
-            job_id=record.id, src=blobs.input_path(record.id), spec=record.spec,
-            dst=None if record.dry_run else blobs.output_path(record.id),
-            report=blobs.report_path(record.id), input_name=record.input_filename,
-            limits=pool.settings.read_limits(),
-            input_sha256=record.input_sha256,
-        )
         limit = pool.settings.job_timeout_s
         with contextlib.suppress(OSError):  # a dead process is found below
             self.conn.send(task)
@@ -189,23 +224,25 @@ class _Slot:
             self.retire(kill=True)
             exc = JobTimeLimit(f"time limit {limit:g} s exceeded", limit="job_timeout_s",
                                maximum=int(limit))
-            return Outcome(record.id, ok=False, problem=problem_for(exc)), "time_limit"
+            return Outcome(ident, ok=False, problem=problem_for(exc)), "time_limit"
         reason = _death_reason(self.retire(kill=True))
-        log.warning("job %s: %s", record.id, reason)
-        return Outcome(record.id, ok=False, problem=problem_for(WorkerLost(reason))), "died"
+        log.warning("task %s: %s", ident, reason)
+        return Outcome(ident, ok=False, problem=problem_for(WorkerLost(reason))), "died"
 
 
 class LocalWorkerPool:
     """``JobQueue`` over ``settings.workers`` local processes."""
 
     def __init__(self, settings: Settings, store: JobStore, blobs: BlobStore, metrics: Metrics,
-                 on_finished: Callable[[str], None] = lambda _id: None) -> None:
+                 on_finished: Callable[[str], None] = lambda _id: None,
+                 models: ModelStore | None = None) -> None:
         self.settings = settings
         self.store = store
         self.blobs = blobs
+        self.models = models or ModelStore(store, blobs)
         self.metrics = metrics
         self.on_finished = on_finished
-        self.jobs: queue.Queue[str | None] = queue.Queue()
+        self.jobs: queue.Queue[str | _Call | None] = queue.Queue()
         self._slots = [_Slot(self, i) for i in range(settings.workers)]
         self._restarts = 0
         self._started = False
@@ -240,6 +277,17 @@ class LocalWorkerPool:
     def submit(self, job_id: str) -> None:
         self.jobs.put(job_id)
 
+    def call(self, task: ReadTask) -> Outcome:
+        """Run ``task`` in a worker and wait for it (call from a thread, never the event loop)."""
+        call = _Call(task)
+        self.jobs.put(call)
+        call.done.wait()
+        assert call.outcome is not None
+        return call.outcome
+
+    def model_paths(self, model_id: str) -> ModelPaths:
+        return ModelPaths(self.blobs.model_stored_path(model_id), self.blobs.model_report_path(model_id))
+
     def health(self) -> PoolHealth:
         return PoolHealth(
             workers=len(self._slots), alive=sum(s.alive() for s in self._slots),
@@ -258,6 +306,8 @@ class LocalWorkerPool:
     def finish(self, record: JobRecord, outcome: Outcome, elapsed: float) -> None:
         try:
             if outcome.ok:
+                if outcome.model is not None:
+                    self._record_model(record, outcome.model)
                 out = outcome.output or None
                 self.store.succeed(
                     record.id,
@@ -268,6 +318,10 @@ class LocalWorkerPool:
             else:
                 self._discard_outputs(record.id)
                 self.store.fail(record.id, outcome.problem or {})
+                model_id = record.model_id or record.id
+                if model_id not in self.models.ids():  # a first read that failed: no model appears
+                    self.blobs.remove_model(model_id)
+            self.models.release(record.input_sha256)  # a failed job or a dry run no longer holds it
         except StoreError:
             log.exception("cannot record the outcome of job %s", record.id)
         status = "succeeded" if outcome.ok else "failed"
@@ -276,6 +330,22 @@ class LocalWorkerPool:
         log.info("job finished", extra={"job_id": record.id, "status": status,
                                          "seconds": round(elapsed, 4)})
         self.on_finished(record.id)
+
+    def _record_model(self, record: JobRecord, model: dict[str, object]) -> None:
+        """The job read its upload first: the model now exists (or, when a concurrent upload of the same
+        content won the race, the job points at that one)."""
+        model_id = record.model_id or record.id
+        if model_id != record.id:  # a job on a stored model deleted meanwhile: it is not brought back
+            self.blobs.remove_model(model_id)
+            return
+        created, new = self.models.create(ModelRecord(
+            id=model_id, tenant=record.tenant, sha256=record.input_sha256, bytes=record.input_bytes,
+            format=str(model["format"]), created_at=time.time(), summary=model["summary"],  # type: ignore[arg-type]
+            files=(ModelFile(record.input_filename, record.input_bytes, record.input_sha256),)))
+        if not new:
+            self.blobs.remove_model(model_id)
+        if created.id != record.model_id:
+            self.store.set_model(record.id, created.id)
 
     def _discard_outputs(self, job_id: str) -> None:
         """A failed job keeps only its input: no report, no artifact, no half-written file."""

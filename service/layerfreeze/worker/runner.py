@@ -1,4 +1,8 @@
-"""The worker process: receives a task, runs ``freeze_file`` on it, publishes the files, answers.
+"""The worker process: receives a task, runs it, publishes the files, answers.
+
+Two kinds of task: ``ReadTask`` reads an uploaded model once (its stored description and its report);
+``Task`` freezes a stored model into a report and a patch (segments over the model's file), reading the
+model first when it has not been read yet (an upload through the multipart ``POST /v1/jobs``).
 
 Runs in a process started with the ``spawn`` method, so it shares nothing with the API process but the
 pipe. Its address space is capped (``RLIMIT_AS``) so a hostile file cannot exhaust the machine's memory;
@@ -28,15 +32,35 @@ READY = "ready"
 
 
 @dataclass(frozen=True, slots=True)
+class ModelPaths:
+    """Where a model's read results live (``storage.blobs``)."""
+
+    stored: Path
+    report: Path
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     job_id: str
-    src: Path
+    src: Path  # the stored model file (a blob)
     spec: str
-    dst: Path | None  # None: dry run
+    patch: Path | None  # where the output's segments go; None: dry run
     report: Path
     input_name: str
     limits: ReadLimits
-    input_sha256: str | None = None  # as hashed on arrival; the worker checks the file still matches
+    model: ModelPaths  # read first when ``model.stored`` does not exist yet
+    input_sha256: str | None = None  # as hashed on arrival; a first read checks the file still matches
+    digest: bool = True  # hash the output now (else the API's background pass does, after the job)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTask:
+    model_id: str
+    src: Path
+    filename: str
+    sha256: str
+    model: ModelPaths
+    limits: ReadLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +70,7 @@ class Outcome:
     output: dict[str, Any] | None = None  # {filename, bytes, sha256} of the artifact
     problem: dict[str, Any] | None = None
     retire: bool = False  # the process should be replaced (e.g. after a MemoryError)
+    model: dict[str, Any] | None = None  # {format, summary} when the task read a model first
 
 
 def _cap_memory(memory_mb: int) -> None:
@@ -64,61 +89,123 @@ def _report_dict(report: Any) -> dict[str, Any]:
     return dict(report)
 
 
-def run_task(task: Task, memory_mb: int) -> Outcome:
-    from layerfreeze.errors import InputChanged, JobMemoryLimit, storage_error
+def run_task(task: Task | ReadTask, memory_mb: int) -> Outcome:
+    from layerfreeze.errors import JobMemoryLimit, storage_error
     from layerfreeze.problems import problem_for
-    from layerfreeze.storage.blobs import publish_all, write_file
 
-    part = task.dst.with_name(task.dst.name + ".part") if task.dst else None
+    ident = task.job_id if isinstance(task, Task) else task.model_id
+    parts = [task.model.stored, task.model.report]
+    if isinstance(task, Task):
+        parts += [task.report] + ([task.patch] if task.patch else [])
     try:
-        from layerfreeze.freeze import freeze_file, output_filename
-
-        report = freeze_file(task.src, task.spec, part, limits=task.limits, input_name=task.input_name)
-        body = _report_dict(report)
-        if body.get("output"):  # the name follows the detected format, not only the uploaded name
-            body["output"]["filename"] = output_filename(task.input_name, body.get("format"))
-        read_sha = (body.get("input") or {}).get("sha256")
-        if task.input_sha256 and read_sha and read_sha != task.input_sha256:
-            raise InputChanged("the stored upload no longer matches the sha256 taken when it arrived; "
-                               "submit it again")
-        report_part = task.report.with_name(task.report.name + ".part")
-        write_file(report_part, json.dumps(body, separators=(",", ":")).encode())
-        # Both files fsynced, renamed into place, then one fsync of their directory.
-        renames = [(report_part, task.report)]
-        if part is not None and task.dst is not None:
-            renames.append((part, task.dst))
-        publish_all(renames)
-        return Outcome(task.job_id, ok=True, output=body.get("output"))
+        if isinstance(task, ReadTask):
+            return Outcome(ident, ok=True, model=_read(task.src, task.filename, task.sha256, task.model,
+                                                       task.limits)[1])
+        return _freeze(task)
     except LayerfreezeError as exc:
-        return Outcome(task.job_id, ok=False, problem=problem_for(exc))
+        return Outcome(ident, ok=False, problem=problem_for(exc))
     except MemoryError:
         exc2 = JobMemoryLimit(f"memory limit {memory_mb} MiB exceeded", limit="worker_memory_mb",
                               maximum=memory_mb)
-        return Outcome(task.job_id, ok=False, problem=problem_for(exc2), retire=True)
+        return Outcome(ident, ok=False, problem=problem_for(exc2), retire=True)
     except OSError as exc:
         ours = storage_error(exc)
         if ours is None:
-            return _internal(task, exc)
-        return Outcome(task.job_id, ok=False, problem=problem_for(ours))
+            return _internal(ident, exc)
+        return Outcome(ident, ok=False, problem=problem_for(ours))
     except Exception as exc:
-        return _internal(task, exc)
+        return _internal(ident, exc)
     finally:
-        for leftover in (part, task.report.with_name(task.report.name + ".part")):
-            if leftover is not None:
-                with contextlib.suppress(OSError):
-                    leftover.unlink()
+        for path in parts:
+            with contextlib.suppress(OSError):
+                path.with_name(path.name + ".part").unlink()
 
 
-def _internal(task: Task, exc: Exception) -> Outcome:
+def _read(src: Path, filename: str, sha256: str | None, model: ModelPaths,
+          limits: ReadLimits) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a model once, check it is still what arrived, and publish its description and report."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from layerfreeze.errors import InputChanged
+    from layerfreeze.freeze import read_model, sha256_file
+    from layerfreeze.storage.blobs import fsync_dir, publish_all, write_file
+
+    with ThreadPoolExecutor(1) as pool:  # hashing releases the GIL: it overlaps the parse
+        digest = pool.submit(sha256_file, src) if sha256 else None
+        doc, report = read_model(src, filename=filename, sha256=sha256 or "", limits=limits)
+        if digest is not None and digest.result()[1] != sha256:
+            raise InputChanged("the stored upload no longer matches the sha256 taken when it arrived; "
+                               "submit it again")
+    if not model.stored.parent.is_dir():
+        model.stored.parent.mkdir()
+        fsync_dir(model.stored.parent.parent)
+    renames = []
+    body = _report_dict(report)
+    for path, content in ((model.stored, doc), (model.report, body)):
+        part = path.with_name(path.name + ".part")
+        part.unlink(missing_ok=True)
+        write_file(part, json.dumps(content, separators=(",", ":")).encode())
+        renames.append((part, path))
+    publish_all(renames)
+    return doc, {"format": doc["inventory"]["format"], "summary": body["summary"]}
+
+
+def _freeze(task: Task) -> Outcome:
+    from layerfreeze.core.report import FileRef
+    from layerfreeze.formats.segments import sha256_of, to_patch_file
+    from layerfreeze.formats.stored import inventory_from, unrecordable_of
+    from layerfreeze.freeze import freeze_stored, preview_stored
+    from layerfreeze.storage.blobs import fsync_dir, publish_all, write_file
+
+    model = None
+    if task.model.stored.exists():
+        doc = json.loads(task.model.stored.read_bytes())
+    else:
+        doc, model = _read(task.src, task.input_name, task.input_sha256, task.model, task.limits)
+    size = task.src.stat().st_size
+    source = FileRef(filename=task.input_name, bytes=size, sha256=task.input_sha256 or "")
+    inventory = inventory_from(doc)
+    files: list[tuple[Path, bytes]] = []
+    if task.patch is None:
+        report = preview_stored(inventory, task.spec, input=source, unrecordable=unrecordable_of(doc))
+    else:
+        from layerfreeze.freeze import output_filename
+
+        name = output_filename(task.input_name, inventory.format)
+        report, segments = freeze_stored(doc, task.src, task.spec, input=source, output_name=name,
+                                         inventory=inventory)
+        out_sha = sha256_of(task.src, segments)[1] if task.digest else None
+        if out_sha is not None and report.output is not None:
+            output = report.output.model_copy(update={"sha256": out_sha})
+            report = report.model_copy(update={"output": output})
+        patch = to_patch_file(name, segments, base_sha256=task.input_sha256 or "", base_bytes=size,
+                              output_sha256=out_sha)
+        files.append((task.patch, json.dumps(patch, separators=(",", ":")).encode()))
+    body = _report_dict(report)
+    files.append((task.report, json.dumps(body, separators=(",", ":")).encode()))
+    if not task.report.parent.is_dir():
+        task.report.parent.mkdir()
+        fsync_dir(task.report.parent.parent)
+    renames = []
+    for path, data in files:
+        part = path.with_name(path.name + ".part")
+        part.unlink(missing_ok=True)
+        write_file(part, data)
+        renames.append((part, path))
+    publish_all(renames)  # both fsynced, renamed into place, then one fsync of their directory
+    return Outcome(task.job_id, ok=True, output=body.get("output"), model=model)
+
+
+def _internal(ident: str, exc: Exception) -> Outcome:
     """A bug: log it with a reference, tell the client only the reference."""
     from layerfreeze.problems import problem_for
 
     ref = uuid.uuid4().hex
-    log.error("job %s failed unexpectedly (reference %s): %s\n%s", task.job_id, ref, exc,
+    log.error("task %s failed unexpectedly (reference %s): %s\n%s", ident, ref, exc,
               traceback.format_exc())
     problem = problem_for(exc)
     problem["reference"] = ref
-    return Outcome(task.job_id, ok=False, problem=problem)
+    return Outcome(ident, ok=False, problem=problem)
 
 
 def worker_main(conn: Connection, memory_mb: int, log_level: str) -> None:

@@ -6,20 +6,27 @@ import asyncio
 import base64
 import contextlib
 import difflib
+import json
 import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.downloads import ArtifactResponse
+from layerfreeze.api.idempotency import begin as begin_idempotent
+from layerfreeze.api.idempotency import fingerprint
 from layerfreeze.api.numbers import parse_uint
-from layerfreeze.api.schemas import JobPublic, JobsPublic, job_public
+from layerfreeze.api.schemas import JobPublic, JobsPublic, StoredJobCreate, job_public
 from layerfreeze.api.uploads import Upload, receive_upload
 from layerfreeze.core.spec import parse_spec
 from layerfreeze.errors import (
@@ -31,6 +38,8 @@ from layerfreeze.errors import (
     QueueFull,
     storage_error,
 )
+from layerfreeze.formats.segments import PATCH_FORMAT, Segment, SegmentReader, from_patch_segments
+from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.jobs import JobRecord
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -135,7 +144,7 @@ def _uncursor(cursor: str) -> int:
 
 @router.post("", status_code=202, response_model=JobPublic,
              responses={**_RESPONSES, 413: {"description": "Upload too large"},
-                        415: {"description": "Not multipart/form-data"},
+                        415: {"description": "Not multipart/form-data or JSON"},
                         422: {"description": "Invalid spec, checkpoint or form field"},
                         429: {"description": "Queue full"}, 503: {"description": "Not ready"}},
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
@@ -145,7 +154,12 @@ def _uncursor(cursor: str) -> int:
                               "dry_run is true; {} reports the model as it is"},
                      "dry_run": {"type": "boolean", "default": False,
                                  "description": "report only, no checkpoint"}},
-                     "additionalProperties": False}}}}},
+                     "additionalProperties": False}},
+                 "application/json": {"schema": {
+                     "type": "object", "required": ["model"], "additionalProperties": False, "properties": {
+                         "model": {"type": "string", "description": "a stored model's id"},
+                         "spec": {"type": "object", "description": "freeze spec"},
+                         "dry_run": {"type": "boolean", "default": False}}}}}}},
              description=SUBMIT_DESCRIPTION, summary="Submit a job")
 async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
                      wait: float = Query(0, description="seconds to wait for the result (clamped to 0..60)",
@@ -153,6 +167,8 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
                      dry_run_query: str | None = Query(None, alias="dry_run",
                                                        description="the form field 'dry_run', given here"),
                      ) -> Response:
+    """Upload a checkpoint and a freeze spec (multipart), or name a stored model (JSON body:
+    ``{"model": id, "spec": {...}, "dry_run": false}``); the job runs in a worker process."""
     # dry_run_query is declared for the OpenAPI document; _spec_and_dry_run reads it with the form field.
     s = service.settings
     _check_query(request)
@@ -162,6 +178,81 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
     if health.queued >= s.queue_max:
         raise QueueFull(f"{health.queued} jobs are already queued; retry later",
                         retry_after=max(1, min(30, health.queued // max(1, health.workers))))
+    job_id = secrets.token_hex(12)
+    idem = await anyio.to_thread.run_sync(begin_idempotent, request, IdempotencyStore(service.store), tenant)
+    try:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type == "application/json":
+            record = await _stored_job_record(request, service, tenant or "", job_id)
+            print_ = fingerprint("job", record.model_id, record.spec, record.dry_run)
+        else:
+            record = await _upload_job_record(request, service, tenant or "", job_id)
+            print_ = fingerprint("job-upload", record.input_sha256, record.input_filename, record.spec,
+                                 record.dry_run)
+        if (replay := idem.replay(print_)) is not None:  # a retry: the first answer, and no second job
+            await anyio.to_thread.run_sync(service.models.unpin, record.input_sha256)
+            return replay
+        response = await _create_job(request, service, record, wait)
+    except BaseException:
+        await anyio.to_thread.run_sync(idem.release)
+        raise
+    await anyio.to_thread.run_sync(idem.complete, print_, response)
+    return response
+
+
+async def _create_job(request: Request, service: Any, record: JobRecord, wait: float) -> Response:
+    s = service.settings
+    job_id = record.id
+    pinned = record.input_sha256
+    wait_s = min(max(wait, 0.0), s.wait_max_s, 60.0)
+    event = service.waiters.register(job_id) if wait_s > 0 else None
+    try:
+        try:
+            record = await anyio.to_thread.run_sync(service.store.create, record)
+        finally:
+            await anyio.to_thread.run_sync(service.models.unpin, pinned)  # the job holds it now
+        service.pool.submit(job_id)
+        if event is not None:
+            deadline = time.monotonic() + wait_s
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), wait_s)
+            record = service.store.get(job_id)
+            if record.status == "succeeded" and not record.dry_run and record.output_sha256 is None:
+                # A waiting client wants the finished job: its output digest too, if it comes in time.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(anyio.to_thread.run_sync(service.digests.ensure, job_id),
+                                           max(0.0, deadline - time.monotonic()))
+                record = service.store.get(job_id)
+    finally:
+        if event is not None:
+            service.waiters.unregister(job_id, event)
+    return _job_response(record, request)
+
+
+async def _stored_job_record(request: Request, service: Any, tenant: str, job_id: str) -> JobRecord:
+    """A job on a stored model; the model's blob is pinned until the job is recorded."""
+    raw = await request.body()
+    if len(raw) > service.settings.max_form_field_bytes:
+        raise BadRequest(f"the request body is larger than {service.settings.max_form_field_bytes} bytes")
+    try:
+        body = StoredJobCreate.model_validate_json(raw or b"{}")
+    except ValidationError as exc:  # 422 with a JSON pointer per error, like every other request error
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+    spec_text = body.spec if isinstance(body.spec, str) else json.dumps(body.spec)
+    await check_spec(spec_text.strip() or "{}")  # 422 with pointers before anything is queued
+    model = service.models.get(body.model, tenant if service.settings.tokens else None)
+    service.models.pin(model.sha256)
+    return JobRecord(
+        id=job_id, tenant=tenant, status="queued", created_at=time.time(), dry_run=body.dry_run,
+        spec=spec_text.strip() or "{}", input_filename=model.filename, input_bytes=model.bytes,
+        input_sha256=model.sha256, model_id=model.id, inline_digest=False,
+    )
+
+
+async def _upload_job_record(request: Request, service: Any, tenant: str, job_id: str) -> JobRecord:
+    """The v1 multipart job: the upload is stored as a blob (pinned until the job is recorded); the
+    job reads it into a model first unless this tenant already has that content."""
+    s = service.settings
     tmp = service.blobs.temp_path()
     t0 = time.perf_counter()
     with service.uploads.hold(tenant if tenant is not None else f"client {_client_host(request)}"):
@@ -169,43 +260,26 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
                                       max_field_bytes=s.max_form_field_bytes, text_fields=JOB_FORM_FIELDS)
     t1 = time.perf_counter()
     service.metrics.bytes_in.inc(upload.bytes)
-    job_id = secrets.token_hex(12)
     try:
         spec_text, dry_run = _spec_and_dry_run(upload, request)
         await check_spec(spec_text)  # 422 with pointers before anything is queued
-        await anyio.to_thread.run_sync(service.blobs.adopt_upload, tmp, job_id)
+        existing = await anyio.to_thread.run_sync(service.models.find, tenant, upload.sha256)
+        await anyio.to_thread.run_sync(service.models.adopt_blob, tmp, upload.sha256, upload.bytes)
         log.info("upload stored", extra={"job_id": job_id, "bytes": upload.bytes,
                                           "receive_s": round(t1 - t0, 4),
                                           "persist_s": round(time.perf_counter() - t1, 4)})
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        service.blobs.remove_job(job_id)
         if isinstance(exc, OSError) and (ours := storage_error(exc)) is not None:
             raise ours from exc
         raise
-    record = JobRecord(
-        id=job_id, tenant=tenant or "", status="queued", created_at=time.time(), dry_run=dry_run,
+    return JobRecord(
+        id=job_id, tenant=tenant, status="queued", created_at=time.time(), dry_run=dry_run,
         spec=spec_text, input_filename=upload.filename, input_bytes=upload.bytes,
         input_sha256=upload.sha256,
+        model_id=existing.id if existing is not None else job_id,  # job id = a model this job creates
     )
-    wait_s = min(max(wait, 0.0), s.wait_max_s, 60.0)
-    event = service.waiters.register(job_id) if wait_s > 0 else None
-    try:
-        try:
-            record = await anyio.to_thread.run_sync(service.store.create, record)
-        except BaseException:
-            service.blobs.remove_job(job_id)
-            raise
-        service.pool.submit(job_id)
-        if event is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(event.wait(), wait_s)
-            record = service.store.get(job_id)
-    finally:
-        if event is not None:
-            service.waiters.unregister(job_id, event)
-    return _job_response(record, request)
 
 
 def _job_response(record: JobRecord, request: Request) -> Response:
@@ -248,14 +322,15 @@ def _finished(service: Any, job_id: str, tenant: str | None) -> JobRecord:
 
 
 @router.get("/{job_id}/report", responses=_RESPONSES)
-def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
+async def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
     """The parameter-state report of a finished job."""
     _finished(service, job_id, tenant)
     path = service.blobs.report_path(job_id)
-    if not path.is_file():
-        raise JobNotFound(f"the report of job {job_id} is gone", job_id=job_id)
-    # Streamed from disk: the report of a model with 100k parameters runs to tens of megabytes.
-    return FileResponse(path, media_type="application/json")
+    try:  # read whole, in a thread: the file is replaced once the output's digest is known
+        body = await anyio.to_thread.run_sync(path.read_bytes)
+    except FileNotFoundError as exc:
+        raise JobNotFound(f"the report of job {job_id} is gone", job_id=job_id) from exc
+    return Response(body, media_type="application/json")
 
 
 @router.head("/{job_id}/artifact", include_in_schema=False)
@@ -263,26 +338,65 @@ def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
     **_RESPONSES, 206: {"description": "Partial content"}, 304: {"description": "Not modified"},
     416: {"description": "Range not satisfiable"},
     200: {"content": {"application/octet-stream": {}}, "description": "The modified checkpoint"}})
-def get_artifact(job_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
+async def get_artifact(job_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
     """The modified checkpoint: strong ETag and Repr-Digest from its sha256, Range support."""
     record = service.store.get(job_id, tenant)
     if record.dry_run:
         raise JobNotFound(f"job {job_id} was a dry run: it has no artifact", job_id=job_id)
     record = _finished(service, job_id, tenant)
     path = service.blobs.output_path(job_id)
+    if path.exists():  # a full copy, from before stored models
+        opener = None
+    else:
+        segments = _segments(service, record)
+        path = service.blobs.content.path(record.input_sha256)
+        opener = partial(SegmentReader, path, segments)
+        if record.output_sha256 is None:  # computed in the background; a download that comes first waits
+            sha = await anyio.to_thread.run_sync(service.digests.ensure, job_id)
+            record = replace(record, output_sha256=sha)
     if record.output_sha256 is None or record.output_bytes is None or not path.exists():
         raise JobNotFound(f"the artifact of job {job_id} is gone", job_id=job_id)
     return ArtifactResponse(path, size=record.output_bytes, sha256=record.output_sha256,
                             filename=record.output_filename or "model.frozen", method=request.method,
                             request_headers=dict(request.headers),
-                            on_sent=service.metrics.bytes_out.inc)
+                            on_sent=service.metrics.bytes_out.inc, opener=opener)
+
+
+def _segments(service: Any, record: JobRecord) -> list[Segment]:
+    path = service.blobs.patch_path(record.id)
+    if not path.is_file():
+        raise JobNotFound(f"the artifact of job {record.id} is gone", job_id=record.id)
+    return from_patch_segments(json.loads(path.read_bytes())["segments"])
+
+
+@router.get("/{job_id}/patch", responses={
+    **_RESPONSES, 200: {"content": {"application/json": {}},
+                        "description": "The artifact as a layerfreeze-patch/1 delta against the model"}})
+async def get_patch(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
+    """The output as a delta against the stored input (``layerfreeze-patch/1``): a client that holds
+    the input rebuilds the output exactly and checks it against ``output.sha256``."""
+    record = service.store.get(job_id, tenant)
+    if record.dry_run:
+        raise JobNotFound(f"job {job_id} was a dry run: it has no artifact", job_id=job_id)
+    record = _finished(service, job_id, tenant)
+    path = service.blobs.patch_path(job_id)
+    if not path.is_file():
+        raise JobNotFound(f"job {job_id} has no patch (its artifact predates stored models)", job_id=job_id)
+    entry = json.loads(await anyio.to_thread.run_sync(path.read_bytes))
+    sha = record.output_sha256 or await anyio.to_thread.run_sync(service.digests.ensure, job_id)
+    entry["output"]["sha256"] = sha
+    entry["path"] = record.output_filename or entry["path"]
+    body = {"format": PATCH_FORMAT, "files": [entry]}
+    return JSONResponse(body, headers={"etag": f'"patch-{sha}"', "cache-control": "private, no-cache"})
 
 
 @router.delete("/{job_id}", status_code=204, responses=_RESPONSES)
 def delete_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
-    """Remove a job and its files (409 while it runs)."""
-    service.store.delete(job_id, tenant)
+    """Remove a job and its files (409 while it runs); its input goes too unless a model or another job
+    still holds it."""
+    record = service.store.delete(job_id, tenant)
     service.blobs.remove_job(job_id)
+    service.models.release(record.input_sha256)
     return Response(status_code=204)
 
 

@@ -1,0 +1,265 @@
+"""``/v1/models``: upload a model once, list, fetch, preview a spec on it, delete.
+
+A model is read once, in a worker process, when it is uploaded; what the reader found (the inventory
+and the byte sites a freeze rewrites) is stored next to it, so previews and jobs never parse it again.
+Content a tenant already has is not stored twice: the upload answers 200 with the existing model.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+
+from layerfreeze.api.deps import ServiceDep, TenantDep
+from layerfreeze.api.idempotency import begin as begin_idempotent
+from layerfreeze.api.idempotency import fingerprint
+from layerfreeze.api.routes.tus import take_complete
+from layerfreeze.api.schemas import ModelPublic, ModelsPublic, model_public
+from layerfreeze.api.service import Service
+from layerfreeze.api.uploads import receive_upload
+from layerfreeze.core.model import Inventory
+from layerfreeze.core.report import FileRef
+from layerfreeze.errors import BadRequest, LayerfreezeError, ModelNotFound, NotReady, storage_error
+from layerfreeze.storage.idempotency import IdempotencyStore
+from layerfreeze.storage.models import ModelFile, ModelRecord
+from layerfreeze.worker.runner import ReadTask
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+PROBLEM = "application/problem+json"
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    s: {"content": {PROBLEM: {}}, "description": d}
+    for s, d in ((400, "Malformed request"), (401, "Missing or invalid token"), (404, "Unknown model"),
+                 (422, "Invalid request"))
+}
+SHA256_PATTERN = "^[0-9a-f]{64}$"
+
+
+def _cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
+
+
+def _uncursor(cursor: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except ValueError as exc:
+        raise BadRequest("invalid cursor", pointer="/cursor") from exc
+
+
+def _model_response(model: ModelRecord, status: int) -> JSONResponse:
+    body = model_public(model).model_dump(mode="json")
+    return JSONResponse(body, status_code=status, headers={"location": body["links"]["self"]})
+
+
+class _Failed(LayerfreezeError):
+    """A worker's problem object, answered as it is."""
+
+    def __init__(self, problem: dict[str, Any]) -> None:
+        super().__init__(str(problem.get("detail", "the model could not be read")))
+        self.problem = problem
+
+
+def store_model(service: Service, tenant: str, tmp: Any, filename: str, size: int, sha256: str
+                ) -> tuple[ModelRecord, bool]:
+    """Blocking: adopt a received upload as a blob, read it in a worker, record the model.
+    (the model, True) when new; (the tenant's existing model, False) when it had this content."""
+    existing = service.models.find(tenant, sha256)
+    if existing is not None:
+        tmp.unlink(missing_ok=True)
+        return existing, False
+    service.models.adopt_blob(tmp, sha256, size)
+    model_id = secrets.token_hex(12)
+    try:
+        outcome = service.pool.call(ReadTask(
+            model_id=model_id, src=service.blobs.content.path(sha256), filename=filename, sha256=sha256,
+            model=service.pool.model_paths(model_id), limits=service.settings.read_limits()))
+        if not outcome.ok or outcome.model is None:
+            service.blobs.remove_model(model_id)
+            raise _Failed(outcome.problem or {"status": 500, "detail": "the model could not be read"})
+        record, new = service.models.create(ModelRecord(
+            id=model_id, tenant=tenant, sha256=sha256, bytes=size, format=str(outcome.model["format"]),
+            created_at=time.time(), summary=outcome.model["summary"],
+            files=(ModelFile(filename, size, sha256),)))
+        if not new:
+            service.blobs.remove_model(model_id)
+        return record, new
+    finally:
+        service.models.unpin(sha256)
+
+
+@router.post("", status_code=201, response_model=ModelPublic,
+             responses={**_RESPONSES, 200: {"description": "The tenant already has this content"},
+                        409: {"description": "Upload incomplete, or its Idempotency-Key in use"},
+                        413: {"description": "Upload too large"}, 415: {"description": "Not multipart"},
+                        422: {"description": "Not a checkpoint we read"},
+                        429: {"description": "Too busy"}, 503: {"description": "Not ready"},
+                        507: {"description": "Storage full"}},
+             openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
+                 "schema": {"type": "object", "required": ["file"], "properties": {
+                     "file": {"type": "string", "format": "binary"}}}}}}})
+async def upload_model(request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
+    """Store and read a model: multipart with one ``file`` part, or JSON ``{"upload": "<id>"}`` naming a
+    complete resumable upload (``/v1/uploads``). 201 with the model, or 200 with the existing model when
+    this tenant already uploaded the same content (nothing stored twice)."""
+    if not service.pool.running:
+        raise NotReady("the service is shutting down; retry shortly", retry_after=5)
+    s = service.settings
+    idem = await anyio.to_thread.run_sync(begin_idempotent, request, IdempotencyStore(service.store), tenant)
+    tmp = service.blobs.temp_path()
+    try:
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+            upload_id = await _upload_id(request)  # a complete resumable upload becomes the model
+            print_ = fingerprint("model-upload", upload_id)
+            if (replay := idem.replay(print_)) is not None:
+                return replay
+            tmp, filename, size, sha = await anyio.to_thread.run_sync(take_complete, service, upload_id,
+                                                                      tenant)
+        else:
+            upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
+                                          max_field_bytes=s.max_form_field_bytes, file_field="file")
+            service.metrics.bytes_in.inc(upload.bytes)
+            filename, size, sha = upload.filename, upload.bytes, upload.sha256
+            print_ = fingerprint("model", sha, filename)
+            if (replay := idem.replay(print_)) is not None:
+                return replay
+        try:
+            record, new = await anyio.to_thread.run_sync(
+                store_model, service, tenant or "", tmp, filename, size, sha)
+        except _Failed as exc:  # the same upload would fail the same way: nothing to remember
+            await anyio.to_thread.run_sync(idem.release)
+            body = {**exc.problem, "instance": str(request.url.path)}
+            return JSONResponse(body, status_code=int(exc.problem.get("status") or 500), media_type=PROBLEM)
+        except OSError as exc:
+            if (ours := storage_error(exc)) is not None:
+                raise ours from exc
+            raise
+    except BaseException:
+        await anyio.to_thread.run_sync(idem.release)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    response = _model_response(record, 201 if new else 200)
+    await anyio.to_thread.run_sync(idem.complete, print_, response)
+    return response
+
+
+async def _upload_id(request: Request) -> str:
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("the JSON body is not valid JSON", pointer="") from exc
+    if not isinstance(body, dict) or set(body) != {"upload"} or not isinstance(body["upload"], str):
+        raise BadRequest('a JSON body names one complete resumable upload: {"upload": "<id>"}',
+                         pointer="/upload")
+    return body["upload"].rsplit("/", 1)[-1]  # the id, or the upload's URL
+
+
+@router.get("", response_model=ModelsPublic, responses=_RESPONSES)
+def list_models(service: ServiceDep, tenant: TenantDep, limit: int = Query(20, ge=1, le=200),
+                cursor: str | None = None,
+                sha256: str | None = Query(None, pattern=SHA256_PATTERN,
+                                           description="only the model with this content (ask before "
+                                                       "uploading: an empty list means upload it)"),
+                ) -> ModelsPublic:
+    """Models, newest first, a page at a time; ``?sha256=`` finds this tenant's model with that content."""
+    records = service.models.list(tenant, limit + 1, _uncursor(cursor) if cursor else None, sha256)
+    more = len(records) > limit
+    records = records[:limit]
+    nxt = f"/v1/models?limit={limit}&cursor={_cursor(records[-1].seq)}" if more and records else None
+    return ModelsPublic(items=[model_public(r) for r in records], next=nxt)
+
+
+@router.get("/{model_id}", response_model=ModelPublic, responses=_RESPONSES)
+def get_model(model_id: str, service: ServiceDep, tenant: TenantDep) -> ModelPublic:
+    return model_public(service.models.get(model_id, tenant))
+
+
+@router.get("/{model_id}/report", responses=_RESPONSES)
+def get_model_report(model_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
+    """The report of the model as it is (every parameter's recorded state)."""
+    service.models.get(model_id, tenant)
+    path = service.blobs.model_report_path(model_id)
+    if not path.is_file():
+        raise ModelNotFound(f"the report of model {model_id} is gone", model_id=model_id)
+    return FileResponse(path, media_type="application/json")
+
+
+@router.delete("/{model_id}", status_code=204, responses=_RESPONSES)
+def delete_model(model_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
+    """Remove the model. Its jobs keep their reports and artifacts (they hold the file until they are
+    deleted or expire); new jobs can no longer name it."""
+    record = service.models.delete(model_id, tenant)
+    service.blobs.remove_model(model_id)
+    _inventories.drop(model_id)
+    for f in record.files:
+        service.models.release(f.sha256)
+    return Response(status_code=204)
+
+
+class _InventoryCache:
+    """Parsed inventories of recently previewed models, with the parameters whose file records no flag
+    (a preview per keystroke reads no file)."""
+
+    def __init__(self, size: int = 32) -> None:
+        self._items: OrderedDict[str, tuple[Inventory, frozenset[str]]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, service: Service, model_id: str) -> tuple[Inventory, frozenset[str]]:
+        from layerfreeze.formats.stored import inventory_from, unrecordable_of
+
+        with self._lock:
+            if model_id in self._items:
+                self._items.move_to_end(model_id)
+                return self._items[model_id]
+        path = service.blobs.model_stored_path(model_id)
+        try:
+            doc = json.loads(path.read_bytes())
+        except FileNotFoundError as exc:
+            raise ModelNotFound(f"no model {model_id}", model_id=model_id) from exc
+        entry = inventory_from(doc), unrecordable_of(doc)
+        with self._lock:
+            self._items[model_id] = entry
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return entry
+
+    def drop(self, model_id: str) -> None:
+        with self._lock:
+            self._items.pop(model_id, None)
+
+
+_inventories = _InventoryCache()
+
+
+def _preview(service: Service, model: ModelRecord, spec: Any) -> bytes:
+    from layerfreeze.freeze import preview_stored
+
+    inventory, unrecordable = _inventories.get(service, model.id)
+    source = FileRef(filename=model.filename, bytes=model.bytes, sha256=model.sha256)
+    return preview_stored(inventory, spec, input=source, unrecordable=unrecordable).model_dump_json().encode()
+
+
+@router.post("/{model_id}/preview", responses={**_RESPONSES, 422: {"description": "Invalid spec"}},
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": {"type": "object", "description": "a freeze spec"}}}}})
+async def preview(model_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
+    """The report a freeze by this spec would give: no job, nothing written. Computed from the stored
+    inventory in a thread, so the event loop keeps serving."""
+    model = service.models.get(model_id, tenant)
+    raw = await request.body()
+    if len(raw) > service.settings.max_form_field_bytes:
+        raise BadRequest(f"the spec is larger than {service.settings.max_form_field_bytes} bytes")
+    body = await anyio.to_thread.run_sync(_preview, service, model, raw or b"{}")
+    return Response(body, media_type="application/json")
