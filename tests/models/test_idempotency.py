@@ -57,7 +57,8 @@ def test_a_key_in_flight_is_409(service, tmp_path: Path) -> None:
     boundary = "b0undary"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"; filename=\"m.pt\"\r\n"
             "Content-Type: application/octet-stream\r\n\r\n").encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
+    tail = (f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"spec\"\r\n\r\n{{}}"
+            f"\r\n--{boundary}--\r\n").encode()
 
     def slow_body():
         yield head + data[:100]

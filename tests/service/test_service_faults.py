@@ -142,7 +142,7 @@ def test_retention_removes_old_jobs_and_their_files(make_server, tmp_path: Path)
         job = submit(c, src, {}, wait=30).json()
         assert job["status"] == "succeeded"
     job_dir = server.data_dir / "jobs" / job["id"]
-    assert (job_dir / "input").is_file() and (job_dir / "output").is_file()
+    assert sorted(p.name for p in job_dir.iterdir()) == ["patch.json", "report.json"]
     server.env["LAYERFREEZE_RETENTION_S"] = "1"
     server.restart()
     with server.client() as c:

@@ -93,7 +93,8 @@ def test_links_only_where_they_answer(server, tmp_path: Path) -> None:
         job = r.json().get("job") or r.json()
         job = wait_for(c, job["id"])
         assert job["status"] == "failed"
-        assert job["links"] == {"self": f"/v1/jobs/{job['id']}", "report": None, "artifact": None}
+        assert job["links"] == {"self": f"/v1/jobs/{job['id']}", "report": None, "artifact": None,
+                                "patch": None, "model": None}
         assert c.get(job["links"]["self"]).status_code == 200
         assert c.get(f"/v1/jobs/{job['id']}/report").status_code == 409  # what a link would have led to
 

@@ -70,7 +70,9 @@ def job_public(job: JobRecord) -> JobPublic:
         links=JobLinks(self=base, report=f"{base}/report" if done else None,
                        artifact=f"{base}/artifact" if done and not job.dry_run else None,
                        patch=f"{base}/patch" if done and not job.dry_run else None,
-                       model=f"/v1/models/{job.model_id}" if job.model_id else None),
+                       # a job on an upload makes its model only once the upload has been read
+                       model=f"/v1/models/{job.model_id}" if job.model_id and (done or job.model_id != job.id)
+                       else None),
     )
 
 

@@ -193,7 +193,7 @@ class _Slot:
             job_id=record.id, src=blobs.content.path(record.input_sha256), spec=record.spec,
             patch=None if record.dry_run else blobs.patch_path(record.id),
             report=blobs.report_path(record.id), input_name=record.input_filename,
-            output_name=record.output_filename, limits=pool.settings.read_limits(),
+            limits=pool.settings.read_limits(),
             model=pool.model_paths(model_id), input_sha256=record.input_sha256,
             digest=record.inline_digest,
         )
