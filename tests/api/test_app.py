@@ -1,9 +1,10 @@
-"""``create_app`` over a runtime the test builds: the real store and blobs with a fake pool that runs
-nothing, so the HTTP edge is tested by itself (what it stores, what it queues, how it answers while
+"""``create_app`` over a runtime the test builds: the real store, blobs and models with a fake pool that
+runs nothing, so the HTTP edge is tested by itself (what it stores, what it queues, how it answers while
 the pool is busy, full or down) without worker processes."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from layerfreeze.metrics import Metrics
 from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobStore
+from layerfreeze.storage.models import ModelStore
+from layerfreeze.worker.digests import Digester
 from layerfreeze.worker.queue import PoolHealth
 
 SPEC = '{"rules": [{"action": "freeze", "names": ["0"]}]}'
@@ -47,7 +50,11 @@ def runtime(tmp_path: Path) -> Iterator[Service]:
     blobs = BlobStore(settings.data_dir)
     blobs.prepare()
     store = JobStore(blobs.db_path)
-    yield Service(settings=settings, blobs=blobs, store=store, pool=FakePool(), metrics=Metrics())
+    digests = Digester(store, blobs)
+    digests.start()
+    yield Service(settings=settings, blobs=blobs, store=store, pool=FakePool(),
+                  metrics=Metrics(), models=ModelStore(store, blobs), digests=digests)
+    digests.stop()
     store.close()
 
 
@@ -68,8 +75,12 @@ def test_an_accepted_upload_is_stored_and_queued_before_any_worker_sees_it(
     job = r.json()
     assert job["status"] == "queued"
     assert runtime.pool.submitted == [job["id"]]  # type: ignore[attr-defined]
-    assert runtime.blobs.input_path(job["id"]).read_bytes() == b"\x80\x02}."
-    assert runtime.store.get(job["id"]).status == "queued"
+    record = runtime.store.get(job["id"])
+    assert record.status == "queued"
+    assert record.input_sha256 == hashlib.sha256(b"\x80\x02}.").hexdigest() == job["input"]["sha256"]
+    assert runtime.blobs.content.path(record.input_sha256).read_bytes() == b"\x80\x02}."  # stored by content
+    assert not runtime.models.release(record.input_sha256)  # held by the queued job: not collectable
+    assert record.model_id == job["id"]  # a new upload: the job reads it into the model it creates
     assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
     assert client.get(f"/v1/jobs/{job['id']}/report").status_code == 409  # not finished: nothing to fetch
 
@@ -112,3 +123,4 @@ def test_a_stopping_pool_takes_no_new_job(client: TestClient, runtime: Service) 
     r = submit(client)
     assert r.status_code == 503 and "retry-after" in r.headers
     assert runtime.store.count_by_status()["queued"] == 0
+    assert runtime.blobs.content.shas() == set()  # refused before the upload was stored

@@ -1,11 +1,12 @@
-"""The worker pool (worker/pool.py) with its real store and blobs but no HTTP: a job runs in a worker
-process and its outcome is recorded; a refused input, a killed worker or an overrun fails only its own
+"""The worker pool (worker/pool.py) with its real store, blobs and models but no HTTP: a job runs in a
+worker process and its outcome is recorded; a refused input, a killed worker or an overrun fails only its own
 job; a dead or overdue worker is replaced and the next job runs."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import queue
 import signal
@@ -16,10 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from layerfreeze.formats.segments import SegmentReader, from_patch_segments
 from layerfreeze.metrics import Metrics
 from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobRecord, JobStore
+from layerfreeze.storage.models import ModelStore
 from layerfreeze.worker.pool import LocalWorkerPool
 
 from testing.hostile import payload_pickle, torch_zip
@@ -42,22 +45,37 @@ class Harness:
         self.blobs = BlobStore(self.settings.data_dir)
         self.blobs.prepare()
         self.store = JobStore(self.blobs.db_path)
+        self.models = ModelStore(self.store, self.blobs)
         self.metrics = Metrics()
         self.finished: queue.Queue[str] = queue.Queue()
         self.pool = LocalWorkerPool(self.settings, self.store, self.blobs, self.metrics,
-                                    on_finished=self.finished.put)
+                                    on_finished=self.finished.put, models=self.models)
         self.pool.start()
 
     def submit(self, data: bytes, spec: str = FREEZE_WEIGHT) -> str:
+        """What ``POST /v1/jobs`` does with an upload: store it as a blob (pinned until the job that
+        holds it is recorded), record the job as the model it will create, queue it."""
         job_id = uuid.uuid4().hex
-        self.blobs.job_dir(job_id).mkdir(parents=True)
-        self.blobs.input_path(job_id).write_bytes(data)
-        self.store.create(JobRecord(
-            id=job_id, tenant="", status="queued", created_at=time.time(), dry_run=False, spec=spec,
-            input_filename="m.pt", input_bytes=len(data), input_sha256=hashlib.sha256(data).hexdigest(),
-            output_filename="m-frozen.pt"))
+        sha256 = hashlib.sha256(data).hexdigest()
+        tmp = self.blobs.temp_path()
+        tmp.write_bytes(data)
+        self.models.adopt_blob(tmp, sha256, len(data))
+        try:
+            self.store.create(JobRecord(
+                id=job_id, tenant="", status="queued", created_at=time.time(), dry_run=False, spec=spec,
+                input_filename="m.pt", input_bytes=len(data), input_sha256=sha256, model_id=job_id))
+        finally:
+            self.models.unpin(sha256)
         self.pool.submit(job_id)
         return job_id
+
+    def output(self, record: JobRecord) -> bytes:
+        """A succeeded job's output, rebuilt from its patch over its input blob (as downloads serve it)."""
+        patch = json.loads(self.blobs.patch_path(record.id).read_bytes())
+        assert patch["base"] == {"sha256": record.input_sha256, "bytes": record.input_bytes}
+        with SegmentReader(self.blobs.content.path(record.input_sha256),
+                           from_patch_segments(patch["segments"])) as reader:
+            return b"".join(reader.chunks())
 
     def wait(self, job_id: str, timeout: float = 60) -> JobRecord:
         assert self.finished.get(timeout=timeout) == job_id
@@ -95,11 +113,15 @@ def test_a_job_runs_in_a_worker_and_its_outcome_is_recorded(harness: Callable[..
     job_id = h.submit(linear_bytes())
     record = h.wait(job_id)
     assert record.status == "succeeded", record.error
-    out = h.blobs.output_path(job_id)
-    assert record.output_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
-    assert record.output_bytes == out.stat().st_size
-    assert h.blobs.report_path(job_id).exists()
-    frozen = torch.load(out, weights_only=True)
+    assert h.blobs.content.exists(record.input_sha256)  # the succeeded job holds its input blob
+    assert not h.blobs.output_path(job_id).exists()  # the output is a patch over it, not a copy
+    out = h.output(record)
+    assert record.output_sha256 == hashlib.sha256(out).hexdigest()
+    assert record.output_bytes == len(out)
+    assert json.loads(h.blobs.report_path(job_id).read_bytes())["output"]["sha256"] == record.output_sha256
+    assert record.model_id in h.models.ids()  # its first read of the upload made it a stored model
+    assert h.blobs.model_stored_path(record.model_id).exists()
+    frozen = torch.load(io.BytesIO(out), weights_only=True)
     assert set(frozen) == {"weight", "bias"}
     health = h.pool.health()
     assert (health.workers, health.alive, health.busy, health.restarts) == (1, 1, 0, 0)
@@ -113,7 +135,9 @@ def test_a_refused_input_fails_only_its_job_and_keeps_the_worker(harness: Callab
     bad = h.wait(h.submit(hostile))
     assert bad.status == "failed" and bad.error is not None and bad.error["status"] == 422
     assert not (tmp_path / "ran").exists()
-    assert [p.name for p in h.blobs.job_dir(bad.id).iterdir()] == ["input"]  # no report, no artifact
+    assert not any(h.blobs.job_dir(bad.id).glob("*"))  # no report, no patch, no half-written file
+    assert not h.blobs.content.exists(bad.input_sha256)  # a failed job holds no file: its blob is gone
+    assert bad.model_id not in h.models.ids() and not h.blobs.model_dir(bad.model_id).exists()
     assert h.wait(h.submit(linear_bytes())).status == "succeeded"
     assert h.pool.worker_pids() == [pid] and h.pool.health().restarts == 0
 
