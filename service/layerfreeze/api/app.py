@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from layerfreeze import __version__
 from layerfreeze.api.middleware import RequestIdMiddleware
 from layerfreeze.api.problems import WorkerLost, problem, problem_for
-from layerfreeze.api.routes import health, jobs, models
+from layerfreeze.api.routes import health, jobs, models, web
 from layerfreeze.api.service import Service
 from layerfreeze.errors import LayerfreezeError
 from layerfreeze.metrics import Metrics
@@ -173,6 +173,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(web.router)
     app.add_exception_handler(LayerfreezeError, _on_layerfreeze_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
