@@ -1,0 +1,242 @@
+"""The web page in a real headless Chromium, against the real service: upload, tree, rules, errors, run,
+download; then the downloaded checkpoint's flags, read back with torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select
+
+from web.page import (
+    by_id,
+    count,
+    css,
+    downloaded,
+    page_errors,
+    preview_settled,
+    save_module,
+    small_cnn,
+    tree_row,
+    upload,
+    wait_count,
+    wait_for,
+)
+
+pytestmark = pytest.mark.server
+
+TOTAL = 276  # elements in small_cnn()
+FEATURES = 240  # Conv2d 3->8 k3 (224) + BatchNorm2d(8) (16)
+BIASES = 8 + 8 + 4
+
+
+def _type(element: Any, text: str) -> None:
+    element.send_keys(Keys.CONTROL, "a")
+    element.send_keys(Keys.DELETE)
+    element.send_keys(text)
+
+
+def test_upload_tree_rules_error_run_download(browser: Any, service_url: str, downloads: Path,
+                                              tmp_path: Path) -> None:
+    model = small_cnn()
+    path = save_module(model, tmp_path / "cnn.pt")
+    browser.get(f"{service_url}/")
+    assert by_id(browser, "tree-empty").is_displayed()
+
+    upload(browser, path)
+    wait_count(browser, "count-trainable", TOTAL)
+    assert count(browser, "count-frozen") == 0
+    assert "cnn.pt" in Select(by_id(browser, "models")).first_selected_option.text
+
+    # Expand a module by its twisty: its children appear, rendered only now.
+    features = tree_row(browser, "features")
+    assert features.get_attribute("aria-expanded") == "false"
+    assert not browser.find_elements(By.CSS_SELECTOR, 'li[data-key="m:features.1"]')
+    features.find_element(By.CSS_SELECTOR, ".twisty").click()
+    wait_for(browser, lambda d: tree_row(d, "features.1").is_displayed(), "features' children")
+    assert "BatchNorm2d" in tree_row(browser, "features.1").text
+
+    # Clicking a module adds a rule that freezes it; the preview updates the counts and the tree.
+    features.find_element(By.CSS_SELECTOR, ".name").click()
+    assert '"features"' in by_id(browser, "spec-json").get_attribute("value")
+    assert by_id(browser, "r0-v0").get_attribute("value") == "features"
+    wait_count(browser, "count-frozen", FEATURES)
+    wait_count(browser, "count-trainable", TOTAL - FEATURES)
+    wait_for(browser, lambda d: "state-frozen" in css(d, 'li[data-key="m:features"] > .row').get_attribute(
+        "class"), "the features row to turn frozen")
+    assert "state-partial" in css(browser, 'li[data-key="m:"] > .row').get_attribute("class")
+    # BatchNorm inside the frozen region: a warning in place, and a marker on its row.
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '[data-code="batchnorm_in_frozen_region"]'),
+             "the BatchNorm warning")
+    assert tree_row(browser, "features.1").find_elements(By.CSS_SELECTOR, ".warn")
+
+    # A typo: the error appears beside the value its pointer names, with clickable suggestions.
+    by_id(browser, "rule-add").click()
+    value = by_id(browser, "r1-v0")
+    assert browser.switch_to.active_element == value
+    value.send_keys("haed")
+    error = wait_for(browser, lambda d: by_id(d, "err-r1-v0") if by_id(d, "err-r1-v0").text else None,
+                     "the error beside rule 2's value")
+    assert "haed" in error.text
+    assert value.get_attribute("aria-invalid") == "true"
+    assert by_id(browser, "run").get_attribute("disabled")
+    suggestion = next(b for b in error.find_elements(By.CSS_SELECTOR, "button.suggest") if b.text == "head")
+    suggestion.click()
+    wait_for(browser, lambda d: by_id(d, "r1-v0").get_attribute("value") == "head", "the suggestion to apply")
+    wait_count(browser, "count-frozen", TOTAL)
+    assert by_id(browser, "err-r1-v0").text == ""
+    assert by_id(browser, "r1-v0").get_attribute("aria-invalid") is None
+
+    # A third rule edited in the raw JSON: the rows follow.
+    spec_json = by_id(browser, "spec-json")
+    _type(spec_json, '{"rules": [{"action": "freeze", "names": ["features"]}, {"action": "freeze", "names": '
+                     '["head"]}, {"action": "unfreeze", "params": ["bias"]}]}')
+    wait_for(browser, lambda d: d.find_elements(By.ID, "r2-kind"), "the row of the JSON's third rule")
+    assert Select(by_id(browser, "r2-kind")).first_selected_option.text == "params"
+    assert Select(by_id(browser, "r2-action")).first_selected_option.text == "unfreeze"
+    wait_count(browser, "count-trainable", BIASES)
+
+    # Run it, then download the checkpoint.
+    by_id(browser, "run").click()
+    wait_for(browser, lambda d: by_id(d, "downloads").is_displayed(), "the job to finish", timeout=60)
+    assert "done" in by_id(browser, "run-state").text
+    job_id = by_id(browser, "run-state").text.split()[-1]
+    assert job_id in by_id(browser, "cmd-curl").get_attribute("value")
+    assert "submit_stored" in by_id(browser, "cmd-python").get_attribute("value")
+    wait_for(browser, lambda d: "succeeded" in by_id(d, "jobs").text, "the job list to show it")
+    by_id(browser, "download-artifact").click()
+    artifact = downloaded(downloads)
+
+    frozen = torch.load(artifact, weights_only=False)  # our own model, round-tripped: safe to load here
+    flags = {name: p.requires_grad for name, p in frozen.named_parameters()}
+    assert flags == {name: name.endswith("bias") for name, _ in model.named_parameters()}
+    after = frozen.state_dict()
+    for name, before in model.state_dict().items():
+        assert torch.equal(before, after[name]), name
+
+    artifact.unlink()
+    by_id(browser, "download-report").click()
+    report = downloaded(downloads)
+    assert report.name.endswith(".report.json")
+    parsed = json.loads(report.read_text())
+    assert parsed["summary"]["numel_trainable"] == BIASES
+    assert page_errors(browser) == []
+
+
+def test_keyboard_only(browser: Any, service_url: str, downloads: Path, tmp_path: Path) -> None:
+    """Pick a stored model, open the tree, add a rule, run and download without a mouse."""
+    path = save_module(small_cnn(), tmp_path / "keyboard.pt")
+    with path.open("rb") as f:
+        stored = httpx.post(f"{service_url}/v1/models", files={"file": ("keyboard.pt", f)}, timeout=30)
+    assert stored.status_code in (200, 201), stored.text
+    model_id = stored.json()["id"]
+    browser.get(f"{service_url}/")
+    wait_for(browser, lambda d: len(Select(by_id(d, "models")).options) > 1, "the stored models")
+
+    def press(*keys: str) -> Any:
+        ActionChains(browser).send_keys(*keys).perform()
+        return browser.switch_to.active_element
+
+    def tab_to(predicate: Any, what: str, limit: int = 40) -> Any:
+        for _ in range(limit):
+            active = press(Keys.TAB)
+            if predicate(active):
+                return active
+        raise AssertionError(f"Tab never reached {what}")
+
+    models = tab_to(lambda e: e.get_attribute("id") == "models", "the stored models")
+    options = [o.get_attribute("value") for o in Select(models).options]
+    for _ in range(options.index(model_id)):
+        press(Keys.ARROW_DOWN)
+    wait_for(browser, lambda d: tree_row(d, "").is_displayed(), "the tree of the picked model")
+    wait_count(browser, "count-trainable", TOTAL)
+
+    root = tab_to(lambda e: e.get_attribute("role") == "treeitem", "the tree")
+    assert root.get_attribute("data-key") == "m:"
+    features = press(Keys.ARROW_DOWN)
+    assert features.get_attribute("data-key") == "m:features"
+    press(Keys.SPACE)
+    assert features.get_attribute("aria-expanded") == "true"
+    assert press(Keys.ARROW_DOWN).get_attribute("data-key") == "m:features.0"
+    assert press(Keys.ARROW_LEFT).get_attribute("data-key") == "m:features"  # back to the parent
+    press(Keys.ENTER)  # a rule that freezes it
+    wait_count(browser, "count-frozen", FEATURES)
+    preview_settled(browser)
+
+    tab_to(lambda e: e.get_attribute("id") == "run", "the run button")
+    press(Keys.ENTER)
+    wait_for(browser, lambda d: by_id(d, "downloads").is_displayed(), "the job to finish", timeout=60)
+    assert browser.switch_to.active_element.get_attribute("id") == "download-artifact"
+    press(Keys.ENTER)
+    frozen = torch.load(downloaded(downloads), weights_only=False)
+    flags = {name: p.requires_grad for name, p in frozen.named_parameters()}
+    assert flags == {name: name.startswith("head") for name in flags}
+    assert page_errors(browser) == []
+
+
+def test_every_control_has_a_label(browser: Any, service_url: str, tmp_path: Path) -> None:
+    browser.get(f"{service_url}/")
+    upload(browser, save_module(small_cnn(), tmp_path / "labels.pt"))
+    by_id(browser, "rule-add").click()
+    unlabelled = browser.execute_script("""
+        const named = (e) => (e.labels && e.labels.length) || e.getAttribute('aria-label')
+          || e.getAttribute('aria-labelledby') || (e.tagName === 'BUTTON' && e.textContent.trim())
+          || (e.tagName === 'A' && e.textContent.trim());
+        return [...document.querySelectorAll('input, select, textarea, button, a[href]')]
+          .filter((e) => !named(e)).map((e) => e.outerHTML.slice(0, 120));
+    """)
+    assert unlabelled == []
+    items = browser.find_elements(By.CSS_SELECTOR, "[role=treeitem]")
+    assert items and all(i.get_attribute("aria-label") for i in items)
+    assert sum(i.get_attribute("tabindex") == "0" for i in items) == 1  # one tab stop for the whole tree
+
+
+def test_big_model_renders_on_demand(browser: Any, service_url: str, tmp_path: Path) -> None:
+    """10,000 parameters in 5,000 modules: only the rows on screen exist, and a rule still previews."""
+    from torch import nn
+
+    model = nn.Sequential(*[nn.Linear(1, 1) for _ in range(5000)])
+    path = save_module(model, tmp_path / "big.pt")
+    browser.get(f"{service_url}/")
+    upload(browser, path)
+    wait_count(browser, "count-trainable", 10_000)
+    rows = browser.find_elements(By.CSS_SELECTOR, "[role=treeitem]")
+    assert len(rows) == 1 + 200  # the root and the first page of its children
+    more = css(browser, ".more button")
+    assert "4,800" in more.text
+    more.click()
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "[role=treeitem]")) == 1 + 400,
+             "the next page of children")
+    tree_row(browser, "250").find_element(By.CSS_SELECTOR, ".name").click()
+    wait_count(browser, "count-frozen", 2)
+    assert "state-frozen" in css(browser, 'li[data-key="m:250"] > .row').get_attribute("class")
+    assert page_errors(browser) == []
+
+
+def test_drop_a_file_and_refuse_a_directory(browser: Any, service_url: str, tmp_path: Path) -> None:
+    """The drop handler, fed what a drag from the desktop gives it (a DataTransfer of files)."""
+    path = save_module(small_cnn(), tmp_path / "dropped.pt")
+    browser.get(f"{service_url}/")
+    browser.execute_script("""
+        const input = document.createElement('input');
+        input.type = 'file'; input.id = 'probe'; input.hidden = true; document.body.append(input);""")
+    by_id(browser, "probe").send_keys(str(path))  # only to get a File object into the page
+    drop = """
+        const dt = new DataTransfer();
+        dt.items.add(document.getElementById('probe').files[0]);
+        if (arguments[0]) dt.items.add(new File(['{}'], 'config.json'));
+        document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true,
+          cancelable: true}));"""
+    browser.execute_script(drop, False)
+    wait_for(browser, lambda d: "dropped.pt" in by_id(d, "model-info").text, "the dropped model to load")
+    wait_count(browser, "count-trainable", TOTAL)
+    browser.execute_script(drop, True)
+    wait_for(browser, lambda d: "one checkpoint file at a time" in by_id(d, "status").text,
+             "the refusal of several files")
