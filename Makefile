@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup serve test lint bench bench-http clean
+.PHONY: setup serve test lint bench bench-http clean screenshots
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ bench: setup
 
 bench-http: setup
 	$(PY) bench/http_throughput.py
+
+# The web page's screenshots in docs/img/ (needs Chromium: scripts/install-browser.sh).
+screenshots: setup
+	$(PY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

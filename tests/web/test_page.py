@@ -4,6 +4,8 @@ download; then the downloaded checkpoint's flags, read back with torch."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ def _type(element: Any, text: str) -> None:
 
 
 def test_upload_tree_rules_error_run_download(browser: Any, service_url: str, downloads: Path,
-                                              tmp_path: Path) -> None:
+                                              tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     model = small_cnn()
     path = save_module(model, tmp_path / "cnn.pt")
     browser.get(f"{service_url}/")
@@ -121,6 +123,7 @@ def test_upload_tree_rules_error_run_download(browser: Any, service_url: str, do
     for name, before in model.state_dict().items():
         assert torch.equal(before, after[name]), name
 
+    artifact_bytes = artifact.read_bytes()
     artifact.unlink()
     by_id(browser, "download-report").click()
     report = downloaded(downloads)
@@ -128,6 +131,24 @@ def test_upload_tree_rules_error_run_download(browser: Any, service_url: str, do
     parsed = json.loads(report.read_text())
     assert parsed["summary"]["numel_trainable"] == BIASES
     assert page_errors(browser) == []
+
+    # The commands the page shows do the same: run them as they are.
+    shell = tmp_path / "curl"
+    shell.mkdir()
+    curl = by_id(browser, "cmd-curl").get_attribute("value")
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", curl], cwd=shell, capture_output=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "succeeded"
+    assert (shell / "report.json").is_file()
+    assert (shell / artifact.name).read_bytes() == artifact_bytes
+    python = tmp_path / "python"
+    python.mkdir()
+    code = by_id(browser, "cmd-python").get_attribute("value") + "\nprint(path)\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=python, env=subprocess_env, capture_output=True,
+                          timeout=60, check=False, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (python / done.stdout.strip()).read_bytes() == artifact_bytes
 
 
 def test_keyboard_only(browser: Any, service_url: str, downloads: Path, tmp_path: Path) -> None:

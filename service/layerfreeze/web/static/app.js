@@ -1,6 +1,6 @@
 // The page: load or pick a model, show its tree, preview the spec on every edit, run the job.
 import { ApiError, api, auth, saveFile, uploadModel } from "./api.js";
-import { SpecEditor } from "./spec.js";
+import { SpecEditor, formatSpec } from "./spec.js";
 import { Tree, number, percent } from "./tree.js";
 
 const $ = (id) => document.getElementById(id);
@@ -213,7 +213,9 @@ $("rule-add").addEventListener("click", () => {
 
 function schedulePreview(delay) {
   clearTimeout(previewTimer);
-  if (state.model) previewTimer = setTimeout(preview, delay);
+  if (!state.model) return;
+  document.body.dataset.preview = "pending";  // tests and tools wait on this
+  previewTimer = setTimeout(preview, delay);
 }
 
 /** One preview per pause in typing; an answer to an older request than the newest is dropped. */
@@ -222,7 +224,6 @@ async function preview() {
   previewAbort?.abort();
   previewAbort = new AbortController();
   const model = state.model;
-  document.body.dataset.preview = "pending";
   try {
     const report = await api("POST", `/v1/models/${model.id}/preview`, { json: editor.spec, signal: previewAbort.signal });
     if (seq !== previewSeq || model !== state.model) return;
@@ -367,18 +368,22 @@ function updateCommands() {
   const model = state.model?.id || "MODEL_ID";
   const job = state.job?.id || "JOB_ID";
   const authLine = state.tokenNeeded ? ` \\\n  -H "Authorization: Bearer $LAYERFREEZE_TOKEN"` : "";
-  const body = JSON.stringify({ model, spec: editor.jsonValid ? editor.spec : {} });
+  const specText = formatSpec(editor.jsonValid ? editor.spec : {});
   $("cmd-curl").value = [
-    `curl -sS -X POST ${shellQuote(`${base}/v1/jobs?wait=30`)}${authLine} \\`,
-    `  -H 'Content-Type: application/json' \\`,
-    `  -d ${shellQuote(body)}`,
-    `curl -sS -OJ ${shellQuote(`${base}/v1/jobs/${job}/artifact`)}${authLine}`,
-    `curl -sS -o report.json ${shellQuote(`${base}/v1/jobs/${job}/report`)}${authLine}`,
+    `curl -fsS -X POST ${shellQuote(`${base}/v1/jobs?wait=30`)}${authLine} \\`,
+    `  -H 'Content-Type: application/json' --data-binary @- <<'JSON'`,
+    `{"model": ${JSON.stringify(model)},`,
+    ` "spec": ${specText.replace(/\n/g, "\n ")}}`,
+    "JSON",
+    state.job ? `# the files of job ${job}, the one this page ran:` : "# then, with the id of the job it answers:",
+    `curl -fsS -OJ ${shellQuote(`${base}/v1/jobs/${job}/artifact`)}${authLine}`,
+    `curl -fsS -o report.json ${shellQuote(`${base}/v1/jobs/${job}/report`)}${authLine}`,
   ].join("\n");
-  const spec = JSON.stringify(editor.jsonValid ? editor.spec : {}, null, 4)
+  const spec = formatSpec(editor.jsonValid ? editor.spec : {})
     .replace(/"(?:\\.|[^"\\])*"|\btrue\b|\bfalse\b|\bnull\b/g, (t) => PY_WORDS[t] || t);
   $("cmd-python").value = [
-    "from layerfreeze_client import Client  # the token comes from $LAYERFREEZE_TOKEN",
+    "# pip install clients/python; the token, if any, comes from $LAYERFREEZE_TOKEN",
+    "from layerfreeze_client import Client",
     "",
     `spec = ${spec}`,
     `with Client(${JSON.stringify(base)}) as client:`,

@@ -33,6 +33,18 @@ export function simpleKind(rule) {
   return kind === "until" && typeof value === "string" ? kind : null;
 }
 
+/** JSON with one rule a line: as readable as indented JSON at a third of the height. */
+export function formatSpec(spec) {
+  if (!spec || typeof spec !== "object" || Array.isArray(spec)) return JSON.stringify(spec, null, 2);
+  const lines = Object.entries(spec).map(([key, value]) => {
+    if (key === "rules" && Array.isArray(value) && value.length) {
+      return `  "rules": [\n${value.map((r) => `    ${JSON.stringify(r)}`).join(",\n")}\n  ]`;
+    }
+    return `  ${JSON.stringify(key)}: ${JSON.stringify(value)}`;
+  });
+  return lines.length ? `{\n${lines.join(",\n")}\n}` : "{}";
+}
+
 export function parsePointer(pointer) {
   if (!pointer) return [];
   return pointer.split("/").slice(1).map((t) => t.replace(/~1/g, "/").replace(/~0/g, "~"));
@@ -95,7 +107,7 @@ export class SpecEditor {
   }
 
   #writeJson() {
-    this.jsonEl.value = JSON.stringify(this.spec, null, 2);
+    this.jsonEl.value = formatSpec(this.spec);
     this.jsonValid = true;
     this.jsonEl.removeAttribute("aria-invalid");
     this.jsonErrorEl.textContent = "";
@@ -127,7 +139,7 @@ export class SpecEditor {
 
   #row(rule, i, count) {
     const kind = simpleKind(rule);
-    const n = i + 1;
+    const n = i;  // numbered from 0, as the service's messages and JSON pointers count
     const head = el("div", { class: "rule-head" }, el("span", { class: "index" }, `#${n}`));
     const row = el("div", { class: "rule", role: "listitem", "aria-label": `Rule ${n}` }, head);
     const button = (label, text, id, onClick, disabled = false) => el("button",
@@ -161,7 +173,7 @@ export class SpecEditor {
     const list = kind === "until" ? [rule.until] : rule[kind];
     list.forEach((value, j) => {
       const input = el("input", { type: "text", id: `r${i}-v${j}`, value, spellcheck: false,
-        "aria-label": `Rule ${n} ${kind} value ${j + 1}`, "aria-describedby": `err-r${i}-v${j}`,
+        "aria-label": `Rule ${n} ${kind} value ${j}`, "aria-describedby": `err-r${i}-v${j}`,
         placeholder: KIND_HELP[kind] });
       input.addEventListener("input", () => {
         if (kind === "until") rule.until = input.value;
@@ -170,7 +182,7 @@ export class SpecEditor {
       });
       const line = el("div", { class: "value" }, input);
       if (kind !== "until") {
-        line.append(button(`Remove rule ${n} value ${j + 1}`, "−", `r${i}-v${j}-remove`, () => {
+        line.append(button(`Remove rule ${n} value ${j}`, "−", `r${i}-v${j}-remove`, () => {
           rule[kind].splice(j, 1);
           this.#changed({ rows: true, focus: `r${i}-v${Math.max(0, j - 1)}` });
         }, list.length === 1));
@@ -245,7 +257,7 @@ export class SpecEditor {
   #message(text, suggestions, pointer, cls) {
     const p = el("span", { class: cls }, text);
     if (suggestions && suggestions.length) {
-      p.append(" Did you mean: ");
+      p.append(". Did you mean: ");
       for (const s of suggestions) {
         p.append(el("button", { type: "button", class: "suggest", title: `use ${s}`,
           onclick: () => this.#apply(pointer, s) }, s));
@@ -270,8 +282,12 @@ export class SpecEditor {
     for (const e of this.rulesEl.querySelectorAll(".field-error")) e.replaceChildren();
     for (const e of this.rulesEl.querySelectorAll("[aria-invalid]")) e.removeAttribute("aria-invalid");
     const loose = [];
+    const specific = new Set((this.problems || []).map((p) => this.#target(p.pointer))
+      .filter((t) => t.value !== undefined).map((t) => t.rule));
     for (const p of this.problems || []) {
       const target = this.#target(p.pointer);
+      // "rule N selects no parameter" repeats what its value's own error says, suggestions and all
+      if (target.value === undefined && specific.has(target.rule) && parsePointer(p.pointer).length === 2) continue;
       const message = this.#message(p.message, p.suggestions, p.pointer, "problem");
       if (target.el) {
         target.el.append(message);
