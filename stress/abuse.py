@@ -340,20 +340,26 @@ def _slow_clients(svc: Service, model: bytes, n: int = 4, seconds: float = 6.0) 
 
 
 def leftovers(svc: Service) -> list[Path]:
-    """Files in the data dir that belong to no job the API knows (temporary uploads left behind)."""
+    """Files in the data dir that belong to no job or model the API knows (temporary uploads left
+    behind). Uploads live in ``blobs/`` by sha256: each must be some known job's input or model's file."""
     with httpx.Client(base_url=svc.url, timeout=30) as c:
         known: set[str] = set()
-        url: str | None = "/v1/jobs?limit=100"
-        while url:
-            page = c.get(url).json()
-            known |= {j["id"] for j in page["items"]}
-            url = page.get("next")
+        shas: set[str] = set()
+        for listing in ("/v1/jobs?limit=100", "/v1/models?limit=100"):
+            url: str | None = listing
+            while url:
+                page = c.get(url).json()
+                known |= {item["id"] for item in page["items"]}
+                shas |= {(item.get("input") or item)["sha256"] for item in page["items"]}
+                url = page.get("next")
     out = []
     for p in svc.data_dir.rglob("*"):
         if p.is_dir() or p.name.startswith("jobs.sqlite3"):
             continue
         rel = p.relative_to(svc.data_dir).parts
-        if rel[0] == "jobs" and len(rel) > 1 and rel[1] in known:
+        if rel[0] in ("jobs", "models") and len(rel) > 1 and rel[1] in known:
+            continue
+        if rel[0] == "blobs" and p.name in shas:
             continue
         out.append(p)
     return out

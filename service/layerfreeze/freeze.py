@@ -37,8 +37,12 @@ def freeze_file(
     limits: ReadLimits = ReadLimits(),  # noqa: B008  (frozen dataclass: safe as a default)
     input_name: str | None = None,
     output_name: str | None = None,
+    digest: bool = True,
 ) -> Report:
     """Freeze ``src`` by ``spec`` into ``dst`` (same format) and return the report.
+
+    ``digest=False`` leaves the input's sha256 out of the report (None) and saves reading the input a
+    second time: a dry run then reads the metadata only; a freeze hashes only the output as it writes it.
 
     Raises SpecError (the spec is invalid, or under ``strict`` selects nothing), FormatError subclasses
     (the file is not a checkpoint we read), LimitExceeded, and OSError for the files themselves.
@@ -51,15 +55,18 @@ def freeze_file(
     selection = select(parsed, archive.inventory)
     input_filename = input_name or src.name
     if dst is None:
-        size, digest = sha256_file(src)
-        source = FileRef(filename=input_filename, bytes=size, sha256=digest)
+        size, sha = sha256_file(src) if digest else (src.stat().st_size, None)
+        source = FileRef(filename=input_filename, bytes=size, sha256=sha)
         return build_report(selection, parsed, input=source, output=None)
     dst = Path(dst)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        written = archive.write(tmp, selection.final_by_name(), spec_sha256(parsed))
+        from layerfreeze.formats.copying import write_segments
+
+        segments = archive.plan(selection.final_by_name(), spec_sha256(parsed))
+        written = write_segments(src, tmp, segments, hash_source=digest)
         os.chmod(tmp, 0o644)
         os.replace(tmp, dst)
     except BaseException:
@@ -68,7 +75,8 @@ def freeze_file(
         raise
     return build_report(
         selection, parsed,
-        input=FileRef(filename=input_filename, bytes=src.stat().st_size, sha256=written.source_sha256),
+        input=FileRef(filename=input_filename, bytes=src.stat().st_size,
+                      sha256=written.source_sha256 or None),
         output=FileRef(filename=output_name or dst.name, bytes=written.bytes, sha256=written.sha256),
     )
 

@@ -224,12 +224,12 @@ class Client(BaseClient):
 
         ``delta`` (default: whenever the local file is the job's input) fetches only the patch and
         rebuilds the output from the local file, checking its sha256; on any mismatch it falls back to
-        the full download. ``delta=None`` also hashes the file first and, when the service already
-        stores it, skips the upload. ``delta=False``: upload and download in full, as always.
+        the full download. ``delta=True`` also hashes the file first and, when the service already
+        stores it, skips the upload. ``delta=False``: upload and download in full.
         """
         start = time.monotonic()
         wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
-        local_sha = sha256_file(model_path) if delta is not False else None
+        local_sha = sha256_file(model_path) if delta else None
         stored = self.find_model(local_sha) if local_sha else None
         if stored is not None:
             job = self.submit_stored(stored["id"], spec, wait=wait)
@@ -240,7 +240,8 @@ class Client(BaseClient):
         report = self.report(job)
         target = Path(output) if output is not None else default_output(model_path)
         digest = report.output.sha256 if report.output else None
-        if delta is not False and (delta or job.input.sha256 == local_sha):
+        has_patch = bool((job.raw.get("links") or {}).get("patch"))
+        if delta is not False and has_patch and (delta or job.input.sha256 == sha256_file(model_path)):
             with contextlib.suppress(IntegrityError, APIError):
                 path = rebuild(model_path, single_file(self.patch(job)), target)
                 return FreezeResult(job=job, report=report, output=path)

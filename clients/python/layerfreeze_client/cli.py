@@ -98,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="where to write the frozen checkpoint "
                                                    "(default: <stem>.frozen<suffix> beside MODEL)")
     p.add_argument("--dry-run", action="store_true", help="report only; download nothing")
+    p.add_argument("--delta", action=argparse.BooleanOptionalAction, default=None,
+                   help="rebuild the output from the local file and a patch instead of downloading it "
+                        "(default: when the service froze this very file); --delta also skips the "
+                        "upload when the service already stores the file")
     p.add_argument("--report", type=Path, dest="report_file", help="also write the report JSON here")
     p.add_argument("--params", action="store_true", help="list every parameter instead of modules")
 
@@ -155,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
                 spec: Any = _spec_arg(args) if args.command == "freeze" else None
                 result = client.inspect(args.model, spec, progress=progress)
             else:
-                result = client.freeze(args.model, _spec_arg(args), args.output, progress=progress)
+                result = client.freeze(args.model, _spec_arg(args), args.output, progress=progress,
+                                       delta=args.delta)
             if getattr(args, "report_file", None):
                 args.report_file.write_text(json.dumps(result.report.raw, indent=2) + "\n", encoding="utf-8")
             if args.json:

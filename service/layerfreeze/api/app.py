@@ -24,6 +24,7 @@ from layerfreeze.errors import LayerfreezeError
 from layerfreeze.metrics import Metrics
 from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
+from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.jobs import JobStore
 from layerfreeze.storage.models import ModelStore
 from layerfreeze.worker.digests import Digester
@@ -85,6 +86,8 @@ async def _cleanup_loop(service: Service) -> None:
     s = service.settings
     while True:
         await asyncio.sleep(s.cleanup_interval_s)
+        with contextlib.suppress(Exception):  # Idempotency-Keys are remembered for a day
+            await anyio.to_thread.run_sync(IdempotencyStore(service.store).expire, time.time() - 86400)
         if s.retention_s <= 0:
             continue
         try:

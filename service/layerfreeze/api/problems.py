@@ -79,6 +79,16 @@ class JobMemoryLimit(e.LimitExceeded):
     """The job needed more than ``worker_memory_mb``."""
 
 
+class IdempotencyConflict(RetryLater):
+    """The first request with this Idempotency-Key has not answered yet."""
+
+    default_retry_after = 1
+
+
+class IdempotencyMismatch(e.LayerfreezeError):
+    """The Idempotency-Key was already used with another payload."""
+
+
 class WorkerLost(e.JobError):
     """The worker process died under the job (killed by a signal, crashed) or the service restarted."""
 
@@ -109,6 +119,8 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     StorageFull: (507, "storage-full", "Insufficient storage"),
     InputChanged: (500, "input-changed", "The stored upload was damaged"),
     StoreError: (503, "storage-unavailable", "Job database unavailable"),
+    IdempotencyConflict: (409, "idempotency-key-in-use", "A request with this key is in progress"),
+    IdempotencyMismatch: (422, "idempotency-key-reused", "Idempotency-Key reused with another payload"),
 }
 
 INTERNAL = (500, "internal-error", "Internal server error")

@@ -2,7 +2,9 @@
 
     layerfreeze freeze MODEL --spec SPEC.json -o OUT [--report REPORT.json] [--dry-run]
     layerfreeze freeze MODEL --spec-json '{"rules": [...]}' -o OUT
-    layerfreeze inspect MODEL [--json]
+    layerfreeze inspect MODEL [--json] [--digest]
+    layerfreeze patch create MODEL --spec SPEC.json -o PATCH.json
+    layerfreeze patch apply PATCH.json MODEL -o OUT
     layerfreeze serve [--host 127.0.0.1] [--port 8000]
 
 Errors print one line on stderr and exit with the code of their class (``cli/exit_codes.py``).
@@ -44,16 +46,36 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to write the checkpoint (a directory: <name>.frozen<suffix> in it)")
     freeze.add_argument("--report", type=Path, metavar="REPORT.json", help="also write the report as JSON")
     freeze.add_argument("--dry-run", action="store_true", help="report only, write no checkpoint")
+    _digest_option(freeze, "also hash the input (the output is always hashed while it is written)")
     _output_options(freeze)
 
     inspect = commands.add_parser("inspect", help="report the parameters and their states, change nothing")
     inspect.add_argument("model", type=Path)
+    _digest_option(inspect, "also compute the file's sha256 (reads the whole file; off by default)")
     _output_options(inspect)
+
+    patch = commands.add_parser("patch", help="write or apply a layerfreeze-patch/1 delta")
+    patch_commands = patch.add_subparsers(dest="patch_command", required=True, metavar="ACTION")
+    create = patch_commands.add_parser("create", help="the freeze of MODEL as a delta against MODEL")
+    create.add_argument("model", type=Path)
+    create_spec = create.add_mutually_exclusive_group(required=True)
+    create_spec.add_argument("--spec", type=Path, metavar="SPEC.json",
+                             help="freeze spec file ('-' for stdin)")
+    create_spec.add_argument("--spec-json", metavar="JSON", help="freeze spec given inline")
+    create.add_argument("-o", "--output", type=Path, required=True, metavar="PATCH.json")
+    apply = patch_commands.add_parser("apply", help="rebuild the output from a patch and its base file")
+    apply.add_argument("patch", type=Path, metavar="PATCH.json")
+    apply.add_argument("model", type=Path, help="the base file the patch was made against")
+    apply.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
 
     serve = commands.add_parser("serve", help="start the HTTP service")
     serve.add_argument("--host", help="interface to listen on (default: LAYERFREEZE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: LAYERFREEZE_PORT or 8000)")
     return parser
+
+
+def _digest_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--digest", action="store_true", help=text)
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args.host, args.port)
+        if args.command == "patch":
+            from layerfreeze.cli.patch import apply_patch, create_patch
+
+            if args.patch_command == "create":
+                return create_patch(args.model, _read_spec(args), args.output)
+            return apply_patch(args.patch, args.model, args.output)
         return _freeze_or_inspect(args)
     except UsageError as exc:
         parser.error(str(exc))  # exits with 2
@@ -105,7 +133,7 @@ def _freeze_or_inspect(args: argparse.Namespace) -> int:
                                 str(args.model))
     if not args.model.is_file():
         raise FileNotFoundError(errno.ENOENT, "no such model file", str(args.model))
-    report = freeze_file(args.model, spec, output)
+    report = freeze_file(args.model, spec, output, digest=args.digest)
     if getattr(args, "report", None) is not None:
         _write_text(args.report, report.model_dump_json(indent=2) + "\n")
     if args.quiet:

@@ -25,13 +25,11 @@ def human_count(n: int) -> str:
 
 def render(report: Report, *, depth: int | None = None, tree: bool = True) -> str:
     s = report.summary
-    lines = [
-        f"{report.input.filename}: {report.format}, {human_bytes(report.input.bytes)}, "
-        f"sha256 {report.input.sha256[:16]}...",
-    ]
+    lines = [f"{report.input.filename}: {report.format}, {human_bytes(report.input.bytes)}"
+             + (f", sha256 {report.input.sha256[:16]}..." if report.input.sha256 else "")]
     if report.output is not None:
-        lines.append(f"wrote {report.output.filename}: {human_bytes(report.output.bytes)}, "
-                     f"sha256 {report.output.sha256[:16]}...")
+        lines.append(f"wrote {report.output.filename}: {human_bytes(report.output.bytes)}"
+                     + (f", sha256 {report.output.sha256[:16]}..." if report.output.sha256 else ""))
     lines.append(
         f"parameters: {s.parameters} tensors, {human_count(s.numel_total)} elements, "
         f"{human_bytes(s.bytes_total)}"

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from layerfreeze.core.model import Inventory
+
+if TYPE_CHECKING:
+    from layerfreeze.formats.segments import Segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,12 @@ class Archive(Protocol):
 
     source: Path
     inventory: Inventory
+
+    def stored(self) -> dict[str, Any]:
+        """What a later freeze needs without parsing again, as JSON (see ``formats.stored``)."""
+
+    def plan(self, final: Mapping[str, bool], spec_sha256: str) -> list[Segment]:
+        """The output as segments over ``source`` (``formats.segments``): what ``write`` writes."""
 
     def write(
         self, dst: Path, final: Mapping[str, bool], spec_sha256: str, *, source_sha256: str | None = None

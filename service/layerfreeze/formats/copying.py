@@ -33,8 +33,9 @@ def stream_copy(
 
 
 def write_segments(src: Path, dst: Path, segments: Sequence[Segment], *,
-                   source_sha256: str | None = None) -> WrittenFile:
-    """Write the output that ``segments`` describe over ``src`` to ``dst``; hash source and output."""
+                   source_sha256: str | None = None, hash_source: bool = True) -> WrittenFile:
+    """Write the output that ``segments`` describe over ``src`` to ``dst``; hash the output and (unless
+    ``hash_source`` is False: then ``source_sha256`` is returned as given, or "") the source."""
     size = os.stat(src).st_size
     check(segments, size)
     src_hash = hashlib.sha256()
@@ -43,7 +44,8 @@ def write_segments(src: Path, dst: Path, segments: Sequence[Segment], *,
     # Up to the first changed byte the output equals the source, so one hash serves both there
     # (a TorchScript archive keeps data.pkl after the tensors; an unchanged file needs one hash only).
     first = segments[0] if segments else None
-    shared = first[1] if isinstance(first, tuple) and first[0] == 0 and source_sha256 is None else 0
+    hash_source = hash_source and source_sha256 is None
+    shared = first[1] if isinstance(first, tuple) and first[0] == 0 and hash_source else 0
     split = threading.Event()
 
     def hash_source() -> None:
@@ -54,7 +56,7 @@ def write_segments(src: Path, dst: Path, segments: Sequence[Segment], *,
             out_hash = src_hash.copy()
         finally:
             split.set()
-        if source_sha256 is None:
+        if hash_source:
             for _, chunk in _chunks(src, shared, size):
                 src_hash.update(chunk)
 
@@ -84,7 +86,7 @@ def write_segments(src: Path, dst: Path, segments: Sequence[Segment], *,
     if errors:
         raise errors[0]
     return WrittenFile(bytes=output_size(segments), sha256=out_hash.hexdigest(),
-                       source_sha256=source_sha256 or src_hash.hexdigest())
+                       source_sha256=src_hash.hexdigest() if hash_source else (source_sha256 or ""))
 
 
 def _guard(fn: Callable[[], None], errors: list[BaseException]) -> Callable[[], None]:

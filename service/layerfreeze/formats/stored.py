@@ -24,7 +24,7 @@ VERSION = 1
 
 
 def describe(archive: Archive) -> dict[str, Any]:
-    doc = dict(archive.stored())  # type: ignore[attr-defined]
+    doc = dict(archive.stored())
     doc["version"] = VERSION
     doc["inventory"] = asdict(archive.inventory)
     return doc

@@ -21,6 +21,8 @@ from pydantic import ValidationError
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.downloads import ArtifactResponse
+from layerfreeze.api.idempotency import begin as begin_idempotent
+from layerfreeze.api.idempotency import fingerprint
 from layerfreeze.api.problems import BadRequest, NotReady, QueueFull, storage_error
 from layerfreeze.api.schemas import JobPublic, JobsPublic, StoredJobCreate, job_public
 from layerfreeze.api.uploads import receive_upload
@@ -28,6 +30,7 @@ from layerfreeze.core.spec import parse_spec
 from layerfreeze.errors import JobConflict, JobNotFound
 from layerfreeze.formats.segments import PATCH_FORMAT, Segment, SegmentReader, from_patch_segments
 from layerfreeze.freeze import output_filename
+from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.jobs import JobRecord
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -86,12 +89,31 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
         raise QueueFull(f"{health.queued} jobs are already queued; retry later",
                         retry_after=max(1, min(30, health.queued // max(1, health.workers))))
     job_id = secrets.token_hex(12)
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
-        record = await _stored_job_record(request, service, tenant or "", job_id)
-        pinned = record.input_sha256
-    else:
-        record = await _upload_job_record(request, service, tenant or "", job_id)
-        pinned = record.input_sha256
+    idem = await anyio.to_thread.run_sync(begin_idempotent, request, IdempotencyStore(service.store), tenant)
+    try:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type == "application/json":
+            record = await _stored_job_record(request, service, tenant or "", job_id)
+            print_ = fingerprint("job", record.model_id, record.spec, record.dry_run)
+        else:
+            record = await _upload_job_record(request, service, tenant or "", job_id)
+            print_ = fingerprint("job-upload", record.input_sha256, record.input_filename, record.spec,
+                                 record.dry_run)
+        if (replay := idem.replay(print_)) is not None:  # a retry: the first answer, and no second job
+            await anyio.to_thread.run_sync(service.models.unpin, record.input_sha256)
+            return replay
+        response = await _create_job(request, service, record, wait)
+    except BaseException:
+        await anyio.to_thread.run_sync(idem.release)
+        raise
+    await anyio.to_thread.run_sync(idem.complete, print_, response)
+    return response
+
+
+async def _create_job(request: Request, service: Any, record: JobRecord, wait: float) -> Response:
+    s = service.settings
+    job_id = record.id
+    pinned = record.input_sha256
     wait_s = min(max(wait, 0.0), s.wait_max_s, 60.0)
     event = service.waiters.register(job_id) if wait_s > 0 else None
     try:

@@ -21,6 +21,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
+from layerfreeze.api.idempotency import begin as begin_idempotent
+from layerfreeze.api.idempotency import fingerprint
 from layerfreeze.api.problems import BadRequest, NotReady, storage_error
 from layerfreeze.api.schemas import ModelPublic, ModelsPublic, model_public
 from layerfreeze.api.service import Service
@@ -28,6 +30,7 @@ from layerfreeze.api.uploads import receive_upload
 from layerfreeze.core.model import Inventory
 from layerfreeze.core.report import FileRef
 from layerfreeze.errors import LayerfreezeError
+from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.models import ModelFile, ModelNotFound, ModelRecord
 from layerfreeze.worker.runner import ReadTask
 
@@ -106,24 +109,35 @@ async def upload_model(request: Request, service: ServiceDep, tenant: TenantDep)
     if not service.pool.running:
         raise NotReady("the service is shutting down; retry shortly", retry_after=5)
     s = service.settings
+    idem = await anyio.to_thread.run_sync(begin_idempotent, request, IdempotencyStore(service.store), tenant)
     tmp = service.blobs.temp_path()
-    upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
-                                  max_field_bytes=s.max_form_field_bytes, file_field="file")
-    service.metrics.bytes_in.inc(upload.bytes)
     try:
-        record, new = await anyio.to_thread.run_sync(
-            store_model, service, tenant or "", tmp, upload.filename, upload.bytes, upload.sha256)
-    except _Failed as exc:
-        body = {**exc.problem, "instance": str(request.url.path)}
-        return JSONResponse(body, status_code=int(exc.problem.get("status") or 500), media_type=PROBLEM)
-    except OSError as exc:
-        if (ours := storage_error(exc)) is not None:
-            raise ours from exc
+        upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
+                                      max_field_bytes=s.max_form_field_bytes, file_field="file")
+        service.metrics.bytes_in.inc(upload.bytes)
+        print_ = fingerprint("model", upload.sha256, upload.filename)
+        if (replay := idem.replay(print_)) is not None:
+            return replay
+        try:
+            record, new = await anyio.to_thread.run_sync(
+                store_model, service, tenant or "", tmp, upload.filename, upload.bytes, upload.sha256)
+        except _Failed as exc:  # the same upload would fail the same way: nothing to remember
+            await anyio.to_thread.run_sync(idem.release)
+            body = {**exc.problem, "instance": str(request.url.path)}
+            return JSONResponse(body, status_code=int(exc.problem.get("status") or 500), media_type=PROBLEM)
+        except OSError as exc:
+            if (ours := storage_error(exc)) is not None:
+                raise ours from exc
+            raise
+    except BaseException:
+        await anyio.to_thread.run_sync(idem.release)
         raise
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-    return _model_response(record, 201 if new else 200)
+    response = _model_response(record, 201 if new else 200)
+    await anyio.to_thread.run_sync(idem.complete, print_, response)
+    return response
 
 
 @router.get("", response_model=ModelsPublic, responses=_RESPONSES)

@@ -1,0 +1,82 @@
+"""``layerfreeze patch create|apply``: the freeze of a file as a ``layerfreeze-patch/1`` delta, and back.
+
+A patch names its base by sha256 and size and lists the output as segments (ranges of the base and
+literal bytes); ``apply`` refuses a base that is not the one named, and checks the rebuilt sha256.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from layerfreeze.cli import exit_codes
+from layerfreeze.errors import FormatError
+from layerfreeze.formats.segments import PATCH_FORMAT, from_patch_segments, sha256_of, to_patch_file
+
+
+def create_patch(model: Path, spec: str | bytes, output: Path) -> int:
+    from layerfreeze.core.report import FileRef
+    from layerfreeze.formats.detect import open_archive
+    from layerfreeze.formats.stored import describe
+    from layerfreeze.freeze import freeze_stored, output_filename, sha256_file
+
+    archive = open_archive(model)
+    size, base_sha = sha256_file(model)
+    name = output_filename(model.name, archive.inventory.format)
+    _report, segments = freeze_stored(describe(archive), model, spec, output_name=name,
+                                      input=FileRef(filename=model.name, bytes=size, sha256=base_sha))
+    _size, out_sha = sha256_of(model, segments)
+    entry = to_patch_file(name, segments, base_sha256=base_sha, base_bytes=size, output_sha256=out_sha)
+    _write_atomically(output, json.dumps({"format": PATCH_FORMAT, "files": [entry]}).encode())
+    return exit_codes.OK
+
+
+def apply_patch(patch: Path, model: Path, output: Path) -> int:
+    from layerfreeze.formats.copying import write_segments
+
+    try:
+        doc = json.loads(patch.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{patch} is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != PATCH_FORMAT:
+        raise FormatError(f"{patch} is not a {PATCH_FORMAT} document")
+    files = doc.get("files")
+    if not isinstance(files, list) or len(files) != 1 or not isinstance(files[0], dict):
+        raise FormatError("the patch must describe exactly one file (multi-file patches: apply per file)")
+    entry = files[0]
+    base, want = entry.get("base") or {}, entry.get("output") or {}
+    if model.stat().st_size != base.get("bytes"):
+        raise FormatError(f"{model} is not the patch's base ({model.stat().st_size} bytes, the patch names "
+                          f"{base.get('bytes')})")
+    segments = from_patch_segments(entry.get("segments"))
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.absolute().parent)
+    os.close(fd)
+    try:
+        written = write_segments(model, Path(tmp), segments)
+        if written.source_sha256 != base.get("sha256"):
+            raise FormatError(f"{model} is not the patch's base: sha256 {written.source_sha256}")
+        if written.sha256 != want.get("sha256"):
+            raise FormatError(f"the rebuilt file's sha256 {written.sha256} is not the patch's "
+                              f"{want.get('sha256')}")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return exit_codes.OK
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.absolute().parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
