@@ -74,7 +74,7 @@ def upload(driver: Any, path: Path) -> None:
 def preview_settled(driver: Any) -> None:
     """The last preview has answered (ok or an error)."""
     wait_for(driver, lambda d: d.find_element("tag name", "body").get_attribute("data-preview")
-             in ("ok", "error"), "the preview to answer")
+             in ("ok", "error", "idle"), "the preview to answer")
 
 
 def downloaded(directory: Path, timeout: float = WAIT_S) -> Path:

@@ -83,10 +83,10 @@ def test_upload_tree_rules_error_run_download(browser: Any, service_url: str, do
     by_id(browser, "rule-add").click()
     value = by_id(browser, "r1-v0")
     assert browser.switch_to.active_element == value
+    assert by_id(browser, "err-r1-v0").text == ""  # no error for a rule not yet written
     value.send_keys("haed")
-    error = wait_for(browser, lambda d: by_id(d, "err-r1-v0") if by_id(d, "err-r1-v0").text else None,
-                     "the error beside rule 2's value")
-    assert "haed" in error.text
+    error = wait_for(browser, lambda d: "haed" in by_id(d, "err-r1-v0").text and by_id(d, "err-r1-v0"),
+                     "the error beside rule 1's value")
     assert value.get_attribute("aria-invalid") == "true"
     assert by_id(browser, "run").get_attribute("disabled")
     suggestion = next(b for b in error.find_elements(By.CSS_SELECTOR, "button.suggest") if b.text == "head")

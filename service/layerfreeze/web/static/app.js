@@ -214,6 +214,11 @@ $("rule-add").addEventListener("click", () => {
 function schedulePreview(delay) {
   clearTimeout(previewTimer);
   if (!state.model) return;
+  if (editor.hasBlankValue()) {  // a rule being written: wait for its value rather than flash an error
+    previewSeq += 1;
+    document.body.dataset.preview = "idle";
+    return;
+  }
   document.body.dataset.preview = "pending";  // tests and tools wait on this
   previewTimer = setTimeout(preview, delay);
 }

@@ -71,6 +71,14 @@ export class SpecEditor {
     return Array.isArray(this.spec.rules) ? this.spec.rules : [];
   }
 
+  /** Some row's value is still empty (a rule just added): not worth a preview yet. */
+  hasBlankValue() {
+    return this.rules.some((rule) => {
+      const kind = simpleKind(rule);
+      return kind && (kind === "until" ? [rule.until] : rule[kind]).some((v) => v.trim() === "");
+    });
+  }
+
   /** A rule that flips a module's (or parameter's) state: freeze what trains, unfreeze what is frozen. */
   addRuleFor(node) {
     const action = node.state === "frozen" ? "unfreeze" : "freeze";
