@@ -202,6 +202,24 @@ def test_keyboard_only(browser: Any, service_url: str, downloads: Path, tmp_path
     assert page_errors(browser) == []
 
 
+def test_warning_in_place_with_its_suggestions(browser: Any, service_url: str, tmp_path: Path) -> None:
+    """strict off: a value that matches nothing is a warning beside that value, not an error."""
+    browser.get(f"{service_url}/")
+    upload(browser, save_module(small_cnn(), tmp_path / "warn.pt"))
+    _type(by_id(browser, "spec-json"),
+          '{"rules": [{"action": "freeze", "names": ["head", "nope"]}], "strict": false}')
+    warning = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#err-r0-v1 .warning"),
+                       "the warning beside the dead value")
+    assert "nope" in warning.text
+    assert not by_id(browser, "strict").is_selected()
+    wait_count(browser, "count-frozen", 36)
+    assert by_id(browser, "spec-errors").text == ""
+    next(b for b in warning.find_elements(By.CSS_SELECTOR, "button.suggest") if b.text == "features").click()
+    wait_count(browser, "count-frozen", TOTAL)
+    assert by_id(browser, "r0-v1").get_attribute("value") == "features"
+    assert not browser.find_elements(By.CSS_SELECTOR, "#err-r0-v1 .warning")
+
+
 def test_every_control_has_a_label(browser: Any, service_url: str, tmp_path: Path) -> None:
     browser.get(f"{service_url}/")
     upload(browser, save_module(small_cnn(), tmp_path / "labels.pt"))
