@@ -232,8 +232,10 @@ async function preview() {
   try {
     const report = await api("POST", `/v1/models/${model.id}/preview`, { json: editor.spec, signal: previewAbort.signal });
     if (seq !== previewSeq || model !== state.model) return;
+    const start = performance.now();
     editor.showProblems([]);
     showReport(report);
+    document.body.dataset.renderMs = String(Math.round(performance.now() - start));  // for bench/
     document.body.dataset.preview = "ok";
   } catch (err) {
     if (seq !== previewSeq || err.name === "AbortError") return;
