@@ -69,6 +69,7 @@ def upload(driver: Any, path: Path) -> None:
     """Give the page's file field a model and wait for its tree."""
     by_id(driver, "file").send_keys(str(path))
     wait_for(driver, lambda d: tree_row(d, "").is_displayed(), "the module tree")
+    preview_settled(driver)
 
 
 def preview_settled(driver: Any) -> None:

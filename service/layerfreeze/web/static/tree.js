@@ -75,6 +75,19 @@ export class Tree {
   }
 
   setReport(report, flagged = new Map()) {
+    const same = this.index && this.source === report.input?.sha256;
+    this.source = report.input?.sha256;
+    if (same) {  // the same model under another spec: only states changed; keep every element
+      this.index = indexReport(report);
+      this.flagged = flagged;
+      for (const li of this.#items()) {
+        const n = this.#find(li.dataset.key);
+        if (n) this.#fill(li, n);
+      }
+      return;
+    }
+    this.expanded = new Set(["m:"]);  // another model: start from its first level again
+    this.shown.clear();
     const focusKey = this.ul.contains(document.activeElement) ? document.activeElement.dataset.key : null;
     const oldScroll = this.ul.scrollTop;
     this.index = indexReport(report);
@@ -90,6 +103,7 @@ export class Tree {
 
   clear() {
     this.index = null;
+    this.source = null;
     this.expanded = new Set(["m:"]);
     this.shown.clear();
     this.ul.replaceChildren();
@@ -120,27 +134,39 @@ export class Tree {
     li.setAttribute("aria-selected", "false");
     li.tabIndex = -1;
     li.dataset.key = n.key;
+    const hasKids = kids(n).length > 0;
+    const row = document.createElement("div");
+    row.style.paddingLeft = `${0.3 + 1.1 * (level - 1)}rem`;
+    for (const cls of ["twisty", "badge", "name", "type", "numel", "pct"]) {
+      const span = document.createElement("span");
+      span.className = cls;
+      row.append(span);
+    }
+    row.firstChild.setAttribute("aria-hidden", "true");
+    row.firstChild.textContent = hasKids ? "▸" : "";
+    li.append(row);
+    this.#fill(li, n);
+    if (hasKids) {
+      const open = this.expanded.has(n.key);
+      li.setAttribute("aria-expanded", String(open));
+      if (open) this.#renderChildren(li, n, level);
+    }
+    return li;
+  }
+
+  /** Write a node's state into its row (also to refresh rows in place when only states changed). */
+  #fill(li, n) {
     const state = n.state || "none";
     const fraction = n.numel ? n.numelTrainable / n.numel : 0;
     const warning = this.flagged.get(n.path);
-    const hasKids = kids(n).length > 0;
     li.setAttribute("aria-label", [n.param ? `parameter ${n.name}` : n.name, n.type || "type unknown",
       n.state ? state : "no parameters", `${number(n.numel)} elements`, `${percent(fraction)} trainable`,
       warning ? `warning: ${warning}` : ""].filter(Boolean).join(", "));
-
-    const row = document.createElement("div");
+    const row = li.firstChild;
     row.className = `row state-${state}${n.param ? " param" : ""}`;
-    row.style.paddingLeft = `${0.3 + 1.1 * (level - 1)}rem`;
-    const cell = (cls, text) => {
-      const span = document.createElement("span");
-      span.className = cls;
-      span.textContent = text;
-      row.append(span);
-      return span;
-    };
-    cell("twisty", hasKids ? "▸" : "").setAttribute("aria-hidden", "true");
-    cell("badge", `${MARKS[state]} ${n.state ? state : "no params"}`);
-    const name = cell("name", n.name);
+    const [, badge, name, type, numel, pct] = row.children;
+    badge.textContent = `${MARKS[state]} ${n.state ? state : "no params"}`;
+    name.textContent = n.name;
     name.title = n.path || "(the whole model)";
     if (warning) {
       const w = document.createElement("span");
@@ -149,17 +175,11 @@ export class Tree {
       w.title = warning;
       name.append(w);
     }
-    const type = cell("type", n.param ? n.type : (n.type || "").split(".").pop());
+    type.textContent = n.param ? n.type : (n.type || "").split(".").pop();
     type.title = n.type || "type not recorded in this file";
-    cell("numel", number(n.numel)).title = `${number(n.numel)} elements in ${number(n.parameters)} tensors`;
-    cell("pct", n.numel ? percent(fraction) : "");
-    li.append(row);
-    if (hasKids) {
-      const open = this.expanded.has(n.key);
-      li.setAttribute("aria-expanded", String(open));
-      if (open) this.#renderChildren(li, n, level);
-    }
-    return li;
+    numel.textContent = number(n.numel);
+    numel.title = `${number(n.numel)} elements in ${number(n.parameters)} tensors`;
+    pct.textContent = n.numel ? percent(fraction) : "";
   }
 
   #renderChildren(li, n, level) {
