@@ -279,3 +279,25 @@ def test_drop_a_file_and_refuse_a_directory(browser: Any, service_url: str, tmp_
     browser.execute_script(drop, True)
     wait_for(browser, lambda d: "one checkpoint file at a time" in by_id(d, "status").text,
              "the refusal of several files")
+
+
+def test_upload_progress(browser: Any, service_url: str, tmp_path: Path) -> None:
+    """A slow upload (throttled to 2 MB/s) shows its progress bar moving, then the model."""
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(1000, 1000), nn.BatchNorm1d(1000))  # about 4 MB
+    path = save_module(model, tmp_path / "slow.pt")
+    browser.get(f"{service_url}/")
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 2_000_000})
+    by_id(browser, "file").send_keys(str(path))
+    bar = wait_for(browser, lambda d: by_id(d, "upload").is_displayed() and by_id(d, "upload-progress"),
+                   "the progress bar")
+    seen = set()
+    wait_for(browser, lambda d: seen.add(int(bar.get_attribute("value"))) or 0 < max(seen) < 100,
+             "a value between 0 and 100")
+    assert "slow.pt" in by_id(browser, "upload-label").text
+    wait_for(browser, lambda d: tree_row(d, "").is_displayed(), "the model after the upload")
+    assert not by_id(browser, "upload").is_displayed()
+    wait_count(browser, "count-trainable", 1000 * 1000 + 1000 + 2000)
