@@ -131,13 +131,15 @@ def test_checkpoint_without_tensors_is_a_format_error(tmp_path: Path) -> None:
         open_archive(path)
 
 
-def test_all_frozen_plain_state_dict_reads_back_as_unrecorded(tmp_path: Path) -> None:
-    """Documented limit: plain tensors with every flag False are indistinguishable from state_dict()."""
+def test_all_frozen_plain_state_dict_reads_back_frozen_from_its_state_member(tmp_path: Path) -> None:
+    """Plain tensors with every flag False look like state_dict(): the output's .data/layerfreeze.json
+    says they were frozen; a state dict that never went through a freeze still starts trainable."""
     src, dst = tmp_path / "a.pt", tmp_path / "b.pt"
     torch.save(_net().state_dict(), src)
     archive = open_archive(src)
+    assert all(t.requires_grad is None for t in archive.inventory.tensors if t.kind == "parameter")
     archive.write(dst, {t.name: False for t in archive.inventory.tensors if t.kind == "parameter"}, "0" * 64)
-    assert all(t.requires_grad is None for t in open_archive(dst).inventory.tensors)
+    assert all(t.requires_grad is False for t in open_archive(dst).inventory.tensors if t.kind == "parameter")
     assert not any(v.requires_grad for v in _load_any(dst).values())
 
 

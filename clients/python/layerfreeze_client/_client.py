@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -23,6 +24,8 @@ from ._spec import SpecLike, spec_json
 from ._upload import MultipartUpload
 
 __all__ = ["Client"]
+
+TUS_VERSION = "1.0.0"
 
 
 
@@ -261,8 +264,17 @@ class Client(BaseClient):
         return dict(items[0]) if items else None
 
     def upload_model(self, model: str | os.PathLike[str] | Any, *, progress: ProgressLike = False,
-                     ) -> dict[str, Any]:
-        """Store a model on the service (read once there); the model, new or the one already stored."""
+                     resumable: bool = True) -> dict[str, Any]:
+        """Store a model on the service (read once there); the model, new or the one already stored.
+
+        A path is sent as a resumable upload (tus 1.0) when the service offers it: a dropped connection
+        resumes where the service's bytes end, by itself (``resumable=False``: one multipart request).
+        """
+        if resumable and isinstance(model, str | os.PathLike) and self._speaks_tus():
+            upload_id = self.upload_resumable(model, progress=progress)
+            response = self._call("POST", "/v1/models", headers={"content-type": "application/json"},
+                                  content=json.dumps({"upload": upload_id}).encode())
+            return dict(self._json(response))
         upload = MultipartUpload(model, {}, file_field="file")
         with Progress(progress, upload.file_size, f"upload {upload.filename}") as bar:
             attempts = 0
@@ -277,6 +289,53 @@ class Client(BaseClient):
 
             response = self._send(build, replayable=upload.restreamable)
         return dict(self._json(response))
+
+    def _speaks_tus(self) -> bool:
+        response = self._call("OPTIONS", "/v1/uploads")
+        return response.status_code == 204 and response.headers.get("tus-resumable") == TUS_VERSION
+
+    def upload_resumable(self, path: str | os.PathLike[str], *, progress: ProgressLike = False,
+                         chunk_size: int = 1 << 20) -> str:
+        """Upload a file with tus 1.0 (``/v1/uploads``), resuming after dropped connections as long as
+        the retry policy allows; the upload's id (``POST /v1/models {"upload": id}`` makes it a model)."""
+        path = Path(path)
+        size = path.stat().st_size
+        name = base64.b64encode(path.name.encode()).decode()
+        created = self._call("POST", "/v1/uploads", headers={
+            "tus-resumable": TUS_VERSION, "upload-length": str(size), "upload-metadata": f"filename {name}"})
+        self._raise_for_status(created)
+        location = created.headers["location"]
+        upload_id = location.rsplit("/", 1)[-1]
+        offset, attempt = 0, 0
+        with Progress(progress, size, f"upload {path.name}") as bar:
+            while offset < size:
+                def body(start: int = offset) -> Iterator[bytes]:
+                    with open(path, "rb") as f:
+                        f.seek(start)
+                        while chunk := f.read(chunk_size):
+                            bar.update(len(chunk))
+                            yield chunk
+
+                try:
+                    response = self._http.send(self._request(
+                        "PATCH", location, content=body(), headers={
+                            "tus-resumable": TUS_VERSION, "upload-offset": str(offset),
+                            "content-type": "application/offset+octet-stream"}))
+                    self._raise_for_status(response)
+                    offset = int(response.headers["upload-offset"])
+                    continue
+                except httpx.TransportError as exc:
+                    delay = self.retry.delay_for_error(exc, attempt)
+                    if delay is None:
+                        raise TransportError(f"upload of {path.name} broke off at byte {offset}: {exc}"
+                                             ) from exc
+                time.sleep(delay)
+                attempt += 1
+                head = self._call("HEAD", location, headers={"tus-resumable": TUS_VERSION})
+                self._raise_for_status(head)
+                offset = int(head.headers["upload-offset"])  # resume where the service's bytes end
+                bar.restart(offset)
+        return upload_id
 
     def submit_stored(self, model_id: str, spec: SpecLike = None, *, dry_run: bool = False,
                       wait: float = 0) -> Job:

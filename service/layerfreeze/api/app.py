@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from layerfreeze import __version__
 from layerfreeze.api.middleware import RequestIdMiddleware
 from layerfreeze.api.problems import WorkerLost, problem, problem_for
-from layerfreeze.api.routes import health, jobs, models, web
+from layerfreeze.api.routes import health, jobs, models, tus, web
 from layerfreeze.api.service import Service
 from layerfreeze.errors import LayerfreezeError
 from layerfreeze.metrics import Metrics
@@ -44,6 +44,8 @@ async def _on_layerfreeze_error(request: Request, exc: Exception) -> JSONRespons
     status = body["status"]
     if status == 401:
         headers["www-authenticate"] = 'Bearer realm="layerfreeze"'
+    if request.url.path.startswith("/v1/uploads"):
+        headers["tus-resumable"] = "1.0.0"
     if status in (429, 503, 507):
         headers["retry-after"] = str(getattr(exc, "retry_after", 5))
     if status == 416:
@@ -86,8 +88,9 @@ async def _cleanup_loop(service: Service) -> None:
     s = service.settings
     while True:
         await asyncio.sleep(s.cleanup_interval_s)
-        with contextlib.suppress(Exception):  # Idempotency-Keys are remembered for a day
+        with contextlib.suppress(Exception):  # Idempotency-Keys and unfinished uploads: kept a day
             await anyio.to_thread.run_sync(IdempotencyStore(service.store).expire, time.time() - 86400)
+            await anyio.to_thread.run_sync(tus.expire_uploads, service, time.time())
         if s.retention_s <= 0:
             continue
         try:
@@ -176,6 +179,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(tus.router)
     app.include_router(web.router)
     app.add_exception_handler(LayerfreezeError, _on_layerfreeze_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

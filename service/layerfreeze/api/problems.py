@@ -89,6 +89,14 @@ class IdempotencyMismatch(e.LayerfreezeError):
     """The Idempotency-Key was already used with another payload."""
 
 
+class PreconditionFailed(BadRequest):
+    """A tus request without the protocol version this server speaks."""
+
+
+class UploadConflict(e.JobConflict):
+    """A resumable upload is not where the request assumes (offset, still receiving, incomplete)."""
+
+
 class WorkerLost(e.JobError):
     """The worker process died under the job (killed by a signal, crashed) or the service restarted."""
 
@@ -119,6 +127,8 @@ PROBLEMS: dict[type[BaseException], tuple[int, str, str]] = {
     StorageFull: (507, "storage-full", "Insufficient storage"),
     InputChanged: (500, "input-changed", "The stored upload was damaged"),
     StoreError: (503, "storage-unavailable", "Job database unavailable"),
+    PreconditionFailed: (412, "precondition-failed", "Precondition failed"),
+    UploadConflict: (409, "upload-conflict", "Upload not in that state"),
     IdempotencyConflict: (409, "idempotency-key-in-use", "A request with this key is in progress"),
     IdempotencyMismatch: (422, "idempotency-key-reused", "Idempotency-Key reused with another payload"),
 }

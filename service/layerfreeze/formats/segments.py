@@ -66,6 +66,24 @@ def normalize(segments: Iterable[Segment]) -> list[Segment]:
     return out
 
 
+def slice_segments(segments: Sequence[Segment], start: int, stop: int) -> list[Segment]:
+    """The part of the output at positions [start, stop), as segments."""
+    out: list[Segment] = []
+    pos = 0
+    for seg in segments:
+        n = seg[1] - seg[0] if isinstance(seg, tuple) else len(seg)
+        lo, hi = max(start, pos), min(stop, pos + n)
+        if lo < hi:
+            if isinstance(seg, tuple):
+                out.append((seg[0] + lo - pos, seg[0] + hi - pos))
+            else:
+                out.append(seg[lo - pos:hi - pos])
+        pos += n
+        if pos >= stop:
+            break
+    return out
+
+
 def output_size(segments: Sequence[Segment]) -> int:
     return sum(seg[1] - seg[0] if isinstance(seg, tuple) else len(seg) for seg in segments)
 

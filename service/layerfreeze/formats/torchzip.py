@@ -7,19 +7,21 @@ aligned for ``torch.load(mmap=True)``.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from layerfreeze.core.model import Inventory
+from layerfreeze.core.model import FLOATING_DTYPES, Inventory
 from layerfreeze.errors import ArchiveError, FormatError
 from layerfreeze.formats.base import WrittenFile
 from layerfreeze.formats.copying import write_segments
 from layerfreeze.formats.pickle.machine import PickleMachine
 from layerfreeze.formats.pickle.nodes import Flag
 from layerfreeze.formats.segments import Segment, from_patches
+from layerfreeze.formats.statemember import MEMBER, layout, read_state, state_document, with_member
 from layerfreeze.formats.torch_objects import flag_patches, flags_from_json, flags_to_json, recover_model
 from layerfreeze.formats.torchscript import CodeIndex, recover_torchscript
 from layerfreeze.formats.zipread import ZipListing, read_listing, read_member
@@ -59,7 +61,12 @@ class TorchZipArchive:
             else:
                 recovered = recover_model(root, storage_bytes=self._storage_bytes, storage_prefix="zip",
                                           limits=limits)
-        self.inventory: Inventory = recovered.inventory
+            self._layout = layout(f, size, listing.root, members)
+            inventory = recovered.inventory
+            if MEMBER in members:  # our freeze state: data, bounded like any member
+                state = read_state(read_member(f, members[MEMBER], limits.max_member_bytes), self._pickle.crc)
+                inventory = _with_recorded_state(inventory, state)
+        self.inventory: Inventory = inventory
         self._flags: dict[str, list[Flag]] = recovered.flags
 
     def _storage_bytes(self, key: str) -> int | None:
@@ -83,7 +90,8 @@ class TorchZipArchive:
                 "pickle": {"data_offset": m.data_offset, "size": m.size, "crc": m.crc,
                            "central_crc_offset": m.central_crc_offset,
                            "local_crc_offset": m.local_crc_offset,
-                           "descriptor_crc_offset": m.descriptor_crc_offset}}
+                           "descriptor_crc_offset": m.descriptor_crc_offset},
+                "zip": self._layout}
 
     def plan(self, final: Mapping[str, bool], spec_sha256: str) -> list[Segment]:
         return plan_segments(self.stored(), self.inventory, self.source, final, spec_sha256)
@@ -100,9 +108,33 @@ def plan_segments(doc: Mapping[str, Any], inventory: Inventory, base: Path, fina
     patches = flag_patches(flags_from_json(doc["flags"]), inventory, final)
     if patches and not doc["writable"]:
         raise ArchiveError("data.pkl is compressed in this archive; only stored data.pkl can be patched")
+    crc = doc["pickle"]["crc"]
     if patches:
-        patches.update(_crc_patches(base, doc["pickle"], patches))
-    return from_patches(base.stat().st_size, patches)
+        crcs = _crc_patches(base, doc["pickle"], patches)
+        crc = int.from_bytes(crcs[doc["pickle"]["central_crc_offset"]], "little")
+        patches.update(crcs)
+    segments = from_patches(base.stat().st_size, patches)
+    params = [t for t in inventory.tensors if t.kind == "parameter"]
+    state = {t.name: bool(final.get(t.name, t.requires_grad is not False)) and t.dtype in FLOATING_DTYPES
+             for t in params}
+    content = state_document([n for n, v in state.items() if not v], [n for n, v in state.items() if v],
+                             spec_sha256, crc)
+    return with_member(segments, doc["zip"], content)
+
+
+def _with_recorded_state(inventory: Inventory, state: Mapping[str, bool] | None) -> Inventory:
+    """Parameters whose flags the pickle does not record (plain tensors) take the member's states."""
+    if state is None:
+        return dataclasses.replace(inventory, notes=(*inventory.notes, f"{MEMBER} belongs to another "
+                                                     "data.pkl (the archive was changed since): ignored"))
+    if not any(t.requires_grad is None and t.name in state for t in inventory.tensors):
+        return inventory
+    tensors = tuple(dataclasses.replace(t, requires_grad=state[t.name])
+                    if t.requires_grad is None and t.kind == "parameter" and t.name in state else t
+                    for t in inventory.tensors)
+    notes = tuple(n for n in inventory.notes if not n.startswith("no requires_grad recorded"))
+    return dataclasses.replace(inventory, tensors=tensors,
+                               notes=(*notes, f"freeze state read from {MEMBER}"))
 
 
 def _crc_patches(source: Path, member: Mapping[str, Any], patches: Mapping[int, bytes]) -> dict[int, bytes]:

@@ -24,7 +24,7 @@ from layerfreeze.metrics import Metrics
 from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobRecord, JobStore, StoreError
-from layerfreeze.storage.models import ModelRecord, ModelStore
+from layerfreeze.storage.models import ModelFile, ModelRecord, ModelStore
 from layerfreeze.worker.queue import PoolHealth
 from layerfreeze.worker.runner import READY, ModelPaths, Outcome, ReadTask, Task, worker_main
 
@@ -331,9 +331,10 @@ class LocalWorkerPool:
     def _record_model(self, record: JobRecord, model: dict[str, object]) -> None:
         """The job read its upload first: the model now exists (or, when a concurrent upload of the same
         content won the race, the job points at that one)."""
-        from layerfreeze.storage.models import ModelFile
-
         model_id = record.model_id or record.id
+        if model_id != record.id:  # a job on a stored model deleted meanwhile: it is not brought back
+            self.blobs.remove_model(model_id)
+            return
         created, new = self.models.create(ModelRecord(
             id=model_id, tenant=record.tenant, sha256=record.input_sha256, bytes=record.input_bytes,
             format=str(model["format"]), created_at=time.time(), summary=model["summary"],  # type: ignore[arg-type]

@@ -68,14 +68,19 @@ def _uncursor(cursor: str) -> int:
 
 @router.post("", status_code=202, response_model=JobPublic,
              responses={**_RESPONSES, 413: {"description": "Upload too large"},
-                        415: {"description": "Not multipart/form-data"},
+                        415: {"description": "Not multipart/form-data or JSON"},
                         422: {"description": "Invalid spec or checkpoint"},
                         429: {"description": "Queue full"}, 503: {"description": "Not ready"}},
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
                  "schema": {"type": "object", "required": ["model"], "properties": {
                      "model": {"type": "string", "format": "binary"},
                      "spec": {"type": "string", "default": "{}", "description": "freeze spec (JSON)"},
-                     "dry_run": {"type": "boolean", "default": False}}}}}}})
+                     "dry_run": {"type": "boolean", "default": False}}}},
+                 "application/json": {"schema": {
+                     "type": "object", "required": ["model"], "additionalProperties": False, "properties": {
+                         "model": {"type": "string", "description": "a stored model's id"},
+                         "spec": {"type": "object", "description": "freeze spec"},
+                         "dry_run": {"type": "boolean", "default": False}}}}}}})
 async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
                      wait: float = Query(0, description="seconds to wait for the result (clamped to 0..60)"),
                      ) -> Response:
@@ -189,7 +194,7 @@ async def _upload_job_record(request: Request, service: Any, tenant: str, job_id
         id=job_id, tenant=tenant, status="queued", created_at=time.time(), dry_run=dry_run,
         spec=spec_text, input_filename=upload.filename, input_bytes=upload.bytes,
         input_sha256=upload.sha256, output_filename=None if dry_run else output_filename(upload.filename),
-        model_id=existing.id if existing is not None else job_id,
+        model_id=existing.id if existing is not None else job_id,  # job id = a model this job creates
     )
 
 

@@ -24,6 +24,7 @@ from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.idempotency import begin as begin_idempotent
 from layerfreeze.api.idempotency import fingerprint
 from layerfreeze.api.problems import BadRequest, NotReady, storage_error
+from layerfreeze.api.routes.tus import take_complete
 from layerfreeze.api.schemas import ModelPublic, ModelsPublic, model_public
 from layerfreeze.api.service import Service
 from layerfreeze.api.uploads import receive_upload
@@ -39,7 +40,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 PROBLEM = "application/problem+json"
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     s: {"content": {PROBLEM: {}}, "description": d}
-    for s, d in ((400, "Malformed request"), (401, "Missing or invalid token"), (404, "Unknown model"))
+    for s, d in ((400, "Malformed request"), (401, "Missing or invalid token"), (404, "Unknown model"),
+                 (422, "Invalid request"))
 }
 SHA256_PATTERN = "^[0-9a-f]{64}$"
 
@@ -98,29 +100,42 @@ def store_model(service: Service, tenant: str, tmp: Any, filename: str, size: in
 
 @router.post("", status_code=201, response_model=ModelPublic,
              responses={**_RESPONSES, 200: {"description": "The tenant already has this content"},
+                        409: {"description": "Upload incomplete, or its Idempotency-Key in use"},
                         413: {"description": "Upload too large"}, 415: {"description": "Not multipart"},
-                        422: {"description": "Not a checkpoint we read"}},
+                        422: {"description": "Not a checkpoint we read"},
+                        429: {"description": "Too busy"}, 503: {"description": "Not ready"},
+                        507: {"description": "Storage full"}},
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
                  "schema": {"type": "object", "required": ["file"], "properties": {
                      "file": {"type": "string", "format": "binary"}}}}}}})
 async def upload_model(request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
-    """Store and read a model (one ``file`` part). 201 with the model, or 200 with the existing model
-    when this tenant already uploaded the same content (nothing stored twice)."""
+    """Store and read a model: multipart with one ``file`` part, or JSON ``{"upload": "<id>"}`` naming a
+    complete resumable upload (``/v1/uploads``). 201 with the model, or 200 with the existing model when
+    this tenant already uploaded the same content (nothing stored twice)."""
     if not service.pool.running:
         raise NotReady("the service is shutting down; retry shortly", retry_after=5)
     s = service.settings
     idem = await anyio.to_thread.run_sync(begin_idempotent, request, IdempotencyStore(service.store), tenant)
     tmp = service.blobs.temp_path()
     try:
-        upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
-                                      max_field_bytes=s.max_form_field_bytes, file_field="file")
-        service.metrics.bytes_in.inc(upload.bytes)
-        print_ = fingerprint("model", upload.sha256, upload.filename)
-        if (replay := idem.replay(print_)) is not None:
-            return replay
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+            upload_id = await _upload_id(request)  # a complete resumable upload becomes the model
+            print_ = fingerprint("model-upload", upload_id)
+            if (replay := idem.replay(print_)) is not None:
+                return replay
+            tmp, filename, size, sha = await anyio.to_thread.run_sync(take_complete, service, upload_id,
+                                                                      tenant)
+        else:
+            upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
+                                          max_field_bytes=s.max_form_field_bytes, file_field="file")
+            service.metrics.bytes_in.inc(upload.bytes)
+            filename, size, sha = upload.filename, upload.bytes, upload.sha256
+            print_ = fingerprint("model", sha, filename)
+            if (replay := idem.replay(print_)) is not None:
+                return replay
         try:
             record, new = await anyio.to_thread.run_sync(
-                store_model, service, tenant or "", tmp, upload.filename, upload.bytes, upload.sha256)
+                store_model, service, tenant or "", tmp, filename, size, sha)
         except _Failed as exc:  # the same upload would fail the same way: nothing to remember
             await anyio.to_thread.run_sync(idem.release)
             body = {**exc.problem, "instance": str(request.url.path)}
@@ -138,6 +153,17 @@ async def upload_model(request: Request, service: ServiceDep, tenant: TenantDep)
     response = _model_response(record, 201 if new else 200)
     await anyio.to_thread.run_sync(idem.complete, print_, response)
     return response
+
+
+async def _upload_id(request: Request) -> str:
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("the JSON body is not valid JSON", pointer="") from exc
+    if not isinstance(body, dict) or set(body) != {"upload"} or not isinstance(body["upload"], str):
+        raise BadRequest('a JSON body names one complete resumable upload: {"upload": "<id>"}',
+                         pointer="/upload")
+    return body["upload"].rsplit("/", 1)[-1]  # the id, or the upload's URL
 
 
 @router.get("", response_model=ModelsPublic, responses=_RESPONSES)

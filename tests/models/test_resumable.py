@@ -1,0 +1,96 @@
+"""Resumable uploads (tus 1.0): an upload cut off halfway resumes from the service's offset, and the
+stored model is byte-identical to the file; the Python client resumes by itself."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from fixtures.models import build, save
+from layerfreeze_client import Client, Retry
+
+from models.conftest import TOKENS, client
+
+TUS = {"tus-resumable": "1.0.0"}
+OCTETS = "application/offset+octet-stream"
+
+
+def _cut_off_patch(url: str, location: str, body: bytes, sent: int) -> None:
+    """A PATCH that announces the whole body, sends ``sent`` bytes of it and hangs up."""
+    parts = urlsplit(url)
+    head = (f"PATCH {location} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Authorization: Bearer {TOKENS['alice']}\r\n"
+            f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: {OCTETS}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((parts.hostname, parts.port)) as s:
+        s.sendall(head + body[:sent])
+        time.sleep(0.3)
+
+
+def test_upload_cut_off_halfway_resumes_byte_identical(service, tmp_path: Path) -> None:
+    url, data_dir = service
+    src = save(build("transformer", seed=31), tmp_path / "t.pt", "module")
+    data = src.read_bytes()
+    half = len(data) // 2
+    with client(url) as c:
+        assert c.options("/v1/uploads").headers["tus-version"] == "1.0.0"
+        name = base64.b64encode(b"t.pt").decode()
+        created = c.post("/v1/uploads", headers={**TUS, "upload-length": str(len(data)),
+                                                "upload-metadata": f"filename {name}"})
+        assert created.status_code == 201
+        location = created.headers["location"]
+        _cut_off_patch(url, location, data, half)
+        deadline = time.monotonic() + 10
+        while (offset := int(c.head(location, headers=TUS).headers["upload-offset"])) < half:
+            assert time.monotonic() < deadline, offset
+            time.sleep(0.05)
+        assert offset == half  # everything that arrived was kept
+        assert c.post("/v1/models", json={"upload": location}).status_code == 409  # not complete yet
+        wrong = c.patch(location, content=data[offset + 1:], headers={
+            **TUS, "upload-offset": str(offset + 1), "content-type": OCTETS})
+        assert wrong.status_code == 409
+        done = c.patch(location, content=data[offset:], headers={
+            **TUS, "upload-offset": str(offset), "content-type": OCTETS})
+        assert done.status_code == 204 and int(done.headers["upload-offset"]) == len(data)
+        with client(url, "bob") as bob:
+            assert bob.head(location, headers=TUS).status_code == 404  # another tenant's upload
+        model = c.post("/v1/models", json={"upload": location})
+        assert model.status_code == 201, model.text
+        sha = hashlib.sha256(data).hexdigest()
+        assert model.json()["sha256"] == sha and model.json()["files"][0]["path"] == "t.pt"
+        assert (data_dir / "blobs" / sha[:2] / sha).read_bytes() == data
+        assert c.head(location, headers=TUS).status_code == 404  # the upload became the model
+        assert c.post("/v1/uploads", headers={"upload-length": "5"}).status_code == 412
+
+
+class DropsFirstPatch(httpx.HTTPTransport):
+    """The first PATCH delivers 4 KiB to the service, then the connection "drops" before the answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH" and not self.dropped:
+            self.dropped = True
+            first = b"".join(request.stream)[:4096]  # type: ignore[union-attr]
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "transfer-encoding"}
+            partial = httpx.Request("PATCH", request.url, headers=headers, content=first)
+            super().handle_request(partial).close()
+            raise httpx.ReadError("connection dropped", request=request)
+        return super().handle_request(request)
+
+
+def test_client_resumes_by_itself(service, tmp_path: Path) -> None:
+    url, _ = service
+    src = save(build("cnn", seed=32), tmp_path / "c.pt", "checkpoint")
+    transport = DropsFirstPatch()
+    with Client(url, token=TOKENS["alice"], transport=transport, retry=Retry(retries=3, backoff=0.01)) as c:
+        model = c.upload_model(src)
+    assert transport.dropped
+    assert model["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
