@@ -31,6 +31,7 @@ from web.page import (
     wait_count,
     wait_for,
 )
+from web.proxy import CuttingProxy
 
 pytestmark = pytest.mark.server
 
@@ -301,3 +302,37 @@ def test_upload_progress(browser: Any, service_url: str, tmp_path: Path) -> None
     wait_for(browser, lambda d: tree_row(d, "").is_displayed(), "the model after the upload")
     assert not by_id(browser, "upload").is_displayed()
     wait_count(browser, "count-trainable", 1000 * 1000 + 1000 + 2000)
+
+
+def test_upload_resumes_after_the_connection_drops(browser: Any, service_url: str, tmp_path: Path) -> None:
+    """tus: the connection drops during the second 8 MiB piece; the page asks where the upload stands and
+    goes on from there, not from the start."""
+    from torch import nn
+
+    model = nn.Linear(1750, 1750)  # 12.3 MB: two pieces
+    path = save_module(model, tmp_path / "resumed.pt")
+    port = int(service_url.rsplit(":", 1)[1])
+    proxy = CuttingProxy(("127.0.0.1", port))
+    try:
+        browser.get(f"http://127.0.0.1:{proxy.port}/")
+        browser.execute_cdp_cmd("Network.enable", {})
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 4_000_000})
+        by_id(browser, "file").send_keys(str(path))
+        bar = by_id(browser, "upload-progress")
+        wait_for(browser, lambda d: int(bar.get_attribute("value")) >= 75, "the second piece to be under way")
+        assert proxy.cut() > 0
+        notes: list[str] = []
+
+        def resumed(driver: Any) -> bool:
+            notes.append(by_id(driver, "status").text)
+            return "resuming at" in notes[-1]
+
+        wait_for(browser, resumed, "the page to resume")
+        wait_for(browser, lambda d: tree_row(d, "").is_displayed(), "the model after the resumed upload",
+                 timeout=60)
+    finally:
+        proxy.close()
+    offset = int(notes[-1].split("resuming at ")[1].split(" bytes")[0].replace(",", ""))
+    assert offset > 8 * 1024 * 1024  # the first piece and part of the second were kept
+    wait_count(browser, "count-trainable", 1750 * 1750 + 1750)

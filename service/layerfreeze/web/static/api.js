@@ -47,32 +47,120 @@ export async function api(method, path, { json, signal } = {}) {
   return body;
 }
 
-/** Store a model (POST /v1/models, one `file` part). XMLHttpRequest, because fetch reports no upload
- * progress. Returns {promise, abort}. */
-export function uploadModel(file, onProgress) {
-  const xhr = new XMLHttpRequest();
-  const promise = new Promise((resolve, reject) => {
-    xhr.open("POST", "/v1/models");
-    for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
-    xhr.responseType = "text";
-    xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+const TUS = { "Tus-Resumable": "1.0.0" };
+const CHUNK_BYTES = 8 * 1024 * 1024;
+const RETRIES = 6;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** One XMLHttpRequest (fetch reports no upload progress): resolves with the XHR once it answered 2xx. */
+function send(method, url, { headers = {}, body = null, onProgress, track } = {}) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    track(xhr);
+    xhr.open(method, url);
+    for (const [k, v] of Object.entries(authHeaders(headers))) xhr.setRequestHeader(k, v);
+    if (onProgress) xhr.upload.onprogress = (e) => onProgress(e.loaded);
     xhr.onload = () => {
-      let body = {};
+      if (xhr.status >= 200 && xhr.status < 300) return resolve(xhr);
+      let problem = {};
       try {
-        body = JSON.parse(xhr.responseText || "{}");
+        problem = JSON.parse(xhr.responseText || "{}");
       } catch {
-        body = { detail: xhr.responseText };
+        problem = { detail: xhr.responseText || xhr.statusText };
       }
-      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
-      else reject(new ApiError(xhr.status, body));
+      reject(new ApiError(xhr.status, problem));
     };
-    xhr.onerror = () => reject(new ApiError(0, { detail: "the upload broke off (network error)" }));
-    xhr.onabort = () => reject(new ApiError(0, { detail: "upload cancelled" }));
+    xhr.onerror = () => reject(new ApiError(0, { detail: "the connection broke off" }));
+    xhr.onabort = () => reject(new ApiError(0, { detail: "upload cancelled", cancelled: true }));
+    xhr.send(body);
+  });
+}
+
+const base64 = (text) => btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+
+async function tusOffered() {
+  try {
+    const r = await fetch("/v1/uploads", { method: "OPTIONS", headers: authHeaders(TUS), cache: "no-store" });
+    return r.ok && (r.headers.get("tus-version") || "").split(",").includes("1.0.0");
+  } catch {
+    return false;
+  }
+}
+
+/** Where a started upload stands: its offset, or null when the service no longer has it. */
+async function offsetOf(location) {
+  const r = await fetch(location, { method: "HEAD", headers: authHeaders(TUS), cache: "no-store" });
+  if (r.status === 404 || r.status === 410) return null;
+  if (!r.ok) throw new ApiError(r.status, { detail: `asking where the upload stands: HTTP ${r.status}` });
+  return Number(r.headers.get("upload-offset"));
+}
+
+/** Store a model, with progress. Resumable (tus 1.0, in 8 MiB PATCHes) where the service offers it: a
+ * dropped connection resumes from the offset the service kept, and so does the same file given again in
+ * this tab (after a reload, say). Else one multipart POST /v1/models. `onProgress(loaded, total, note)`.
+ * Returns {promise, abort}; abort cancels and abandons the upload. */
+export function uploadModel(file, onProgress) {
+  let current = null;
+  let cancelled = false;
+  let location = null;
+  const track = (xhr) => {
+    current = xhr;
+  };
+  const key = `layerfreeze.upload:${file.name}:${file.size}:${file.lastModified}`;
+
+  async function resumable() {
+    location = sessionStorage.getItem(key);
+    let offset = location ? await offsetOf(location).catch(() => null) : null;
+    if (offset === null) {
+      const created = await send("POST", "/v1/uploads", { track, headers: { ...TUS,
+        "Upload-Length": String(file.size), "Upload-Metadata": `filename ${base64(file.name)}` } });
+      location = created.getResponseHeader("Location");
+      sessionStorage.setItem(key, location);
+      offset = 0;
+    } else if (offset > 0) {
+      onProgress(offset, file.size, `resuming at ${offset.toLocaleString("en")} bytes`);
+    }
+    let failures = 0;
+    while (offset < file.size) {
+      const start = offset;
+      try {
+        const done = await send("PATCH", location, { track, body: file.slice(start, start + CHUNK_BYTES),
+          headers: { ...TUS, "Upload-Offset": String(start), "Content-Type": "application/offset+octet-stream" },
+          onProgress: (loaded) => onProgress(start + loaded, file.size) });
+        offset = Number(done.getResponseHeader("Upload-Offset"));
+        failures = 0;
+      } catch (err) {
+        const passing = err.status === 0 || err.status === 409 || err.status === 429 || err.status >= 500;
+        if (cancelled || !passing || ++failures > RETRIES) throw err;
+        await sleep(250 * 2 ** failures);
+        offset = await offsetOf(location).catch(() => start);
+        if (offset === null) throw new ApiError(404, { detail: "the service no longer has this upload" });
+        onProgress(offset, file.size, `connection lost; resuming at ${offset.toLocaleString("en")} bytes`);
+      }
+    }
+    const model = await api("POST", "/v1/models", { json: { upload: location } });
+    sessionStorage.removeItem(key);
+    return model;
+  }
+
+  async function multipart() {
     const form = new FormData();
     form.append("file", file, file.name);
-    xhr.send(form);
-  });
-  return { promise, abort: () => xhr.abort() };
+    const xhr = await send("POST", "/v1/models", { track, body: form,
+      onProgress: (loaded) => onProgress(loaded, file.size) });
+    return JSON.parse(xhr.responseText);
+  }
+
+  const promise = (async () => ((await tusOffered()) ? resumable() : multipart()))();
+  const abort = () => {
+    cancelled = true;
+    current?.abort();
+    if (location) {
+      sessionStorage.removeItem(key);
+      fetch(location, { method: "DELETE", headers: authHeaders(TUS) }).catch(() => {});
+    }
+  };
+  return { promise, abort };
 }
 
 function filenameFrom(disposition, fallback) {

@@ -57,8 +57,9 @@ function startUpload(file) {
   $("upload").hidden = false;
   $("upload-label").textContent = `Uploading ${file.name}`;
   say(`Uploading ${file.name} (${number(file.size)} bytes)…`);
-  upload = uploadModel(file, (loaded, total) => {
-    bar.value = total ? Math.round((100 * loaded) / total) : 0;
+  upload = uploadModel(file, (loaded, total, note) => {
+    bar.value = total ? Math.round((100 * loaded) / total) : 100;
+    if (note) say(`${file.name}: ${note}…`);
     if (loaded >= total) $("upload-label").textContent = `Reading ${file.name} on the service`;
   });
   upload.promise
