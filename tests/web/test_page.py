@@ -221,6 +221,50 @@ def test_warning_in_place_with_its_suggestions(browser: Any, service_url: str, t
     assert not browser.find_elements(By.CSS_SELECTOR, "#err-r0-v1 .warning")
 
 
+@pytest.mark.parametrize("fmt", ["state_dict", "safetensors", "torchscript"])
+def test_other_formats(browser: Any, service_url: str, tmp_path: Path, fmt: str) -> None:
+    """Files that record no module types (or record them differently) still give a tree and a preview."""
+    from fixtures.models import save
+
+    path = save(small_cnn(), tmp_path / f"other.{'safetensors' if fmt == 'safetensors' else 'pt'}", fmt,
+                example=torch.zeros(1, 3, 3, 3))
+    browser.get(f"{service_url}/")
+    upload(browser, path)
+    wait_count(browser, "count-trainable", TOTAL)
+    tree_row(browser, "head").find_element(By.CSS_SELECTOR, ".name").click()
+    wait_count(browser, "count-frozen", 36)
+    assert "state-frozen" in css(browser, 'li[data-key="m:head"] > .row').get_attribute("class")
+    assert page_errors(browser) == []
+
+
+def test_the_newest_edit_wins(browser: Any, service_url: str, tmp_path: Path) -> None:
+    """Edits faster than the previews answer (300 ms of latency): the tree ends at the last edit."""
+    browser.get(f"{service_url}/")
+    upload(browser, save_module(small_cnn(), tmp_path / "race.pt"))
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 300, "downloadThroughput": -1, "uploadThroughput": -1})
+    specs = ['{"rules": [{"action": "freeze", "names": ["head"]}]}',
+             '{"rules": [{"action": "freeze", "names": ["features"]}]}',
+             '{"rules": [{"action": "freeze", "names": ["features.1", "head"]}]}',
+             '{"rules": [{"action": "freeze", "names": ["features.0"]}]}']
+    browser.execute_async_script("""
+        const [specs, done] = [arguments[0], arguments[1]];
+        const area = document.getElementById('spec-json');
+        let i = 0;
+        const next = () => {
+          area.value = specs[i++];
+          area.dispatchEvent(new Event('input', {bubbles: true}));
+          if (i < specs.length) setTimeout(next, 200); else done();
+        };
+        next();""", specs)
+    preview_settled(browser)
+    wait_count(browser, "count-frozen", 224)  # features.0 only: the Conv2d
+    assert "state-partial" in css(browser, 'li[data-key="m:features"] > .row').get_attribute("class")
+    assert "state-trainable" in css(browser, 'li[data-key="m:head"] > .row').get_attribute("class")
+    assert by_id(browser, "r0-v0").get_attribute("value") == "features.0"
+
+
 def test_every_control_has_a_label(browser: Any, service_url: str, tmp_path: Path) -> None:
     browser.get(f"{service_url}/")
     upload(browser, save_module(small_cnn(), tmp_path / "labels.pt"))
