@@ -52,7 +52,16 @@ def css(driver: Any, selector: str) -> Any:
 
 
 def tree_row(driver: Any, path: str, param: bool = False) -> Any:
-    return css(driver, f'li[data-key="{"p" if param else "m"}:{path}"]')
+    """The tree's row of a module (or parameter) by its name, whatever characters the name has."""
+    from selenium.common.exceptions import NoSuchElementException
+
+    key = f"{'p' if param else 'm'}:{path}"
+    row = driver.execute_script(
+        "return [...document.querySelectorAll('li[role=treeitem]')]"
+        ".find((li) => li.dataset.key === arguments[0]) || null", key)
+    if row is None:
+        raise NoSuchElementException(f"no tree row {key!r}")
+    return row
 
 
 def count(driver: Any, element_id: str) -> int | None:

@@ -265,6 +265,43 @@ def test_the_newest_edit_wins(browser: Any, service_url: str, tmp_path: Path) ->
     assert by_id(browser, "r0-v0").get_attribute("value") == "features.0"
 
 
+def test_cancel_an_upload(browser: Any, service_url: str, tmp_path: Path) -> None:
+    from torch import nn
+
+    path = save_module(nn.Linear(1000, 1000), tmp_path / "cancelled.pt")  # 4 MB at 1 MB/s
+    browser.get(f"{service_url}/")
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 1_000_000})
+    by_id(browser, "file").send_keys(str(path))
+    wait_for(browser, lambda d: int(by_id(d, "upload-progress").get_attribute("value")) >= 10, "progress")
+    by_id(browser, "upload-cancel").click()
+    wait_for(browser, lambda d: "cancelled" in by_id(d, "status").text, "the cancellation")
+    assert not by_id(browser, "upload").is_displayed()
+    assert "error" not in by_id(browser, "status").get_attribute("class")
+    pending = browser.execute_script("return Object.keys(sessionStorage).filter(k => k.includes('upload'))")
+    assert pending == []  # nothing left to resume
+    stored = httpx.get(f"{service_url}/v1/models", timeout=10).json()["items"]
+    assert all(m["files"][0]["path"] != "cancelled.pt" for m in stored)
+
+
+def test_names_are_text_never_markup(browser: Any, service_url: str, tmp_path: Path) -> None:
+    """A parameter name with markup in it (names come from the uploaded file) is shown as text."""
+    hostile = '<img src=x onerror="alert(1)">'
+    path = tmp_path / "hostile.pt"
+    torch.save({f"{hostile}.weight": torch.ones(2), "ok.weight": torch.ones(3)}, path)
+    browser.get(f"{service_url}/")
+    upload(browser, path)
+    wait_count(browser, "count-trainable", 5)
+    row = tree_row(browser, hostile)
+    assert hostile in row.text
+    row.find_element(By.CSS_SELECTOR, ".name").click()
+    wait_count(browser, "count-frozen", 2)
+    assert browser.execute_script("return document.querySelectorAll('img').length") == 0
+    assert browser.title == "layerfreeze"
+    assert page_errors(browser) == []
+
+
 def test_every_control_has_a_label(browser: Any, service_url: str, tmp_path: Path) -> None:
     browser.get(f"{service_url}/")
     upload(browser, save_module(small_cnn(), tmp_path / "labels.pt"))

@@ -68,7 +68,10 @@ function startUpload(file) {
       await refreshModels(model.id);
       await loadModel(model);
     })
-    .catch((err) => failed(err, `Upload of ${file.name} failed`))
+    .catch((err) => {
+      if (err.problem?.cancelled) say(`Upload of ${file.name} cancelled.`);
+      else failed(err, `Upload of ${file.name} failed`);
+    })
     .finally(() => {
       upload = null;
       $("upload").hidden = true;
