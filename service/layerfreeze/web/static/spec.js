@@ -136,6 +136,7 @@ export class SpecEditor {
     if (!rows.length) rows.push(el("p", { class: "hint" }, "No rules: the report shows the model as it is. " +
       "Add a rule, or click a module in the tree."));
     this.rulesEl.replaceChildren(...rows);
+    this.rulesEl.setAttribute("role", rules.length ? "list" : "group");  // the hint is no list item
     if (active) document.getElementById(active)?.focus();
     this.#place();
   }
