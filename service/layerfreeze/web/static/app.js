@@ -57,22 +57,27 @@ function startUpload(file) {
   $("upload").hidden = false;
   $("upload-label").textContent = `Uploading ${file.name}`;
   say(`Uploading ${file.name} (${number(file.size)} bytes)…`);
-  upload = uploadModel(file, (loaded, total, note) => {
+  const mine = uploadModel(file, (loaded, total, note) => {
+    if (upload !== mine) return;
     bar.value = total ? Math.round((100 * loaded) / total) : 100;
     if (note) say(`${file.name}: ${note}…`);
     if (loaded >= total) $("upload-label").textContent = `Reading ${file.name} on the service`;
   });
-  upload.promise
+  upload = mine;
+  mine.promise
     .then(async (model) => {
+      if (upload !== mine) return;
       say(`Stored ${file.name} (${model.format}).`);
       await refreshModels(model.id);
       await loadModel(model);
     })
     .catch((err) => {
+      if (upload !== mine && err.problem?.cancelled) return;  // replaced by a newer upload
       if (err.problem?.cancelled) say(`Upload of ${file.name} cancelled.`);
       else failed(err, `Upload of ${file.name} failed`);
     })
     .finally(() => {
+      if (upload !== mine) return;
       upload = null;
       $("upload").hidden = true;
     });
