@@ -5,7 +5,8 @@
 Starts a real service (one worker, temporary data directory), uploads a 1 GiB torch state dict and a
 1 GiB safetensors file (and with --big an 8 GiB safetensors file, sparse on the client side), then for
 each runs --jobs freeze jobs on the stored model, each with another spec, and prints side by side:
-the service-side job time (started_at -> finished_at, p50 and max) and the client's POST ?wait latency;
+the service-side job time (started_at -> finished_at, p50 and max) and the client's POST ?wait latency
+(which includes the background digest of the output, one read of the model: "wait+dig");
 the disk bytes each job added to the data directory; the bytes of the patch a delta client downloads
 against the full artifact; and the old path (a full copy with both digests, what every job cost before)
 on the same file. Then the local CLI: `layerfreeze freeze` and `inspect` (with and without --digest)
@@ -50,12 +51,14 @@ def torch_state_dict(path: Path, gib: int) -> Path:
 
 
 def sparse_safetensors(path: Path, gib: int) -> Path:
-    """A valid safetensors file whose data region is a hole: written in milliseconds, read as zeros."""
+    """A valid safetensors file whose data region is a hole: written in milliseconds, read as zeros.
+    Always 16 layers (the same header and report as the 1 GiB torch file): only the bytes grow."""
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
-    for i in range(gib * 16):
-        for leaf, shape in (("weight", [LAYER, LAYER]), ("bias", [LAYER])):
-            n = 4 * (shape[0] * (shape[1] if len(shape) > 1 else 1))
+    rows = LAYER * gib
+    for i in range(16):
+        for leaf, shape in (("weight", [rows, LAYER]), ("bias", [rows])):
+            n = 4 * shape[0] * (shape[1] if len(shape) > 1 else 1)
             header[f"layers.{i}.{leaf}"] = {"dtype": "F32", "shape": shape,
                                             "data_offsets": [offset, offset + n]}
             offset += n
@@ -198,7 +201,7 @@ def main() -> None:
             for label, src in models:
                 rows.append(bench_model(c, root / "data", src, label, args.jobs))
         print(f"\nfreeze jobs on stored models ({args.jobs} jobs each, one worker, service-side times)")
-        print(f"{'model':20s} {'job p50':>9s} {'job max':>9s} {'POST p50':>9s} {'disk/job':>10s} "
+        print(f"{'model':20s} {'job p50':>9s} {'job max':>9s} {'wait+dig':>9s} {'disk/job':>10s} "
               f"{'patch':>9s} {'artifact':>12s} {'digest':>8s} {'old copy':>9s} {'old/new':>8s}")
         for r in rows:
             print(f"{r['label']:20s} {r['job_p50_ms']:7.1f}ms {r['job_max_ms']:7.1f}ms "

@@ -59,7 +59,8 @@ def test_extra_members_in_the_archive_folder_are_kept(tmp_path: Path) -> None:
     report, dst = run(src, FREEZE_0, tmp_path)
     with zipfile.ZipFile(dst) as z:
         assert z.read("sd/extra/notes.txt") == b"trained on the usual data"
-        assert z.namelist() == zipfile.ZipFile(src).namelist()
+        # every member kept, in order, plus the freeze state at the end
+        assert z.namelist() == [*zipfile.ZipFile(src).namelist(), "sd/.data/layerfreeze.json"]
     assert_state_dict_output(src, dst, report, torch.load(dst, weights_only=True, mmap=True))
 
 
