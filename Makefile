@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup serve test lint bench bench-http docs clean
+.PHONY: setup serve test lint bench bench-http docs clean screenshots
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ bench-http: setup
 # docs/configuration.md is generated from the settings (a test fails when it is out of date).
 docs: setup
 	$(PY) -m layerfreeze.settings_doc docs/configuration.md
+
+# The web page's screenshots in docs/img/ (needs Chromium: scripts/install-browser.sh).
+screenshots: setup
+	$(PY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

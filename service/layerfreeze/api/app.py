@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from layerfreeze import __version__
 from layerfreeze.api.middleware import RequestIdMiddleware
-from layerfreeze.api.routes import health, jobs, models, tus
+from layerfreeze.api.routes import health, jobs, models, tus, web
 from layerfreeze.api.service import Service
 from layerfreeze.errors import LayerfreezeError, WorkerLost
 from layerfreeze.metrics import Metrics
@@ -198,6 +198,7 @@ def create_app(settings: Settings, runtime: Service | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(tus.router)
+    app.include_router(web.router)
     app.add_exception_handler(LayerfreezeError, _on_layerfreeze_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
