@@ -102,11 +102,14 @@ class _Shaped:
 
 @dataclass(frozen=True, slots=True)
 class FileInfo(_Shaped):
+    """A file the service holds. ``sha256`` is null while the service still computes the digest of a
+    large input in the background (the job's later answers carry it)."""
+
     filename: str
     bytes: int
-    sha256: str
+    sha256: str | None
 
-    SHAPE: ClassVar[dict[str, Any]] = {"filename": str, "bytes": int, "sha256": str}
+    SHAPE: ClassVar[dict[str, Any]] = {"filename": str, "bytes": int, "sha256": (str, None)}
 
     @classmethod
     def _read(cls, data: Any, where: str) -> FileInfo:
@@ -116,13 +119,18 @@ class FileInfo(_Shaped):
 @dataclass(frozen=True, slots=True)
 class JobLinks(_Shaped):
     """Only the links that answer for the job's status: ``report`` once it succeeded, ``artifact`` once it
-    succeeded and was not a dry run; None otherwise."""
+    succeeded and was not a dry run; ``patch`` (the output as a delta against the input) where the service
+    offers one, ``model`` when the job ran on a stored model; None otherwise."""
 
     self: str
     report: str | None
     artifact: str | None
+    patch: str | None = None
+    model: str | None = None
 
-    SHAPE: ClassVar[dict[str, Any]] = {"self": str, "report": (str, None), "artifact": (str, None)}
+    SHAPE: ClassVar[dict[str, Any]] = {"self": str, "report": (str, None), "artifact": (str, None),
+                                       "patch": (str, None), "model": (str, None)}
+    OPTIONAL: ClassVar[dict[str, Any]] = {"patch": None, "model": None}
 
     @classmethod
     def _read(cls, data: Any, where: str) -> JobLinks:
@@ -141,14 +149,15 @@ class Job(_Shaped):
     dry_run: bool
     error: dict[str, Any] | None
     links: JobLinks
+    model: str | None  # the stored model's id, when the job ran on one
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     SHAPE: ClassVar[dict[str, Any]] = {
         "id": str, "status": str, "created_at": str, "started_at": (str, None), "finished_at": (str, None),
         "input": FileInfo, "output": (FileInfo, None), "dry_run": bool, "error": (dict, None),
-        "links": JobLinks,
+        "links": JobLinks, "model": (str, None),
     }
-    OPTIONAL: ClassVar[dict[str, Any]] = {"output": None}
+    OPTIONAL: ClassVar[dict[str, Any]] = {"output": None, "model": None}
 
     @classmethod
     def _read(cls, data: Any, where: str) -> Job:
