@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -232,12 +233,14 @@ class AsyncClient(BaseClient):
         report = await self.report(job)
         target = Path(output) if output is not None else default_output(model_path)
         digest = report.output.sha256 if report.output else None
-        if delta is not False and (job.raw.get("links") or {}).get("patch"):
+        if delta is not False and job.links.patch and job.output is not None:
             local = await anyio.to_thread.run_sync(sha256_file, model_path)
             if delta or job.input.sha256 == local:
                 with contextlib.suppress(IntegrityError, APIError):
                     patch = single_file(await self.patch(job))
-                    path = await anyio.to_thread.run_sync(rebuild, model_path, patch, target)
+                    path = await anyio.to_thread.run_sync(functools.partial(
+                        rebuild, model_path, patch, self._rebuild_target(job, target), sha256=digest,
+                        progress=progress))
                     return FreezeResult(job=job, report=report, output=path)
         path = await self.download(job, target, sha256=digest, progress=progress)
         return FreezeResult(job=job, report=report, output=path)

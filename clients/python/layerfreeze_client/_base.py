@@ -174,6 +174,15 @@ class BaseClient:
         return directory / name
 
     @staticmethod
+    def _rebuild_target(job: Job, output: Path) -> Path:
+        """Where a rebuilt output goes: ``output``, or in it under the job's output name (as a download
+        into a directory is named)."""
+        if job.output is not None and output.is_dir():
+            name = os.path.basename(job.output.filename.replace("\\", "/")).strip()  # never a path
+            return output / (name if name not in ("", ".", "..") else "model.frozen")
+        return output
+
+    @staticmethod
     def _expected_digests(response: httpx.Response, sha256: str | None) -> dict[str, str]:
         from ._download import digest_from_headers
 

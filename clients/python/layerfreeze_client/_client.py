@@ -243,10 +243,12 @@ class Client(BaseClient):
         report = self.report(job)
         target = Path(output) if output is not None else default_output(model_path)
         digest = report.output.sha256 if report.output else None
-        has_patch = bool((job.raw.get("links") or {}).get("patch"))
-        if delta is not False and has_patch and (delta or job.input.sha256 == sha256_file(model_path)):
+        patchable = delta is not False and job.links.patch and job.output is not None
+        if patchable and (delta or job.input.sha256 == (local_sha or sha256_file(model_path))):
             with contextlib.suppress(IntegrityError, APIError):
-                path = rebuild(model_path, single_file(self.patch(job)), target)
+                patch = single_file(self.patch(job))
+                path = rebuild(model_path, patch, self._rebuild_target(job, target), sha256=digest,
+                               progress=progress)
                 return FreezeResult(job=job, report=report, output=path)
         path = self.download(job, target, sha256=digest, progress=progress)
         return FreezeResult(job=job, report=report, output=path)

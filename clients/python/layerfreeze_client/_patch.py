@@ -4,19 +4,23 @@
      "output": {"sha256", "bytes"}, "segments": [{"base": [start, stop]} | {"data": "<base64>"}]}]}
 
 Each output file is its segments concatenated in order (``base`` copies ``input[start:stop]``). The
-result is written to a temporary name and renamed only when its sha256 is the one the patch promises.
+result goes through the download's own writer (``DownloadSink``): a temporary name beside the target, the
+mode ``cp`` would give, renamed only when its sha256 is the one the patch promises.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from ._download import DownloadSink
 from ._errors import IntegrityError
+from ._progress import Progress, ProgressLike
 
 __all__ = ["PATCH_FORMAT", "rebuild", "sha256_file", "single_file"]
 
@@ -41,43 +45,56 @@ def single_file(patch: Any) -> dict[str, Any]:
     return files[0]
 
 
-def rebuild(base: str | os.PathLike[str], entry: dict[str, Any], target: str | os.PathLike[str]) -> Path:
-    """Write the output that ``entry`` (one file of a patch) describes over ``base`` to ``target``;
-    IntegrityError (nothing written) when the base or the result is not what the patch says."""
+def rebuild(base: str | os.PathLike[str], entry: dict[str, Any], target: str | os.PathLike[str], *,
+            sha256: str | None = None, progress: ProgressLike = False) -> Path:
+    """Write the output that ``entry`` (one file of a patch) describes over ``base`` to ``target``, as a
+    download is written (the same mode, the same verify-then-rename; also against ``sha256``, the report's,
+    when given); IntegrityError (nothing written) when the base, the patch or the result is not right."""
     base, target = Path(base), Path(target)
     want_base = entry.get("base") or {}
-    if base.stat().st_size != want_base.get("bytes"):
-        raise IntegrityError(f"{base} is not the patch's base: {base.stat().st_size} bytes, "
+    base_size = base.stat().st_size
+    if base_size != want_base.get("bytes"):
+        raise IntegrityError(f"{base} is not the patch's base: {base_size} bytes, "
                              f"expected {want_base.get('bytes')}")
-    want = (entry.get("output") or {}).get("sha256")
-    if not want:
+    output = entry.get("output") or {}
+    want = output.get("sha256")
+    if not isinstance(want, str) or not want:
         raise IntegrityError("the patch carries no output sha256 to verify against")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    digest = hashlib.sha256()
+    size = output.get("bytes") if isinstance(output.get("bytes"), int) else None
+    expected = {"patch": want, **({"report": sha256} if sha256 else {})}
+    sink = DownloadSink(target)
     try:
-        with open(base, "rb") as src, os.fdopen(fd, "wb") as out:
-            for seg in entry.get("segments") or []:
-                if "data" in seg:
-                    data = base64.b64decode(seg["data"], validate=True)
-                    digest.update(data)
-                    out.write(data)
-                    continue
-                start, stop = seg["base"]
-                if not 0 <= start <= stop <= want_base["bytes"]:
-                    raise IntegrityError(f"patch segment {seg} lies outside the base")
-                src.seek(start)
-                left = stop - start
-                while left:
-                    data = src.read(min(CHUNK, left))
-                    if not data:
-                        raise IntegrityError(f"{base} ended early")
-                    digest.update(data)
-                    out.write(data)
-                    left -= len(data)
-        if digest.hexdigest() != want:
-            raise IntegrityError(f"the rebuilt file's sha256 {digest.hexdigest()} is not the patch's {want}")
-        os.replace(tmp, target)
+        with open(base, "rb") as src, Progress(progress, size, f"download {target.name} (delta)") as bar:
+            for data in _segments(src, entry.get("segments"), base_size):
+                sink.write(data)
+                bar.update(len(data))
+        sink.commit(expected, size)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        sink.discard()
         raise
     return target
+
+
+def _segments(src: BinaryIO, segments: Any, base_size: int) -> Iterator[bytes]:
+    """The output's bytes in order: literal data, or ranges read from the base."""
+    if not isinstance(segments, list):
+        raise IntegrityError("the patch's segments are not a list")
+    for seg in segments:
+        if isinstance(seg, dict) and isinstance(seg.get("data"), str):
+            try:
+                yield base64.b64decode(seg["data"], validate=True)
+            except (binascii.Error, ValueError):
+                raise IntegrityError("a patch segment holds malformed base64") from None
+            continue
+        span = seg.get("base") if isinstance(seg, dict) else None
+        if not (isinstance(span, list) and len(span) == 2 and all(type(v) is int for v in span)
+                and 0 <= span[0] <= span[1] <= base_size):
+            raise IntegrityError(f"patch segment {str(seg)[:100]} is not a range of the base")
+        src.seek(span[0])
+        left = span[1] - span[0]
+        while left:
+            data = src.read(min(CHUNK, left))
+            if not data:
+                raise IntegrityError("the base ended early (it changed while the output was rebuilt)")
+            left -= len(data)
+            yield data
