@@ -313,11 +313,14 @@ export class SpecEditor {
 
     const general = [];
     for (const w of this.warnings || []) {
+      // A warning about a spec value carries its pointer and the nearest names; others name a rule.
       const m = /^(\/rules\/\d+\S*): (.*)$/s.exec(w.message);
-      const pointer = m ? m[1] : w.rule !== null && w.rule !== undefined ? `/rules/${w.rule}` : "";
+      const rule = w.rule !== null && w.rule !== undefined ? `/rules/${w.rule}` : "";
+      const pointer = w.pointer || (m ? m[1] : rule);
       const target = pointer ? this.#target(pointer) : { el: null };
       const text = m ? m[2] : w.message;
-      const suggestions = w.code === "rule_problem" ? w.names : [];
+      const suggestions = w.suggestions && w.suggestions.length ? w.suggestions
+        : w.code === "rule_problem" ? w.names : [];
       const box = el("div", { class: "warning", "data-code": w.code }, this.#message(text, suggestions, pointer, ""));
       if (target.el) target.el.append(box);
       else general.push(box);
