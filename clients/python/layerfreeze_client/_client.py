@@ -325,6 +325,8 @@ class Client(BaseClient):
                             "content-type": "application/offset+octet-stream"}))
                     self._raise_for_status(response)
                     offset = int(response.headers["upload-offset"])
+                    if offset != bar.done:  # the service kept fewer bytes than were read: count those
+                        bar.restart(offset)
                     continue
                 except httpx.TransportError as exc:
                     delay = self.retry.delay_for_error(exc, attempt)
