@@ -4,6 +4,9 @@ fit; ``delta=True`` skips the upload of a file the service already stores."""
 
 from __future__ import annotations
 
+import copy
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from fixtures.models import build, save
-from layerfreeze_client import Client
+from layerfreeze_client import Client, Retry
 from layerfreeze_client._errors import IntegrityError
 from layerfreeze_client._patch import rebuild, single_file
 
@@ -97,3 +100,87 @@ def test_async_client_rebuilds_from_the_patch(service, tmp_path: Path) -> None:
     with _client(url, rec) as client:
         full = client.freeze(src, spec, tmp_path / "sync.pt", progress=False, delta=False)
     assert result.output.read_bytes() == full.output.read_bytes()
+
+
+def test_every_way_to_the_output_writes_it_like_a_download(service, tmp_path: Path) -> None:
+    """Rebuilt or downloaded: the mode cp gives under the umask, a progress count that ends at the output's
+    size, and the job's output name when the target is a directory."""
+    url, _ = service
+    src = save(build("cnn", seed=25), tmp_path / "u.pt", "checkpoint")
+    spec = {"rules": [{"action": "freeze", "names": ["0"]}]}
+    into = tmp_path / "into"
+    names = []
+    old = os.umask(0o027)
+    try:
+        for delta, fetched in ((None, "/patch"), (False, "/artifact")):
+            into.mkdir(exist_ok=True)
+            for target in (tmp_path / f"{delta}.pt", into):
+                seen: list[tuple[int, int | None]] = []
+                rec = Recording()
+                with _client(url, rec) as client:
+                    result = client.freeze(src, spec, target, delta=delta,
+                                           progress=lambda done, total, seen=seen: seen.append((done, total)))
+                assert [p for m, p in rec.paths if p.endswith(fetched)], rec.paths
+                size = result.output.stat().st_size
+                assert stat.S_IMODE(result.output.stat().st_mode) == 0o640, (delta, target)
+                assert seen[-1] == (size, size) and all(t is None or d <= t for d, t in seen)
+                if target == into:
+                    names.append(result.output.relative_to(into))
+            for leftover in into.iterdir():
+                leftover.unlink()
+    finally:
+        os.umask(old)
+    assert names[0] == names[1] and len(names[0].parts) == 1
+
+
+class DropsFirstPatch(httpx.HTTPTransport):
+    """The first PATCH delivers 4 KiB to the service, then the connection "drops" before the answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH" and not self.dropped:
+            self.dropped = True
+            first = b"".join(request.stream)[:4096]  # type: ignore[union-attr]
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "transfer-encoding"}
+            partial = httpx.Request("PATCH", request.url, headers=headers, content=first)
+            super().handle_request(partial).close()
+            raise httpx.ReadError("connection dropped", request=request)
+        return super().handle_request(request)
+
+
+def test_resumed_upload_progress_counts_what_the_service_holds(service, tmp_path: Path) -> None:
+    url, _ = service
+    src = save(build("cnn", seed=26), tmp_path / "r.pt", "checkpoint")
+    size = src.stat().st_size
+    seen: list[tuple[int, int | None]] = []
+    transport = DropsFirstPatch()
+    with Client(url, token=TOKENS["alice"], transport=transport, retry=Retry(retries=3, backoff=0.01)) as c:
+        c.upload_model(src, progress=lambda done, total: seen.append((done, total)))
+    assert transport.dropped
+    assert (4096, size) in seen  # counted back to where the service's bytes end
+    assert seen[-1] == (size, size) and all(d <= size for d, _ in seen)
+
+
+@pytest.mark.parametrize("damage", ["bad base64", "range outside the base", "segments not a list"])
+def test_a_malformed_patch_is_an_integrity_error_and_leaves_nothing(service, tmp_path: Path,
+                                                                    damage: str) -> None:
+    url, _ = service
+    src = save(build("seq3", seed=27), tmp_path / "m.pt", "state_dict")
+    with _client(url) as client:
+        job = client.freeze(src, {"rules": [{"action": "freeze", "names": ["0"]}]}, tmp_path / "ok.pt",
+                            progress=False).job
+        entry = copy.deepcopy(single_file(client.patch(job)))
+    if damage == "bad base64":
+        entry["segments"].append({"data": "not base64!"})
+    elif damage == "range outside the base":
+        entry["segments"].insert(0, {"base": [0, src.stat().st_size + 1]})
+    else:
+        entry["segments"] = {"base": [0, 1]}
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(IntegrityError):
+        rebuild(src, entry, out / "m.frozen.pt")
+    assert list(out.iterdir()) == []
