@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from layerfreeze.formats.base import WrittenFile
@@ -58,7 +58,9 @@ def write_segments(src: Path, dst: Path, segments: Sequence[Segment], *,
     shared = first[1] if isinstance(first, tuple) and first[0] == 0 and hash_source else 0
     split = threading.Event()
 
-    def hash_source() -> None:
+    # Named apart from the flags: a nested def of the same name would rebind the flag to a function,
+    # which is always true (the source would then be hashed in full even when its digest is known).
+    def hash_source_thread() -> None:
         nonlocal out_hash
         try:
             for _, chunk in _chunks(src, 0, shared):
@@ -70,7 +72,7 @@ def write_segments(src: Path, dst: Path, segments: Sequence[Segment], *,
             for _, chunk in _chunks(src, shared, size):
                 src_hash.update(chunk)
 
-    def hash_output() -> None:
+    def hash_output_thread() -> None:
         split.wait()
         for i, seg in enumerate(segments):
             if isinstance(seg, bytes):
@@ -80,7 +82,8 @@ def write_segments(src: Path, dst: Path, segments: Sequence[Segment], *,
             for _, chunk in _chunks(src, start, seg[1]):
                 out_hash.update(chunk)
 
-    threads = [threading.Thread(target=_guard(fn, errors), daemon=True) for fn in (hash_source, hash_output)]
+    threads = [threading.Thread(target=_guard(fn, errors), daemon=True)
+               for fn in (hash_source_thread, hash_output_thread)]
     for thread in threads:
         thread.start()
     try:
@@ -109,7 +112,7 @@ def _guard(fn: Callable[[], None], errors: list[BaseException]) -> Callable[[], 
     return run
 
 
-def _chunks(path: Path, start: int, end: int):  # type: ignore[no-untyped-def]
+def _chunks(path: Path, start: int, end: int) -> Iterator[tuple[int, bytearray]]:
     """(offset, bytearray) chunks of ``path[start:end]``; the buffer is reused between chunks."""
     buf = bytearray(CHUNK)
     with open(path, "rb", buffering=0) as f:
