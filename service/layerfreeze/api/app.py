@@ -171,7 +171,8 @@ def create_app(settings: Settings, runtime: Service | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = runtime or await anyio.to_thread.run_sync(_start, settings, metrics)
+        service: Service = (runtime if runtime is not None
+                            else await anyio.to_thread.run_sync(_start, settings, metrics))
         service.waiters.loop = asyncio.get_running_loop()
         metrics.watch(service.store.count_by_status, service.pool.health)
         app.state.service = service

@@ -62,7 +62,7 @@ def job_public(job: JobRecord) -> JobPublic:
         output = FileInfo(filename=job.output_filename or "", bytes=job.output_bytes,
                           sha256=job.output_sha256)
     return JobPublic(
-        id=job.id, status=job.status,  # type: ignore[arg-type]
+        id=job.id, status=job.status,
         created_at=rfc3339(job.created_at) or "", started_at=rfc3339(job.started_at),
         finished_at=rfc3339(job.finished_at),
         input=FileInfo(filename=job.input_filename, bytes=job.input_bytes, sha256=job.input_sha256),

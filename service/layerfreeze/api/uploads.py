@@ -19,6 +19,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -26,6 +27,9 @@ from starlette.requests import ClientDisconnect, Request
 
 from layerfreeze.api.numbers import parse_uint
 from layerfreeze.errors import BadRequest, InvalidForm, UnsupportedMediaType, UploadTooLarge, storage_error
+
+if TYPE_CHECKING:  # python-multipart defines this TypedDict for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 BATCH_BYTES = 4 * 1024 * 1024  # hand the writer thread this much at a time
 WRITEBACK_BYTES = 16 * 1024 * 1024  # start the disk writeback of every this much, without waiting
@@ -155,7 +159,7 @@ class _FormReader:
         self.filename = "model"
         self.ended = False
 
-    def callbacks(self) -> dict[str, Callable[..., None]]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.on_part_begin, "on_header_field": self.on_header_field,
             "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,

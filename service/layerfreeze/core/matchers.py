@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from layerfreeze.core.selection import _Context
 
 
+Pointer = tuple[str | int, ...]  # a JSON pointer's parts (spec.json_pointer joins them)
+
+
 @dataclass(slots=True)
 class RuleMatch:
     selected: list[int]
@@ -90,7 +93,7 @@ def _all_paths(ctx: _Context) -> set[str]:
     return paths
 
 
-def _names(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+def _names(values: list[str], ctx: _Context, pointer: Pointer, result: RuleMatch) -> list[bool]:
     matcher = NameMatcher(values)
     sel = [any(matcher.matches(name) for name in names) for names in ctx.names]
     for j, compiled in enumerate(matcher.compiled):
@@ -107,7 +110,7 @@ def _names(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) 
     return sel
 
 
-def _regex(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+def _regex(values: list[str], ctx: _Context, pointer: Pointer, result: RuleMatch) -> list[bool]:
     matcher = RegexMatcher(values)
     sel = [any(matcher.matches(name) for name in names) for names in ctx.names]
     for j, compiled in enumerate(matcher.compiled):
@@ -138,7 +141,7 @@ def _package_alias(value: str, cls: str) -> bool:
     return bool(dot) and "." not in name and cls.startswith(package + ".") and cls.rsplit(".", 1)[-1] == name
 
 
-def _types(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+def _types(values: list[str], ctx: _Context, pointer: Pointer, result: RuleMatch) -> list[bool]:
     if not ctx.inventory.types_known:
         result.errors.append(SpecIssue(
             json_pointer(pointer),
@@ -167,7 +170,7 @@ def _inside(names: tuple[str, ...], paths: set[str]) -> bool:
     return any(m in paths for name in names for m in containing_modules(name))
 
 
-def _children(spec: Children, ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+def _children(spec: Children, ctx: _Context, pointer: Pointer, result: RuleMatch) -> list[bool]:
     module = ctx.modules.get(spec.of)
     if module is None and spec.of != "":
         result.problems.append(SpecIssue(
@@ -223,7 +226,7 @@ def _join(parent: str, child: str) -> str:
     return f"{parent}.{child}" if parent else child
 
 
-def _until(path: str, ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+def _until(path: str, ctx: _Context, pointer: Pointer, result: RuleMatch) -> list[bool]:
     """Everything registered up to and including ``path``: a prefix of ``named_parameters()`` order,
     which is module order (each module's own parameters, module by module)."""
     n = len(ctx.params)
@@ -238,10 +241,9 @@ def _until(path: str, ctx: _Context, pointer: tuple, result: RuleMatch) -> list[
                 "select those parameters by names or regex instead"))
         return mask
     order = ctx.module_order
-    owners = [[order.get(owner(name)) for name in names] for names in ctx.names]
-    if path in ctx.modules and all(None not in positions for positions in owners):
+    if path in ctx.modules and all(owner(name) in order for names in ctx.names for name in names):
         last = max(order[p] for p in ctx.modules if p == path or p.startswith(path + "."))
-        return [min(positions) <= last for positions in owners]  # type: ignore[type-var]
+        return [min(order[owner(name)] for name in names) <= last for names in ctx.names]
     # a parameter's own name, or a file without module records: the parameters' own order
     hits = [k for k, names in enumerate(ctx.names)
             if any(name == path or name.startswith(path + ".") for name in names)]
@@ -256,7 +258,7 @@ def _until(path: str, ctx: _Context, pointer: tuple, result: RuleMatch) -> list[
     return [False] * n
 
 
-def _params(values: list[str], ctx: _Context, pointer: tuple, result: RuleMatch) -> list[bool]:
+def _params(values: list[str], ctx: _Context, pointer: Pointer, result: RuleMatch) -> list[bool]:
     wanted = set(values)
     leaves = [{leaf(name) for name in names} for names in ctx.names]
     present = set().union(*leaves) if leaves else set()

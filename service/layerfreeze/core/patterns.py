@@ -49,7 +49,8 @@ class BoundedPattern:
     def fullmatch(self, text: str) -> object | None:
         started = time.perf_counter()
         try:
-            return self._compiled.fullmatch(text, timeout=max(self._left, 0.001))
+            match: object | None = self._compiled.fullmatch(text, timeout=max(self._left, 0.001))
+            return match
         except TimeoutError:
             self._left = 0.0
             raise LimitExceeded(

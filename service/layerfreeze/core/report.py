@@ -145,7 +145,7 @@ def build_report(
     params = selection.parameters
     final = selection.final
     # Bulk entries are plain dicts validated once, in pydantic-core, with the whole report.
-    parameters = [
+    parameters: list[dict[str, Any]] = [
         dict(
             name=p.name, module=owner(p.name), module_type=types.get(owner(p.name)), shape=list(p.shape),
             dtype=p.dtype, numel=p.numel, requires_grad=state, was=was, rule=rule, aliases=list(p.aliases),
@@ -154,7 +154,7 @@ def build_report(
     ]
     if not order_known(inv.format):  # no recorded order (safetensors sorts by name): 2 before 10
         parameters.sort(key=lambda entry: natural_key(entry["name"]))
-    buffers = [
+    buffers: list[dict[str, Any]] = [
         dict(name=t.name, module=owner(t.name), shape=list(t.shape), dtype=t.dtype, numel=t.numel)
         for t in inv.tensors if t.kind == "buffer"
     ]
@@ -175,7 +175,7 @@ def build_report(
     )
     rules = [
         RuleReport(
-            index=r.index, action=r.action, selectors=list(r.selectors), selected=r.selected,  # type: ignore[arg-type]
+            index=r.index, action=r.action, selectors=list(r.selectors), selected=r.selected,
             selected_numel=r.selected_numel, decided=r.decided, decided_numel=r.decided_numel,
             children_counted=list(r.children_counted) if r.children_counted is not None else None,
         )
@@ -228,12 +228,12 @@ def _module_tree(selection: Selection) -> list[dict[str, Any]]:
     out = []
     for path in order:
         count, trainable, numel, numel_tr = totals.get(path, (0, 0, 0, 0))
-        state: State | None = None
+        module_state: State | None = None
         if count:
-            state = "trainable" if trainable == count else "frozen" if trainable == 0 else "partial"
+            module_state = "trainable" if trainable == count else "frozen" if trainable == 0 else "partial"
         out.append(dict(
             path=path, type=types.get(path), depth=path.count(".") + 1 if path else 0,
             parameters=count, trainable=trainable, frozen=count - trainable, numel=numel,
-            numel_trainable=numel_tr, numel_frozen=numel - numel_tr, state=state,
+            numel_trainable=numel_tr, numel_frozen=numel - numel_tr, state=module_state,
         ))
     return out

@@ -125,7 +125,7 @@ def json_pointer(parts: tuple[str | int, ...] | list[str | int]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-class _KeyedObject(dict):  # type: ignore[type-arg]
+class _KeyedObject(dict[str, Any]):
     """A JSON object that remembers keys it saw twice (json.loads would silently keep the last one, so
     ``{"names": ["0"], "names": ["1"]}`` would quietly drop a selector)."""
 
@@ -136,7 +136,12 @@ class _KeyedObject(dict):  # type: ignore[type-arg]
         obj = cls(pairs)
         if len(obj) != len(pairs):
             seen: set[str] = set()
-            obj.duplicates = tuple(dict.fromkeys(k for k, _ in pairs if k in seen or seen.add(k)))
+            repeated: dict[str, None] = {}  # ordered, each key once
+            for key, _ in pairs:
+                if key in seen:
+                    repeated[key] = None
+                seen.add(key)
+            obj.duplicates = tuple(repeated)
         return obj
 
 

@@ -156,7 +156,7 @@ def recover_torchscript(root: Any, code: CodeIndex, *, storage_bytes: StorageByt
                     continue  # the same node: its flag sites are already listed
                 seen[id(value)] = len(tensors)
                 aliases.append([])
-                tensors.append(TensorInfo(name, kind, value.shape, value.dtype,  # type: ignore[arg-type]
+                tensors.append(TensorInfo(name, kind, value.shape, value.dtype,
                                           value.flag.value, (), f"{storage_prefix}:{value.storage.key}"))
                 if kind == "parameter":
                     flags[name] = value.sites

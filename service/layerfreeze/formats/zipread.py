@@ -214,7 +214,7 @@ def _local_header(f: BinaryIO, offset: int, name: bytes, file_size: int) -> int:
     nlen, xlen = struct.unpack("<HH", head[26:30])
     if f.read(nlen) != name:
         raise ArchiveError(f"zip local header at byte {offset} names a different member")
-    return offset + 30 + nlen + xlen
+    return offset + 30 + int(nlen) + int(xlen)
 
 
 def read_member(f: BinaryIO, member: Member, max_bytes: int, limit: str = "max_member_bytes") -> bytes:

@@ -306,7 +306,8 @@ class JobStore:
 
     def list(self, tenant: str | None, limit: int, before_seq: int | None) -> list[JobRecord]:
         """Newest first; ``before_seq`` is the cursor (the seq of the last job of the previous page)."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         if tenant is not None:
             where.append("tenant=?")
             args.append(tenant)

@@ -86,13 +86,14 @@ class SymbolicCalls:
         shape, stride = _ints(args[2], self.pos), _ints(args[3], self.pos)
         if type(offset) is not int or offset < 0 or len(shape) != len(stride):
             raise PickleFormatError(f"invalid tensor geometry at byte {self.pos}", offset=self.pos)
-        dtype = args[0].dtype
+        dtype: str = args[0].dtype
         if func.name == "_rebuild_tensor_v3":
             named = args[6] if len(args) > 6 and isinstance(args[6], Global) else None
-            dtype = storage_dtype(named.module, named.name) if named is not None else None
-            if dtype is None or dtype == "untyped":
+            named_dtype = storage_dtype(named.module, named.name) if named is not None else None
+            if named_dtype is None or named_dtype == "untyped":
                 raise PickleFormatError(f"tensor record without a known dtype at byte {self.pos}",
                                         offset=self.pos)
+            dtype = named_dtype
         elif dtype == "untyped":
             raise PickleFormatError(f"untyped storage without a dtype at byte {self.pos}", offset=self.pos)
         return TensorNode(args[0], offset, shape, stride, args[4], self.pos, dtype)
