@@ -97,3 +97,20 @@ def test_known_source_digest_skips_the_source_pass(tmp_path: Path) -> None:
     expected = data[:CHUNK] + b"!" + data[CHUNK + 1:]
     assert written.source_sha256 == known
     assert written.sha256 == hashlib.sha256(expected).hexdigest() and dst.read_bytes() == expected
+
+
+def test_a_given_source_digest_is_trusted_and_hashing_can_be_skipped(tmp_path: Path) -> None:
+    """The service hands over the digest it took on arrival: the source is not read for it again, and
+    with nothing to hash the writer returns no digests at all."""
+    from layerfreeze.formats.copying import write_segments
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    data = os.urandom(CHUNK + 5)
+    src.write_bytes(data)
+    segments = [(0, CHUNK), b"!", (CHUNK + 1, CHUNK + 5)]
+    expected = data[:CHUNK] + b"!" + data[CHUNK + 1:]
+    written = write_segments(src, dst, segments, source_sha256="given")
+    assert written.source_sha256 == "given"  # returned as given, not recomputed
+    assert written.sha256 == hashlib.sha256(expected).hexdigest() and dst.read_bytes() == expected
+    bare = write_segments(src, dst, segments, hash_source=False, hash_output=False)
+    assert (bare.source_sha256, bare.sha256) == ("", "") and dst.read_bytes() == expected
