@@ -98,6 +98,13 @@ class Client(BaseClient):
         """
         upload = self._upload(model, spec, dry_run)
         params, read_timeout = self._submit_params(wait)
+        return self._job(self._post_upload("/v1/jobs", upload, progress, params=params,
+                                           read_timeout=read_timeout))
+
+    def _post_upload(self, path: str, upload: MultipartUpload, progress: ProgressLike, *,
+                     params: Mapping[str, Any] | None = None, read_timeout: float | None = None,
+                     ) -> httpx.Response:
+        """POST a multipart upload with a progress bar; a retry streams it again from the start."""
         with Progress(progress, upload.file_size, f"upload {upload.filename}") as bar:
             attempts = 0
 
@@ -106,11 +113,10 @@ class Client(BaseClient):
                 if attempts:
                     bar.restart()
                 attempts += 1
-                return self._request("POST", "/v1/jobs", params=params, headers=upload.headers(),
+                return self._request("POST", path, params=params, headers=upload.headers(),
                                      content=upload.sync_body(bar), read_timeout=read_timeout)
 
-            response = self._send(build, replayable=upload.restreamable)
-        return self._job(response)
+            return self._send(build, replayable=upload.restreamable)
 
     def job(self, job: JobRef) -> Job:
         return self._job(self._call("GET", self._job_path(job)))
@@ -278,19 +284,7 @@ class Client(BaseClient):
                                   content=json.dumps({"upload": upload_id}).encode())
             return dict(self._json(response))
         upload = MultipartUpload(model, {}, file_field="file")
-        with Progress(progress, upload.file_size, f"upload {upload.filename}") as bar:
-            attempts = 0
-
-            def build() -> httpx.Request:
-                nonlocal attempts
-                if attempts:
-                    bar.restart()
-                attempts += 1
-                return self._request("POST", "/v1/models", headers=upload.headers(),
-                                     content=upload.sync_body(bar))
-
-            response = self._send(build, replayable=upload.restreamable)
-        return dict(self._json(response))
+        return dict(self._json(self._post_upload("/v1/models", upload, progress)))
 
     def _speaks_tus(self) -> bool:
         response = self._call("OPTIONS", "/v1/uploads")
