@@ -1,10 +1,12 @@
-"""Large valid checkpoints written without torch (for benches and memory checks)."""
+"""Files for tests and benches: large valid checkpoints written without torch, and the process umask."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 MiB = 1 << 20
@@ -35,3 +37,13 @@ def write_safetensors(path: Path, size: int, tensor_bytes: int = 64 * MiB) -> Pa
                 f.write(block[:k])
                 n -= k
     return path
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """The process umask set to ``mask`` for the block (files made inside get ``0o666 & ~mask``)."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)

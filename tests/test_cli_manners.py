@@ -4,27 +4,17 @@ quiet when its reader goes away, warnings that point into the spec."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from fixtures.models import build, save, tiny_bert
 from layerfreeze.cli.main import DEFAULT_DEPTH, main
 
-
-@contextmanager
-def umask(mask: int) -> Iterator[None]:
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
+from testing.files import umask
 
 
 def layerfreeze(*args: str, env: dict[str, str], **kwargs: object) -> subprocess.Popen[str]:

@@ -5,14 +5,11 @@ goes away, and failed jobs handled without links that lead nowhere."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,18 +18,11 @@ from fixtures.models import build, save
 from layerfreeze_client import Client, ConflictError, JobFailedError
 from layerfreeze_client.cli import EXIT_OK, EXIT_REJECTED
 
+from testing.files import umask
+
 from .conftest import LiveServer
 
 pytestmark = pytest.mark.server
-
-
-@contextmanager
-def umask(mask: int) -> Iterator[None]:
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def client_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

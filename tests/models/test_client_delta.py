@@ -5,7 +5,6 @@ fit; ``delta=True`` skips the upload of a file the service already stores."""
 from __future__ import annotations
 
 import copy
-import os
 import stat
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from layerfreeze_client._errors import IntegrityError
 from layerfreeze_client._patch import rebuild, single_file
 
 from models.conftest import TOKENS
+from testing.files import umask
+from testing.transports import DropsFirstPatch
 
 
 class Recording(httpx.HTTPTransport):
@@ -110,8 +111,7 @@ def test_every_way_to_the_output_writes_it_like_a_download(service, tmp_path: Pa
     spec = {"rules": [{"action": "freeze", "names": ["0"]}]}
     into = tmp_path / "into"
     names = []
-    old = os.umask(0o027)
-    try:
+    with umask(0o027):
         for delta, fetched in ((None, "/patch"), (False, "/artifact")):
             into.mkdir(exist_ok=True)
             for target in (tmp_path / f"{delta}.pt", into):
@@ -128,27 +128,7 @@ def test_every_way_to_the_output_writes_it_like_a_download(service, tmp_path: Pa
                     names.append(result.output.relative_to(into))
             for leftover in into.iterdir():
                 leftover.unlink()
-    finally:
-        os.umask(old)
     assert names[0] == names[1] and len(names[0].parts) == 1
-
-
-class DropsFirstPatch(httpx.HTTPTransport):
-    """The first PATCH delivers 4 KiB to the service, then the connection "drops" before the answer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dropped = False
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "PATCH" and not self.dropped:
-            self.dropped = True
-            first = b"".join(request.stream)[:4096]  # type: ignore[union-attr]
-            headers = {k: v for k, v in request.headers.items() if k.lower() != "transfer-encoding"}
-            partial = httpx.Request("PATCH", request.url, headers=headers, content=first)
-            super().handle_request(partial).close()
-            raise httpx.ReadError("connection dropped", request=request)
-        return super().handle_request(request)
 
 
 def test_resumed_upload_progress_counts_what_the_service_holds(service, tmp_path: Path) -> None:

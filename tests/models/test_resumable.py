@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 from fixtures.models import build, save
 from layerfreeze_client import Client, Retry
 
 from models.conftest import TOKENS, client
+from testing.transports import DropsFirstPatch
 
 TUS = {"tus-resumable": "1.0.0"}
 OCTETS = "application/offset+octet-stream"
@@ -66,24 +66,6 @@ def test_upload_cut_off_halfway_resumes_byte_identical(service, tmp_path: Path) 
         assert (data_dir / "blobs" / sha[:2] / sha).read_bytes() == data
         assert c.head(location, headers=TUS).status_code == 404  # the upload became the model
         assert c.post("/v1/uploads", headers={"upload-length": "5"}).status_code == 412
-
-
-class DropsFirstPatch(httpx.HTTPTransport):
-    """The first PATCH delivers 4 KiB to the service, then the connection "drops" before the answer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dropped = False
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "PATCH" and not self.dropped:
-            self.dropped = True
-            first = b"".join(request.stream)[:4096]  # type: ignore[union-attr]
-            headers = {k: v for k, v in request.headers.items() if k.lower() != "transfer-encoding"}
-            partial = httpx.Request("PATCH", request.url, headers=headers, content=first)
-            super().handle_request(partial).close()
-            raise httpx.ReadError("connection dropped", request=request)
-        return super().handle_request(request)
 
 
 def test_client_resumes_by_itself(service, tmp_path: Path) -> None:
