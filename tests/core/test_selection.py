@@ -220,7 +220,16 @@ def test_a_short_name_with_no_lookalike_suggests_the_names_at_its_depth():
     with pytest.raises(SpecError) as info:
         select(parse_spec({"rules": [{"action": "freeze", "names": ["5"]}]}), inv)
     issues = {i.pointer: i for i in info.value.issues}
-    assert issues["/rules/0/names/0"].suggestions == ("0", "1", "2")
+    assert issues["/rules/0/names/0"].suggestions == ("0", "2")  # 1 is a ReLU: it would select nothing
+
+
+def test_a_module_without_parameters_is_never_suggested_nor_the_value_itself():
+    inv = live_inventory(build("seq3"))
+    with pytest.raises(SpecError) as info:
+        select(parse_spec({"rules": [{"action": "freeze", "names": ["1"]}]}), inv)
+    issues = {i.pointer: i for i in info.value.issues}
+    assert "only modules without parameters" in issues["/rules/0/names/0"].message
+    assert issues["/rules/0/names/0"].suggestions == ("0", "2")
 
 
 def test_strict_and_of_selectors_that_exclude_each_other():

@@ -77,13 +77,24 @@ def _suggest(value: str, candidates: list[str] | set[str]) -> tuple[str, ...]:
     """The nearest real names; on huge models only names of about the same depth are compared, so a
     typo costs milliseconds, not seconds."""
     depth = value.count(".")
-    pool = sorted(candidates)
+    pool = sorted(c for c in candidates if c != value)
     if len(pool) > _MAX_CANDIDATES:
         pool = [c for c in pool if abs(c.count(".") - depth) <= 1][:_MAX_CANDIDATES]
     close = difflib.get_close_matches(value, pool, n=5, cutoff=0.6)
     if not close:  # nothing alike (short names such as "5"): show what exists at that depth instead
         close = [c for c in pool if c.count(".") == depth][:5]
     return tuple(close)
+
+
+def _parameter_paths(ctx: _Context) -> set[str]:
+    """Every name a ``names`` value could select something by: parameter names and the modules that hold
+    them (a module without parameters is no suggestion: it would select nothing again)."""
+    paths: set[str] = set()
+    for names in ctx.names:
+        for name in names:
+            parts = name.split(".")
+            paths.update(".".join(parts[:k]) for k in range(1, len(parts) + 1))
+    return paths
 
 
 def _all_paths(ctx: _Context) -> set[str]:
@@ -106,7 +117,7 @@ def _names(values: list[str], ctx: _Context, pointer: Pointer, result: RuleMatch
                        f"{', '.join(buffers[:5])}" if buffers else
                        f"name pattern {values[j]!r} matches no parameter or module")
             result.problems.append(SpecIssue(json_pointer((*pointer, j)), message,
-                                             _suggest(values[j], _all_paths(ctx))))
+                                             _suggest(values[j], _parameter_paths(ctx))))
     return sel
 
 
