@@ -136,7 +136,8 @@ def freeze_directory(
             raise
     roles = {p: "other" for p in files}
     for shard_set in model.sets:
-        roles[shard_set.index] = "index"
+        if shard_set.index is not None:
+            roles[shard_set.index] = "index"
         roles.update((p, "shard") for p in shard_set.shards)
     out_sizes = {p: output_size(segs) for p, segs in plans.items()}
     listing = [ModelFile(path=p, bytes=out_sizes[p] if dst is not None else sizes[p],

@@ -205,3 +205,33 @@ def test_cli_freeze_and_inspect_a_directory(models: dict[tuple[str, str], Path],
     next(broken.glob("pytorch_model-00002-*.bin")).unlink()
     assert main(["inspect", str(broken)]) == 4
     assert "not in the model" in capsys.readouterr().err
+
+
+def test_unsharded_directory_and_both_forms_side_by_side(models: dict[tuple[str, str], Path],
+                                                         tmp_path: Path) -> None:
+    """An unsharded save_pretrained directory (model.safetensors, no index) is one model too; a directory
+    holding both a safetensors and a .bin set (common on the Hub) freezes both the same way."""
+    model = tiny_model("bert")
+    single = tmp_path / "single"
+    model.save_pretrained(single)
+    assert (single / "model.safetensors").is_file() and not list(single.glob("*.index.json"))
+    spec = {"rules": [{"action": "freeze", "names": ["embeddings"]}]}
+    report = freeze_directory(single, spec, tmp_path / "single-frozen")
+    assert report.files.index is None
+    loaded = model_class("bert").from_pretrained(tmp_path / "single-frozen")
+    apply(loaded, tmp_path / "single-frozen")
+    assert {n: p.requires_grad for n, p in loaded.named_parameters()} == report_states(report)
+
+    both = broken_copy(models["bert", "safetensors"], tmp_path / "both")
+    for f in models["bert", "bin"].glob("pytorch_model*"):
+        shutil.copy(f, both / f.name)
+    report = freeze_directory(both, spec, tmp_path / "both-frozen")
+    assert report.files.index == "model.safetensors.index.json"
+    changed = {f.path for f in report.files.files if f.changed}
+    assert "pytorch_model.bin.index.json" in changed and any(p.endswith(".bin") for p in changed)
+    bin_only = tmp_path / "bin-only"
+    bin_only.mkdir()
+    for f in (tmp_path / "both-frozen").glob("pytorch_model*"):
+        shutil.copy(f, bin_only / f.name)
+    assert report_states(freeze_directory(bin_only, "{}")) == report_states(report)
+    assert apply(model_class("bert").from_pretrained(tmp_path / "both-frozen"), bin_only) is not None

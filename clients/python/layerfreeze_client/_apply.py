@@ -172,11 +172,12 @@ def _states_from_report(report: Mapping[str, Any]) -> dict[str, bool]:
 
 def _states_from_file(path: Path) -> dict[str, bool]:
     if path.is_dir():  # a model directory: its index records the freeze state of every shard
-        indexes = sorted(path.glob("*.safetensors.index.json")) + sorted(path.glob("*.bin.index.json"))
-        if not indexes:
-            raise CheckpointReadError(f"{path}: a directory without a *.safetensors.index.json or "
-                                      "*.bin.index.json index")
-        path = indexes[0]
+        found = (sorted(path.glob("*.safetensors.index.json")) + sorted(path.glob("*.bin.index.json"))
+                 + [f for f in (path / "model.safetensors", path / "pytorch_model.bin") if f.is_file()])
+        if not found:
+            raise CheckpointReadError(f"{path}: a directory without an index (*.safetensors.index.json, "
+                                      "*.bin.index.json), model.safetensors or pytorch_model.bin")
+        path = found[0]
     with open(path, "rb") as f:
         head = f.read(16)
         size = os.fstat(f.fileno()).st_size

@@ -140,11 +140,11 @@ class ModelFile(_Shaped):
 class ModelFiles(_Shaped):
     """A multi-file model's files: its index, the shard holding each tensor, and every file."""
 
-    index: str
+    index: str | None
     shard_of: dict[str, str]
     files: tuple[ModelFile, ...]
 
-    SHAPE: ClassVar[dict[str, Any]] = {"index": str, "shard_of": dict, "files": [ModelFile]}
+    SHAPE: ClassVar[dict[str, Any]] = {"index": (str, None), "shard_of": dict, "files": [ModelFile]}
 
     @classmethod
     def _read(cls, data: Any, where: str) -> ModelFiles:

@@ -30,7 +30,8 @@ def render(report: Report, *, depth: int | None = None, tree: bool = True) -> st
     if report.files is not None:
         shards = [f.path for f in report.files.files if f.role == "shard"]
         changed = [f.path for f in report.files.files if f.changed]
-        lines.append(f"{len(report.files.files)} files, {len(shards)} shards named by {report.files.index}"
+        named = f"{len(shards)} shards named by {report.files.index}" if report.files.index else "unsharded"
+        lines.append(f"{len(report.files.files)} files, {named}"
                      + (f"; changed: {', '.join(changed)}" if report.output is not None else ""))
     if report.output is not None:
         lines.append(f"wrote {report.output.filename}: {human_bytes(report.output.bytes)}"

@@ -124,7 +124,7 @@ class ModelFile(_Model):
 class FilesReport(_Model):
     """A multi-file model (CONTRACT section 9): where each tensor lives and which files a freeze changes."""
 
-    index: str
+    index: str | None = Field(description="the index naming the shards; null for an unsharded directory")
     shard_of: dict[str, str] = Field(description="tensor name -> relative path of the shard holding it")
     files: list[ModelFile]
 

@@ -29,6 +29,7 @@ from layerfreeze.formats.segments import Segment
 from layerfreeze.limits import ReadLimits
 
 INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
+SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")  # what save_pretrained writes unsharded
 METADATA_KEY = "layerfreeze"
 MAX_INDEX_BYTES = 64 << 20  # a 1e6-tensor index is ~100 MB only for absurd names; real ones are < 5 MB
 
@@ -57,10 +58,14 @@ def files_of_directory(root: Path) -> dict[str, Path]:
 class ShardSet:
     """One index and its shards (relative paths, in the order the index first names them)."""
 
-    index: str
+    index: str | None  # None: an unsharded directory's one weights file, no index
     doc: dict[str, Any]
     weight_map: dict[str, str]  # tensor name -> shard's relative path
     shards: dict[str, Archive]
+
+    @property
+    def label(self) -> str:
+        return self.index or next(iter(self.shards))
 
 
 class ShardedModel:
@@ -68,22 +73,26 @@ class ShardedModel:
         self.files = {str(k): Path(v) for k, v in files.items()}
         indexes = sorted((p for p in self.files if is_index(p)), key=lambda p: (not p.endswith(
             INDEX_SUFFIXES[0]), p))  # safetensors first: it is what from_pretrained loads by default
-        if not indexes:
-            raise FormatError("the model directory has no index (*.safetensors.index.json or "
-                              "*.bin.index.json) naming its shards")
-        self.sets = [_read_set(idx, self.files, limits) for idx in indexes]
+        if indexes:
+            self.sets = [_read_set(idx, self.files, limits) for idx in indexes]
+        else:  # an unsharded directory: its one weights file, or both forms of it
+            singles = [p for p in SINGLE_FILES if p in self.files]
+            if not singles:
+                raise FormatError("the model directory has no index (*.safetensors.index.json or "
+                                  "*.bin.index.json) naming its shards, and no " + " or ".join(SINGLE_FILES))
+            self.sets = [_single_set(p, self.files, limits) for p in singles]
         primary = self.sets[0]
         for other in self.sets[1:]:
             if set(other.weight_map) != set(primary.weight_map):
                 diff = sorted(set(other.weight_map) ^ set(primary.weight_map))
-                raise FormatError(f"{other.index} and {primary.index} list different tensors "
+                raise FormatError(f"{other.label} and {primary.label} list different tensors "
                                   f"(e.g. {diff[0]!r}); a directory holds one model")
         self.inventory = _merged_inventory(primary)
         self.unrecordable = frozenset().union(*(getattr(a, "unrecordable", frozenset())
                                                 for s in self.sets for a in s.shards.values()))
 
     @property
-    def index(self) -> str:
+    def index(self) -> str | None:
         return self.sets[0].index
 
     @property
@@ -103,6 +112,8 @@ class ShardedModel:
         for shard_set in self.sets:
             for path, archive in shard_set.shards.items():
                 plans[path] = archive.plan(final, spec_sha256)
+            if shard_set.index is None:
+                continue
             doc = dict(shard_set.doc)
             metadata = dict(doc.get("metadata") or {})
             metadata[METADATA_KEY] = record
@@ -145,6 +156,14 @@ def _read_set(index: str, files: Mapping[str, Path], limits: ReadLimits) -> Shar
     return ShardSet(index=index, doc=doc, weight_map=resolved, shards=shards)
 
 
+def _single_set(path: str, files: Mapping[str, Path], limits: ReadLimits) -> ShardSet:
+    from layerfreeze.formats.detect import open_archive
+
+    archive = open_archive(files[path], limits)
+    return ShardSet(index=None, doc={}, weight_map=dict.fromkeys(_names(archive.inventory), path),
+                    shards={path: archive})
+
+
 def _read_index(index: str, path: Path) -> dict[str, Any]:
     size = path.stat().st_size
     if size > MAX_INDEX_BYTES:
@@ -181,6 +200,8 @@ def _names(inventory: Inventory) -> list[str]:
 def _merged_inventory(shard_set: ShardSet) -> Inventory:
     """The shards' tensors as one model, in shard order (``.bin`` shards are written in definition
     order, so concatenating them keeps it); storage keys are made distinct per shard."""
+    if len(shard_set.shards) == 1:  # one file: its reader's inventory as it is (module tree included)
+        return next(iter(shard_set.shards.values())).inventory
     tensors: list[TensorInfo] = []
     notes: list[str] = []
     formats = set()
@@ -191,7 +212,7 @@ def _merged_inventory(shard_set: ShardSet) -> Inventory:
                        for t in inv.tensors)
         notes.extend(n for n in inv.notes if n not in notes)
     if len(formats) != 1:
-        raise FormatError(f"the shards of {shard_set.index} are of different formats: {sorted(formats)}")
+        raise FormatError(f"the shards of {shard_set.label} are of different formats: {sorted(formats)}")
     modules, _ = modules_from_names([t.name for t in tensors])
     return Inventory(format=formats.pop(), tensors=tuple(tensors), modules=modules, types_known=False,
                      children_exact=False, notes=tuple(notes))
