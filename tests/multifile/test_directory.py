@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,20 @@ def test_index_and_shards_must_agree(models: dict[tuple[str, str], Path], tmp_pa
     with pytest.raises(FormatError, match=f"'{first}' is held by two shards"):
         freeze_directory(d, "{}")
     assert holder != other
+
+    # an index naming a shard outside the directory: looked up among the model's files, never opened
+    d = broken_copy(src, tmp_path / "outside")
+    path, doc = index_of(d)
+    doc["weight_map"][first] = "../" + src.name + "/" + doc["weight_map"][first]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match=r"not in the model"):
+        freeze_directory(d, "{}")
+
+    # a shard that is not a checkpoint: the reader's error, naming the shard
+    d = broken_copy(src, tmp_path / "garbage")
+    (d / other).write_bytes(b"not a checkpoint at all")
+    with pytest.raises(FormatError, match=f"^{re.escape(other)}: "):
+        freeze_directory(d, "{}")
 
     # no index at all
     d = broken_copy(src, tmp_path / "noindex")

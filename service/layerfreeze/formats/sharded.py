@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from layerfreeze.core.model import FLOATING_DTYPES, Inventory, TensorInfo
-from layerfreeze.errors import FormatError, LimitExceeded
+from layerfreeze.errors import FormatError, LayerfreezeError, LimitExceeded
 from layerfreeze.formats.base import Archive
 from layerfreeze.formats.module_tree import modules_from_names
 from layerfreeze.formats.segments import Segment
@@ -123,8 +123,6 @@ class ShardedModel:
 
 
 def _read_set(index: str, files: Mapping[str, Path], limits: ReadLimits) -> ShardSet:
-    from layerfreeze.formats.detect import open_archive
-
     doc = _read_index(index, files[index])
     weight_map = doc["weight_map"]
     folder = posixpath.dirname(index)
@@ -139,7 +137,7 @@ def _read_set(index: str, files: Mapping[str, Path], limits: ReadLimits) -> Shar
         resolved[name] = path
         if path not in order:
             order.append(path)
-    shards = {path: open_archive(files[path], limits) for path in order}
+    shards = {path: _open_shard(path, files[path], limits) for path in order}
     holder: dict[str, str] = {}
     for path, archive in shards.items():
         for name in _names(archive.inventory):
@@ -157,11 +155,21 @@ def _read_set(index: str, files: Mapping[str, Path], limits: ReadLimits) -> Shar
 
 
 def _single_set(path: str, files: Mapping[str, Path], limits: ReadLimits) -> ShardSet:
-    from layerfreeze.formats.detect import open_archive
-
-    archive = open_archive(files[path], limits)
+    archive = _open_shard(path, files[path], limits)
     return ShardSet(index=None, doc={}, weight_map=dict.fromkeys(_names(archive.inventory), path),
                     shards={path: archive})
+
+
+def _open_shard(path: str, file: Path, limits: ReadLimits) -> Archive:
+    """The single-file reader's archive; its errors name the shard (the class and fields unchanged)."""
+    from layerfreeze.formats.detect import open_archive
+
+    try:
+        return open_archive(file, limits)
+    except LayerfreezeError as exc:
+        exc.detail = f"{path}: {exc.detail}"
+        exc.args = (exc.detail,)
+        raise
 
 
 def _read_index(index: str, path: Path) -> dict[str, Any]:
