@@ -250,3 +250,14 @@ def test_unsharded_directory_and_both_forms_side_by_side(models: dict[tuple[str,
         shutil.copy(f, bin_only / f.name)
     assert report_states(freeze_directory(bin_only, "{}")) == report_states(report)
     assert apply(model_class("bert").from_pretrained(tmp_path / "both-frozen"), bin_only) is not None
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../x.bin", "a/../../x", "a//b", "./config.json", "a\\b",
+                                 "", "a/", "CONFIG.JSON", "config.json/x", "tab\there"])
+def test_unsafe_relative_paths_are_refused(models: dict[tuple[str, str], Path], bad: str) -> None:
+    src = models["bert", "safetensors"]
+    files = {f.name: f for f in src.iterdir()}
+    files[bad] = src / "config.json"
+    with pytest.raises(FormatError, match=r"relative path|same file|both a file and a folder") as err:
+        freeze_directory(files, "{}")
+    assert repr(bad)[1:-1][:20] in str(err.value)

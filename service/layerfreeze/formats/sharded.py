@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,30 @@ def files_of_directory(root: Path) -> dict[str, Path]:
     return files
 
 
+def check_paths(paths: Iterable[str]) -> None:
+    """Refuse any path that is not a plain relative path inside the model directory: absolute paths,
+    ``..`` or ``.`` segments, empty segments, backslashes, control characters, and names that repeat or
+    differ only in case (they would collide on a case-insensitive file system)."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        parts = path.split("/")
+        if (not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts)
+                or any(ord(c) < 32 or c == "\x7f" for c in path) or len(path) > 4096):
+            raise FormatError(f"{path[:200]!r} is not a relative path inside the model directory "
+                              "(no leading '/', no '.' or '..' or empty segments, no backslashes)")
+        folded = path.casefold()
+        if folded in seen:
+            raise FormatError(f"{path[:200]!r} and {seen[folded][:200]!r} name the same file "
+                              "(names that differ only in case collide on many file systems)")
+        seen[folded] = path
+    for path in seen.values():
+        parts = path.casefold().split("/")
+        for i in range(1, len(parts)):
+            if (folder := "/".join(parts[:i])) in seen:
+                raise FormatError(f"{path[:200]!r} lies inside {seen[folder][:200]!r}, which is a file: "
+                                  "a path is both a file and a folder")
+
+
 @dataclasses.dataclass
 class ShardSet:
     """One index and its shards (relative paths, in the order the index first names them)."""
@@ -70,6 +94,7 @@ class ShardSet:
 
 class ShardedModel:
     def __init__(self, files: Mapping[str, Path], limits: ReadLimits = ReadLimits()) -> None:  # noqa: B008
+        check_paths(files)
         self.files = {str(k): Path(v) for k, v in files.items()}
         indexes = sorted((p for p in self.files if is_index(p)), key=lambda p: (not p.endswith(
             INDEX_SUFFIXES[0]), p))  # safetensors first: it is what from_pretrained loads by default
