@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerfreeze.core.model import Inventory
 from layerfreeze.core.report import FileRef, FilesReport, ModelFile, Report, build_report
@@ -26,8 +26,11 @@ from layerfreeze.core.spec import FreezeSpec, parse_spec, spec_sha256
 from layerfreeze.formats.segments import Segment, output_size
 from layerfreeze.limits import ReadLimits
 
-__all__ = ["freeze_directory", "freeze_file", "freeze_stored", "new_file_mode", "preview_stored",
-           "read_model", "sha256_file"]
+if TYPE_CHECKING:
+    from layerfreeze.formats.sharded import ShardedModel
+
+__all__ = ["freeze_directory", "freeze_file", "freeze_stored", "new_file_mode", "plan_directory",
+           "preview_stored", "read_model", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -100,16 +103,14 @@ def freeze_directory(
     The report's ``input``/``output`` name the directories; their sha256 (with ``digest``) is that of
     the ``sha256sum``-style listing of every file, ``"<sha256>  <path>\\n"`` sorted by path."""
     from layerfreeze.formats.copying import write_segments
-    from layerfreeze.formats.sharded import ShardedModel, files_of_directory
+    from layerfreeze.formats.sharded import files_of_directory
 
     if isinstance(src, Mapping):
         files, name = dict(src), input_name or "model"
     else:
         files, name = files_of_directory(Path(src)), input_name or Path(src).name
     parsed = parse_spec(spec)
-    model = ShardedModel(files, limits)
-    selection = _select(parsed, model.inventory, model.unrecordable)
-    plans = model.plan(selection.final_by_name(), spec_sha256(parsed))
+    model, selection, plans = plan_directory(files, parsed, limits)
     sizes = {p: f.stat().st_size for p, f in files.items()}
     in_sha = {p: sha256_file(f)[1] if digest else None for p, f in files.items()}
     out_sha = dict(in_sha)
@@ -149,6 +150,18 @@ def freeze_directory(
     report = build_report(selection, parsed, input=source, output=output)
     return report.model_copy(update={"files": FilesReport(index=model.index, shard_of=model.shard_of,
                                                           files=listing)})
+
+
+def plan_directory(files: Mapping[str, Path], spec: FreezeSpec,
+                   limits: ReadLimits = ReadLimits(),  # noqa: B008
+                   ) -> tuple[ShardedModel, Selection, dict[str, list[Segment]]]:
+    """Read a model directory's files (relative posix path -> file) and plan its freeze: the model, the
+    selection, and every output file as segments over the input file of the same path."""
+    from layerfreeze.formats.sharded import ShardedModel
+
+    model = ShardedModel(files, limits)
+    selection = _select(spec, model.inventory, model.unrecordable)
+    return model, selection, model.plan(selection.final_by_name(), spec_sha256(spec))
 
 
 def _listing_sha(digests: Mapping[str, str | None]) -> str | None:

@@ -261,3 +261,29 @@ def test_unsafe_relative_paths_are_refused(models: dict[tuple[str, str], Path], 
     with pytest.raises(FormatError, match=r"relative path|same file|both a file and a folder") as err:
         freeze_directory(files, "{}")
     assert repr(bad)[1:-1][:20] in str(err.value)
+
+
+def test_cli_patch_of_a_directory_rebuilds_the_frozen_directory(
+        models: dict[tuple[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for fmt in FORMATS:
+        src = models["llama", fmt]
+        spec = json.dumps({"rules": [{"action": "freeze", "names": ["layers.0", "embed_tokens"]}]})
+        patch = tmp_path / f"{fmt}.patch.json"
+        assert main(["patch", "create", str(src), "--spec-json", spec, "-o", str(patch)]) == 0
+        doc = json.loads(patch.read_text())
+        assert sorted(e["path"] for e in doc["files"]) == sorted(p.name for p in src.iterdir())
+        config = next(e for e in doc["files"] if e["path"] == "config.json")
+        assert config["segments"] == [{"base": [0, (src / "config.json").stat().st_size]}]
+        assert len(patch.read_bytes()) < 64_000  # the deltas: headers and flag bytes, never tensor data
+        rebuilt, frozen = tmp_path / f"{fmt}-rebuilt", tmp_path / f"{fmt}-frozen"
+        assert main(["patch", "apply", str(patch), str(src), "-o", str(rebuilt)]) == 0
+        freeze_directory(src, spec, frozen)
+        for f in frozen.iterdir():
+            assert (rebuilt / f.name).read_bytes() == f.read_bytes(), f.name
+        # a base that is not the patch's is refused, and nothing is left behind
+        tampered = broken_copy(src, tmp_path / f"{fmt}-tampered")
+        (tampered / "config.json").write_bytes((src / "config.json").read_bytes()[:-1] + b"x")  # same size
+        assert main(["patch", "apply", str(patch), str(tampered), "-o", str(tmp_path / "nope")]) == 4
+        assert "not the patch's base" in capsys.readouterr().err
+        assert not (tmp_path / "nope").exists()
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("-o", "--output", type=Path, required=True, metavar="PATCH.json")
     apply = patch_commands.add_parser("apply", help="rebuild the output from a patch and its base file")
     apply.add_argument("patch", type=Path, metavar="PATCH.json")
-    apply.add_argument("model", type=Path, help="the base file the patch was made against")
+    apply.add_argument("model", type=Path, help="the base file (or model directory) of the patch")
     apply.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
 
     serve = commands.add_parser("serve", help="start the HTTP service")
