@@ -10,21 +10,27 @@ partial file behind and never damages an existing ``dst``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layerfreeze.core.model import Inventory
-from layerfreeze.core.report import FileRef, Report, build_report
+from layerfreeze.core.report import FileRef, FilesReport, ModelFile, Report, build_report
 from layerfreeze.core.selection import Selection, select
 from layerfreeze.core.spec import FreezeSpec, parse_spec, spec_sha256
 from layerfreeze.formats.segments import Segment, output_size
 from layerfreeze.limits import ReadLimits
 
-__all__ = ["freeze_file", "freeze_stored", "new_file_mode", "preview_stored", "read_model", "sha256_file"]
+if TYPE_CHECKING:
+    from layerfreeze.formats.sharded import ShardedModel
+
+__all__ = ["freeze_directory", "freeze_file", "freeze_stored", "new_file_mode", "plan_directory",
+           "preview_stored", "read_model", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -79,6 +85,90 @@ def freeze_file(
                       sha256=written.source_sha256 or None),
         output=FileRef(filename=output_name or dst.name, bytes=written.bytes, sha256=written.sha256 or None),
     )
+
+
+def freeze_directory(
+    src: Path | str | Mapping[str, Path],
+    spec: str | bytes | Mapping[str, Any] | FreezeSpec,
+    dst: Path | str | None = None,
+    *,
+    limits: ReadLimits = ReadLimits(),  # noqa: B008  (frozen: safe as a default)
+    input_name: str | None = None,
+    digest: bool = True,
+) -> Report:
+    """Freeze a model directory (CONTRACT section 9) into the directory ``dst``, which must not exist
+    or be empty; ``src`` is the directory or its files (relative posix path -> file). The output is
+    written into a temporary directory beside ``dst`` and renamed into place only when complete.
+
+    The report's ``input``/``output`` name the directories; their sha256 (with ``digest``) is that of
+    the ``sha256sum``-style listing of every file, ``"<sha256>  <path>\\n"`` sorted by path."""
+    from layerfreeze.formats.copying import write_segments
+    from layerfreeze.formats.sharded import files_of_directory
+
+    if isinstance(src, Mapping):
+        files, name = dict(src), input_name or "model"
+    else:
+        files, name = files_of_directory(Path(src)), input_name or Path(src).name
+    parsed = parse_spec(spec)
+    model, selection, plans = plan_directory(files, parsed, limits)
+    sizes = {p: f.stat().st_size for p, f in files.items()}
+    in_sha = {p: sha256_file(f)[1] if digest else None for p, f in files.items()}
+    out_sha = dict(in_sha)
+    changed = {p for p, segs in plans.items() if segs != ([(0, sizes[p])] if sizes[p] else [])}
+    if dst is not None:
+        dst = Path(dst)
+        if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+            raise FileExistsError(errno.EEXIST, "the output directory exists and is not empty", str(dst))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.absolute().parent))
+        try:
+            for path, segments in plans.items():
+                target = tmp / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                written = write_segments(files[path], target, segments, hash_source=False,
+                                         hash_output=digest)
+                out_sha[path] = written.sha256 or None
+                os.chmod(target, new_file_mode())
+            os.chmod(tmp, 0o777 & ~(~new_file_mode() & 0o666))  # as mkdir would
+            if dst.exists():
+                dst.rmdir()
+            os.replace(tmp, dst)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    roles = {p: "other" for p in files}
+    for shard_set in model.sets:
+        if shard_set.index is not None:
+            roles[shard_set.index] = "index"
+        roles.update((p, "shard") for p in shard_set.shards)
+    out_sizes = {p: output_size(segs) for p, segs in plans.items()}
+    listing = [ModelFile(path=p, bytes=out_sizes[p] if dst is not None else sizes[p],
+                         sha256=(out_sha if dst is not None else in_sha)[p], role=roles[p],
+                         changed=p in changed) for p in sorted(files)]
+    source = FileRef(filename=name, bytes=sum(sizes.values()), sha256=_listing_sha(in_sha))
+    output = None if dst is None else FileRef(filename=Path(dst).name, bytes=sum(out_sizes.values()),
+                                              sha256=_listing_sha(out_sha))
+    report = build_report(selection, parsed, input=source, output=output)
+    return report.model_copy(update={"files": FilesReport(index=model.index, shard_of=model.shard_of,
+                                                          files=listing)})
+
+
+def plan_directory(files: Mapping[str, Path], spec: FreezeSpec,
+                   limits: ReadLimits = ReadLimits(),  # noqa: B008
+                   ) -> tuple[ShardedModel, Selection, dict[str, list[Segment]]]:
+    """Read a model directory's files (relative posix path -> file) and plan its freeze: the model, the
+    selection, and every output file as segments over the input file of the same path."""
+    from layerfreeze.formats.sharded import ShardedModel
+
+    model = ShardedModel(files, limits)
+    selection = _select(spec, model.inventory, model.unrecordable)
+    return model, selection, model.plan(selection.final_by_name(), spec_sha256(spec))
+
+
+def _listing_sha(digests: Mapping[str, str | None]) -> str | None:
+    if any(v is None for v in digests.values()):
+        return None
+    text = "".join(f"{digests[p]}  {p}\n" for p in sorted(digests))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def new_file_mode() -> int:

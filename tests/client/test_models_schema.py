@@ -16,6 +16,8 @@ from layerfreeze_client import (
     Job,
     JobLinks,
     JobPage,
+    ModelFile,
+    ModelFiles,
     ModuleState,
     ParameterState,
     Report,
@@ -29,7 +31,8 @@ from layerfreeze_client import (
 JOB_SCHEMAS = {Job: "JobPublic", JobLinks: "JobLinks", FileInfo: "FileInfo", JobPage: "JobsPublic"}
 REPORT_SCHEMAS = {Report: "Report", Summary: "Summary", RuleStats: "RuleReport",
                   ParameterState: "ParameterReport", BufferInfo: "BufferReport", ModuleState: "ModuleReport",
-                  ReportWarning: "WarningReport", FileInfo: "FileRef"}
+                  ReportWarning: "WarningReport", FileInfo: "FileRef", ModelFiles: "FilesReport",
+                  ModelFile: "ModelFile"}
 JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object"}
 
 

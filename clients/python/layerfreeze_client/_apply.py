@@ -171,6 +171,13 @@ def _states_from_report(report: Mapping[str, Any]) -> dict[str, bool]:
 
 
 def _states_from_file(path: Path) -> dict[str, bool]:
+    if path.is_dir():  # a model directory: its index records the freeze state of every shard
+        found = (sorted(path.glob("*.safetensors.index.json")) + sorted(path.glob("*.bin.index.json"))
+                 + [f for f in (path / "model.safetensors", path / "pytorch_model.bin") if f.is_file()])
+        if not found:
+            raise CheckpointReadError(f"{path}: a directory without an index (*.safetensors.index.json, "
+                                      "*.bin.index.json), model.safetensors or pytorch_model.bin")
+        path = found[0]
     with open(path, "rb") as f:
         head = f.read(16)
         size = os.fstat(f.fileno()).st_size
@@ -186,8 +193,18 @@ def _states_from_file(path: Path) -> dict[str, bool]:
         return _states_from_torch(path)
     if head.lstrip()[:1] == b"{":
         with open(path, encoding="utf-8") as f:
-            return _states_from_report(json.load(f))
+            doc = json.load(f)
+        if isinstance(doc, dict) and "weight_map" in doc:
+            return _states_from_index(path, doc)
+        return _states_from_report(doc)
     raise CheckpointReadError(f"{path}: not a checkpoint, safetensors file or report")
+
+
+def _states_from_index(path: Path, doc: Mapping[str, Any]) -> dict[str, bool]:
+    meta = (doc.get("metadata") or {}).get("layerfreeze")
+    if not isinstance(meta, dict):
+        raise CheckpointReadError(f"{path}: this index carries no layerfreeze freeze state")
+    return _states_from_record(path, meta)
 
 
 def _states_from_safetensors(path: Path, header_len: int) -> dict[str, bool]:
@@ -197,7 +214,10 @@ def _states_from_safetensors(path: Path, header_len: int) -> dict[str, bool]:
     raw = (header.get("__metadata__") or {}).get("layerfreeze")
     if raw is None:
         raise CheckpointReadError(f"{path}: this safetensors file carries no layerfreeze freeze state")
-    meta = json.loads(raw)
+    return _states_from_record(path, json.loads(raw))
+
+
+def _states_from_record(path: Path, meta: Mapping[str, Any]) -> dict[str, bool]:
     if meta.get("format_version") != 1:
         version = meta.get("format_version")
         raise CheckpointReadError(f"{path}: unknown layerfreeze metadata version {version}")

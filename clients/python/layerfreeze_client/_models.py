@@ -25,6 +25,8 @@ __all__ = [
     "Job",
     "JobLinks",
     "JobPage",
+    "ModelFile",
+    "ModelFiles",
     "ModuleState",
     "ParameterState",
     "Report",
@@ -114,6 +116,42 @@ class FileInfo(_Shaped):
     @classmethod
     def _read(cls, data: Any, where: str) -> FileInfo:
         return cls(**_fields(cls, data, where))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile(_Shaped):
+    """One file of a multi-file model: ``role`` is index, shard or other; ``changed`` by the freeze."""
+
+    path: str
+    bytes: int
+    sha256: str | None
+    role: str
+    changed: bool
+
+    SHAPE: ClassVar[dict[str, Any]] = {"path": str, "bytes": int, "sha256": (str, None), "role": str,
+                                       "changed": bool}
+
+    @classmethod
+    def _read(cls, data: Any, where: str) -> ModelFile:
+        return cls(**_fields(cls, data, where))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles(_Shaped):
+    """A multi-file model's files: its index, the shard holding each tensor, and every file."""
+
+    index: str | None
+    shard_of: dict[str, str]
+    files: tuple[ModelFile, ...]
+
+    SHAPE: ClassVar[dict[str, Any]] = {"index": (str, None), "shard_of": dict, "files": [ModelFile]}
+
+    @classmethod
+    def _read(cls, data: Any, where: str) -> ModelFiles:
+        return cls(**_fields(cls, data, where))
+
+    def changed(self) -> list[str]:
+        return [f.path for f in self.files if f.changed]
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +388,7 @@ class Report(_Shaped):
     buffers: tuple[BufferInfo, ...]
     modules: tuple[ModuleState, ...]
     warnings: tuple[ReportWarning, ...]
+    files: ModelFiles | None
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     SHAPE: ClassVar[dict[str, Any]] = {
@@ -357,9 +396,9 @@ class Report(_Shaped):
         "output": (FileInfo, None), "dry_run": bool, "spec": dict, "spec_sha256": str, "types_known": bool,
         "children_exact": bool, "prefix": (str, None), "summary": Summary, "rules": [RuleStats],
         "parameters": [ParameterState], "buffers": [BufferInfo], "modules": [ModuleState],
-        "warnings": [ReportWarning],
+        "warnings": [ReportWarning], "files": (ModelFiles, None),
     }
-    OPTIONAL: ClassVar[dict[str, Any]] = {"report_version": 1, "generator": ""}
+    OPTIONAL: ClassVar[dict[str, Any]] = {"report_version": 1, "generator": "", "files": None}
 
     @classmethod
     def _read(cls, data: Any, where: str) -> Report:

@@ -21,10 +21,14 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from layerfreeze import __version__
 from layerfreeze.cli import exit_codes
 from layerfreeze.errors import LayerfreezeError, SpecError
+
+if TYPE_CHECKING:
+    from layerfreeze.core.report import Report
 
 
 class UsageError(Exception):
@@ -67,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("-o", "--output", type=Path, required=True, metavar="PATCH.json")
     apply = patch_commands.add_parser("apply", help="rebuild the output from a patch and its base file")
     apply.add_argument("patch", type=Path, metavar="PATCH.json")
-    apply.add_argument("model", type=Path, help="the base file the patch was made against")
+    apply.add_argument("model", type=Path, help="the base file (or model directory) of the patch")
     apply.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
 
     serve = commands.add_parser("serve", help="start the HTTP service")
@@ -126,7 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _freeze_or_inspect(args: argparse.Namespace) -> int:
-    from layerfreeze.cli.render import render
     from layerfreeze.freeze import freeze_file, output_filename
 
     if args.command == "inspect":
@@ -139,6 +142,8 @@ def _freeze_or_inspect(args: argparse.Namespace) -> int:
         if not args.dry_run and args.output is None:
             raise UsageError("-o/--output is required (or --dry-run)")
         output = args.output
+        if args.model.is_dir():
+            return _freeze_directory(args, spec, output)
         if output is not None and output.is_dir():  # like cp: into the directory, under the usual name
             output = output / output_filename(args.model.name)
         if output is not None and output.exists() and output.resolve() == args.model.resolve():
@@ -146,11 +151,25 @@ def _freeze_or_inspect(args: argparse.Namespace) -> int:
         if output is not None and not output.absolute().parent.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "output directory does not exist", str(output.parent))
     if args.model.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "the model is a directory, not a checkpoint file",
-                                str(args.model))
+        return _freeze_directory(args, spec, output)
     if not args.model.is_file():
         raise FileNotFoundError(errno.ENOENT, "no such model file", str(args.model))
     report = freeze_file(args.model, spec, output, digest=args.digest)
+    return _show(args, report)
+
+
+def _freeze_directory(args: argparse.Namespace, spec: str | bytes, output: Path | None) -> int:
+    """A model directory (an index and its shards, CONTRACT section 9) in, a directory out."""
+    from layerfreeze.freeze import freeze_directory
+
+    if output is not None and output.exists() and output.resolve() == args.model.resolve():
+        raise UsageError("the output would overwrite the input model; choose another -o")
+    return _show(args, freeze_directory(args.model, spec, output, digest=args.digest))
+
+
+def _show(args: argparse.Namespace, report: Report) -> int:
+    from layerfreeze.cli.render import render
+
     if getattr(args, "report", None) is not None:
         _write_text(args.report, report.model_dump_json(indent=2) + "\n")
     if args.quiet:

@@ -7,10 +7,12 @@ literal bytes); ``apply`` refuses a base that is not the one named, and checks t
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from layerfreeze.cli import exit_codes
 from layerfreeze.errors import FormatError
@@ -18,6 +20,8 @@ from layerfreeze.formats.segments import PATCH_FORMAT, from_patch_segments, sha2
 
 
 def create_patch(model: Path, spec: str | bytes, output: Path) -> int:
+    if model.is_dir():
+        return _create_directory_patch(model, spec, output)
     from layerfreeze.core.report import FileRef
     from layerfreeze.formats.detect import open_archive
     from layerfreeze.formats.stored import describe
@@ -34,9 +38,28 @@ def create_patch(model: Path, spec: str | bytes, output: Path) -> int:
     return exit_codes.OK
 
 
+def _create_directory_patch(model: Path, spec: str | bytes, output: Path) -> int:
+    """A model directory's freeze: one entry per file, by relative path (unchanged files as one range)."""
+    from layerfreeze.core.spec import parse_spec
+    from layerfreeze.formats.sharded import files_of_directory
+    from layerfreeze.freeze import plan_directory, sha256_file
+
+    files = files_of_directory(model)
+    _model, _selection, plans = plan_directory(files, parse_spec(spec))
+    entries = []
+    for path in sorted(plans):
+        size, base_sha = sha256_file(files[path])
+        entries.append(to_patch_file(path, plans[path], base_sha256=base_sha, base_bytes=size,
+                                     output_sha256=sha256_of(files[path], plans[path])[1]))
+    _write_atomically(output, json.dumps({"format": PATCH_FORMAT, "files": entries}).encode())
+    return exit_codes.OK
+
+
 def apply_patch(patch: Path, model: Path, output: Path) -> int:
     from layerfreeze.formats.copying import write_segments
 
+    if model.is_dir():
+        return _apply_directory_patch(_read_patch(patch), model, output)
     try:
         doc = json.loads(patch.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -66,6 +89,57 @@ def apply_patch(patch: Path, model: Path, output: Path) -> int:
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        raise
+    return exit_codes.OK
+
+
+def _read_patch(patch: Path) -> list[dict[str, object]]:
+    try:
+        doc = json.loads(patch.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{patch} is not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != PATCH_FORMAT:
+        raise FormatError(f"{patch} is not a {PATCH_FORMAT} document")
+    files = doc.get("files")
+    if not isinstance(files, list) or not files or not all(
+            isinstance(f, dict) and isinstance(f.get("path"), str) for f in files):
+        raise FormatError("the patch's 'files' must be a list of objects with a 'path'")
+    return files
+
+
+def _apply_directory_patch(entries: list[dict[str, Any]], model: Path, output: Path) -> int:
+    """Rebuild every file of the patch from the file of the same path under ``model`` into the new
+    directory ``output`` (written beside it, renamed into place when every sha256 has been checked)."""
+    import shutil
+
+    from layerfreeze.formats.copying import write_segments
+    from layerfreeze.formats.sharded import check_paths
+
+    check_paths(e["path"] for e in entries)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise FileExistsError(errno.EEXIST, "the output directory exists and is not empty", str(output))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.absolute().parent))
+    try:
+        for entry in entries:
+            path, base, want = entry["path"], entry.get("base") or {}, entry.get("output") or {}
+            source = model / path
+            if not source.is_file() or source.is_symlink() or source.stat().st_size != base.get("bytes"):
+                raise FormatError(f"{source} is not the patch's base for {path!r}")
+            target = tmp / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = write_segments(source, target, from_patch_segments(entry.get("segments")))
+            if written.source_sha256 != base.get("sha256"):
+                raise FormatError(f"{source} is not the patch's base: sha256 {written.source_sha256}")
+            if written.sha256 != want.get("sha256"):
+                raise FormatError(f"the rebuilt {path!r} has sha256 {written.sha256}, not the patch's "
+                                  f"{want.get('sha256')}")
+            os.chmod(target, 0o644)
+        os.chmod(tmp, 0o755)
+        if output.exists():
+            output.rmdir()
+        os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     return exit_codes.OK
 

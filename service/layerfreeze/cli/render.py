@@ -27,6 +27,12 @@ def render(report: Report, *, depth: int | None = None, tree: bool = True) -> st
     s = report.summary
     lines = [f"{report.input.filename}: {report.format}, {human_bytes(report.input.bytes)}"
              + (f", sha256 {report.input.sha256[:16]}..." if report.input.sha256 else "")]
+    if report.files is not None:
+        shards = [f.path for f in report.files.files if f.role == "shard"]
+        changed = [f.path for f in report.files.files if f.changed]
+        named = f"{len(shards)} shards named by {report.files.index}" if report.files.index else "unsharded"
+        lines.append(f"{len(report.files.files)} files, {named}"
+                     + (f"; changed: {', '.join(changed)}" if report.output is not None else ""))
     if report.output is not None:
         lines.append(f"wrote {report.output.filename}: {human_bytes(report.output.bytes)}"
                      + (f", sha256 {report.output.sha256[:16]}..." if report.output.sha256 else ""))

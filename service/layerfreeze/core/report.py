@@ -113,6 +113,22 @@ class WarningReport(_Model):
     suggestions: list[str] = Field(default_factory=list, description="the nearest real names")
 
 
+class ModelFile(_Model):
+    path: str = Field(description="relative path inside the model directory")
+    bytes: int
+    sha256: str | None
+    role: Literal["index", "shard", "other"]
+    changed: bool = Field(description="the output file differs from the input file")
+
+
+class FilesReport(_Model):
+    """A multi-file model (CONTRACT section 9): where each tensor lives and which files a freeze changes."""
+
+    index: str | None = Field(description="the index naming the shards; null for an unsharded directory")
+    shard_of: dict[str, str] = Field(description="tensor name -> relative path of the shard holding it")
+    files: list[ModelFile]
+
+
 class Report(_Model):
     report_version: int = REPORT_VERSION
     generator: str = f"layerfreeze {__version__}"
@@ -131,6 +147,7 @@ class Report(_Model):
     buffers: list[BufferReport]
     modules: list[ModuleReport]
     warnings: list[WarningReport]
+    files: FilesReport | None = Field(default=None, description="multi-file models only")
 
 
 def tensor_bytes(dtype: str, numel: int) -> int:
