@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,8 +93,19 @@ def test_directory_uploaded_frozen_and_downloaded_file_by_file(url: str, bert: d
         patch = client.get(f"/v1/jobs/{job['id']}/patch").json()
         assert sorted(e["path"] for e in patch["files"]) == sorted(files)
         assert len(json.dumps(patch)) < 64_000  # headers and flag bytes, never tensor data
+        # /artifact: the whole output directory as one uncompressed tar, byte ranges included
         r = client.get(f"/v1/jobs/{job['id']}/artifact")
-        assert r.status_code == 409 and "/files/" in r.json()["detail"] and "/patch" in r.json()["detail"]
+        assert r.status_code == 200 and r.headers["content-type"] == "application/x-tar"
+        tar = r.content
+        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+            members = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}  # type: ignore[union-attr]
+        top = job["output"]["filename"]
+        assert members == {f"{top}/{p}": (out / p).read_bytes() for p in files}
+        r = client.get(f"/v1/jobs/{job['id']}/artifact", headers={"range": "bytes=500-70000"})
+        assert r.status_code == 206 and r.content == tar[500:70001]
+        artifact = f"/v1/jobs/{job['id']}/artifact"
+        etag = client.head(artifact).headers["etag"]
+        assert client.get(artifact, headers={"if-none-match": etag}).status_code == 304
         assert client.get(f"/v1/jobs/{job['id']}/files/nothing.bin").status_code == 404
 
     patch_file = tmp_path / "patch.json"

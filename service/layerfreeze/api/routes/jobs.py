@@ -341,16 +341,15 @@ async def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Res
     416: {"description": "Range not satisfiable"},
     200: {"content": {"application/octet-stream": {}}, "description": "The modified checkpoint"}})
 async def get_artifact(job_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
-    """The modified checkpoint: strong ETag and Repr-Digest from its sha256, Range support."""
+    """The modified checkpoint: strong ETag and Repr-Digest from its sha256, Range support. For a model
+    directory: one uncompressed tar of the output directory (``<name>/<path>`` entries), Range too."""
     record = service.store.get(job_id, tenant)
     if record.dry_run:
         raise JobNotFound(f"job {job_id} was a dry run: it has no artifact", job_id=job_id)
     record = _finished(service, job_id, tenant)
-    if _directory_patch(service, record) is not None:
-        raise JobConflict(f"job {job_id} froze a model directory: download each file from "
-                          f"/v1/jobs/{job_id}/files/{{path}} (the report's files section lists them), or "
-                          f"the whole directory as a delta from /v1/jobs/{job_id}/patch",
-                          job_id=job_id, status=record.status)
+    patch = await anyio.to_thread.run_sync(_directory_patch, service, record)
+    if patch is not None:  # a model directory: one uncompressed tar of the output directory
+        return _tar_response(service, record, patch, request)
     path = service.blobs.output_path(job_id)
     if path.exists():  # a full copy, from before stored models
         opener = None
@@ -376,6 +375,22 @@ def _directory_patch(service: Any, record: JobRecord) -> dict[str, Any] | None:
         return None
     doc = json.loads(path.read_bytes())
     return doc if isinstance(doc.get("files"), list) else None
+
+
+def _tar_response(service: Any, record: JobRecord, patch: dict[str, Any], request: Request) -> Response:
+    from layerfreeze.api.archive import open_tar, tar_layout, tar_size
+
+    for entry in patch["files"]:
+        if not service.blobs.content.exists(entry["base"]["sha256"]):
+            raise JobNotFound(f"the input of job {record.id} is gone (its model was deleted)",
+                              job_id=record.id)
+    top = record.output_filename or "model.frozen"
+    layout = tar_layout(patch["files"], top, int(record.created_at))
+    return ArtifactResponse(service.blobs.content.path(patch["files"][0]["base"]["sha256"]),
+                            size=tar_size(layout), sha256=None, etag=f"tar-{record.output_sha256}",
+                            filename=f"{top}.tar", method=request.method, media_type="application/x-tar",
+                            request_headers=dict(request.headers), on_sent=service.metrics.bytes_out.inc,
+                            opener=partial(open_tar, layout, service.blobs.content.path))
 
 
 @router.head("/{job_id}/files/{path:path}", include_in_schema=False)
