@@ -21,12 +21,14 @@ from multifile.hf import model_class, save_sharded, tiny_model
 from multifile.test_directory import shard_tensors
 
 FORMATS = ["safetensors", "bin"]
+MAX_FILES = 12
 SPEC = {"rules": [{"action": "freeze", "names": ["embeddings", "encoder.layer.0"]}]}
 
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory, subprocess_env: dict[str, str]) -> Iterator[str]:
-    with running_service(tmp_path_factory.mktemp("multifile-service"), subprocess_env, workers="1") as base:
+    with running_service(tmp_path_factory.mktemp("multifile-service"), subprocess_env, workers="1",
+                         max_model_files=str(MAX_FILES)) as base:
         yield base
 
 
@@ -133,6 +135,7 @@ def test_model_report_and_preview_of_a_directory(url: str, bert: dict[str, Path]
         as_is = client.get(f"/v1/models/{model['id']}/report").json()
         assert as_is["summary"]["frozen"] == 0 and as_is["files"]["index"] == "model.safetensors.index.json"
         preview = client.post(f"/v1/models/{model['id']}/preview", json=SPEC).json()
+        assert preview["input"]["filename"] == "model" and preview["input"]["sha256"] == model["sha256"]
         job = freeze(client, model["id"], SPEC)
         frozen = client.get(f"/v1/jobs/{job['id']}/report").json()
     assert report_states_of(preview) == report_states_of(frozen)
@@ -150,6 +153,15 @@ def test_unsafe_path_is_refused_naming_it(url: str, bert: dict[str, Path], bad: 
         r = upload(client, files)
     assert r.status_code == 422, r.text
     assert bad in r.json()["detail"]
+
+
+def test_too_many_files_are_refused(url: str) -> None:
+    files = {f"f{i}.json": b"{}" for i in range(MAX_FILES + 1)}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        r = upload(client, files)
+        assert r.status_code == 413, r.text
+        assert str(MAX_FILES) in r.json()["detail"]
+        assert upload(client, dict(list(files.items())[:2])).status_code == 422  # no weights: not a model
 
 
 def test_index_naming_a_missing_shard_is_refused(url: str, bert: dict[str, Path], tmp_path: Path) -> None:

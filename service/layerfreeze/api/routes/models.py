@@ -301,7 +301,8 @@ def _preview(service: Service, model: ModelRecord, spec: Any) -> bytes:
     from layerfreeze.freeze import preview_stored
 
     inventory, unrecordable = _inventories.get(service, model.id)
-    source = FileRef(filename=model.filename, bytes=model.bytes, sha256=model.sha256)
+    name = "model" if len(model.files) > 1 else model.filename  # a directory: named as its jobs name it
+    source = FileRef(filename=name, bytes=model.bytes, sha256=model.sha256)
     return preview_stored(inventory, spec, input=source, unrecordable=unrecordable).model_dump_json().encode()
 
 
