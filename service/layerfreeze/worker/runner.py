@@ -207,7 +207,7 @@ def _read_directory(files: DirectoryFiles, name: str, sha256: str, model: ModelP
 
     spec = parse_spec("{}")
     directory, selection, _plans = plan_directory({p: f for p, f, _s in files}, spec, limits)
-    doc = {"version": 1, "kind": "directory", "inventory": asdict(directory.inventory),
+    doc: dict[str, Any] = {"version": 1, "kind": "directory", "inventory": asdict(directory.inventory),
            "unrecordable": sorted(directory.unrecordable)}
     body = _report_dict(_directory_report(directory, selection, spec, files, name, sha256))
     _publish([(model.stored, doc), (model.report, body)])
@@ -231,7 +231,9 @@ def _freeze_directory(task: Task, files: DirectoryFiles) -> Outcome:
     if task.patch is None:
         report = _directory_report(directory, selection, spec, files, task.input_name, task.input_sha256)
     else:
-        entries, listing, digests = [], [], {}
+        entries: list[dict[str, Any]] = []
+        listing: list[tuple[str, int, str | None, bool]] = []
+        digests: dict[str, str | None] = {}
         for path, stored, sha in files:
             segments, size = plans[path], stored.stat().st_size
             changed = segments != ([(0, size)] if size else [])
