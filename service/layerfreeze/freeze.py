@@ -29,8 +29,9 @@ from layerfreeze.limits import ReadLimits
 if TYPE_CHECKING:
     from layerfreeze.formats.sharded import ShardedModel
 
-__all__ = ["freeze_directory", "freeze_file", "freeze_stored", "new_file_mode", "plan_directory",
-           "preview_stored", "read_model", "sha256_file"]
+__all__ = ["file_roles", "freeze_directory", "freeze_file", "freeze_stored", "listing_sha256",
+           "new_file_mode",
+           "plan_directory", "preview_stored", "read_model", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -135,18 +136,14 @@ def freeze_directory(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    roles = {p: "other" for p in files}
-    for shard_set in model.sets:
-        if shard_set.index is not None:
-            roles[shard_set.index] = "index"
-        roles.update((p, "shard") for p in shard_set.shards)
+    roles = file_roles(model)
     out_sizes = {p: output_size(segs) for p, segs in plans.items()}
     listing = [ModelFile(path=p, bytes=out_sizes[p] if dst is not None else sizes[p],
                          sha256=(out_sha if dst is not None else in_sha)[p], role=roles[p],
                          changed=p in changed) for p in sorted(files)]
-    source = FileRef(filename=name, bytes=sum(sizes.values()), sha256=_listing_sha(in_sha))
+    source = FileRef(filename=name, bytes=sum(sizes.values()), sha256=listing_sha256(in_sha))
     output = None if dst is None else FileRef(filename=Path(dst).name, bytes=sum(out_sizes.values()),
-                                              sha256=_listing_sha(out_sha))
+                                              sha256=listing_sha256(out_sha))
     report = build_report(selection, parsed, input=source, output=output)
     return report.model_copy(update={"files": FilesReport(index=model.index, shard_of=model.shard_of,
                                                           files=listing)})
@@ -164,7 +161,17 @@ def plan_directory(files: Mapping[str, Path], spec: FreezeSpec,
     return model, selection, model.plan(selection.final_by_name(), spec_sha256(spec))
 
 
-def _listing_sha(digests: Mapping[str, str | None]) -> str | None:
+def file_roles(model: ShardedModel) -> dict[str, Any]:
+    """Every file's role in a model directory: ``index``, ``shard`` or ``other``."""
+    roles = {p: "other" for p in model.files}
+    for shard_set in model.sets:
+        if shard_set.index is not None:
+            roles[shard_set.index] = "index"
+        roles.update((p, "shard") for p in shard_set.shards)
+    return roles
+
+
+def listing_sha256(digests: Mapping[str, str | None]) -> str | None:
     if any(v is None for v in digests.values()):
         return None
     text = "".join(f"{digests[p]}  {p}\n" for p in sorted(digests))

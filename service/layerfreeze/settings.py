@@ -62,6 +62,9 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
     max_upload_bytes: int = Field(8 * 1024**3, ge=1, description=(
         "Largest model file accepted (413 above: refused from `Content-Length` before reading, "
         "or while streaming)."))
+    max_model_files: int = Field(256, ge=1, le=100_000, description=(
+        "Most files one model upload may carry (a model directory's `file` parts: index, shards, config, "
+        "tokenizer, ...); 413 above. Their total size is bounded by `max_upload_bytes`."))
     max_form_field_bytes: int = Field(1024**2, ge=1, description=(
         "Largest `spec` or `dry_run` form field of an upload (413 above)."))
     job_timeout_s: float = Field(300.0, gt=0, description=(

@@ -79,21 +79,25 @@ def parse_range(header: str, size: int) -> list[tuple[int, int]] | None:
 class ArtifactResponse(Response):
     """A file response for GET and HEAD with the file's content hash as its validator."""
 
-    def __init__(self, path: Path, *, size: int, sha256: str, filename: str, method: str,
+    def __init__(self, path: Path, *, size: int, sha256: str | None, filename: str, method: str,
                  request_headers: dict[str, str], on_sent: object = None,
-                 opener: Callable[[], Any] | None = None) -> None:
-        super().__init__(content=None, status_code=200, media_type="application/octet-stream")
+                 opener: Callable[[], Any] | None = None, etag: str | None = None,
+                 media_type: str = "application/octet-stream") -> None:
+        super().__init__(content=None, status_code=200, media_type=media_type)
         self.path = path
         # Something with pread(n, pos) and close(): the file itself, or a stored model plus a patch.
         self.opener = opener or (lambda: _Reader(path))
         self.size = size
         self.send_body = method != "HEAD"
         self.on_sent = on_sent
-        etag = f'"{sha256}"'
+        # Without a sha256 (a composed response, e.g. an archive), ``etag`` names the exact bytes instead.
+        etag = f'"{sha256}"' if sha256 else f'"{etag}"'
         self.headers.update({
-            "etag": etag, "repr-digest": repr_digest(sha256), "accept-ranges": "bytes",
+            "etag": etag, "accept-ranges": "bytes",
             "content-disposition": content_disposition(filename), "cache-control": "private, no-cache",
         })
+        if sha256:
+            self.headers["repr-digest"] = repr_digest(sha256)
         self.ranges: list[tuple[int, int]] | None = None
         self.boundary = ""
         inm = request_headers.get("if-none-match")
@@ -208,3 +212,42 @@ class _Reader:
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
+
+
+class ConcatReader:
+    """``pread(n, pos)`` over pieces laid end to end: literal bytes, or (reader, size) where the reader has
+    ``pread`` and ``close`` (e.g. a ``SegmentReader`` per file of a directory's output)."""
+
+    def __init__(self, pieces: list[bytes | tuple[Any, int]]) -> None:
+        self.pieces = pieces
+        self.starts: list[int] = []
+        pos = 0
+        for piece in pieces:
+            self.starts.append(pos)
+            pos += len(piece) if isinstance(piece, bytes) else piece[1]
+        self.size = pos
+
+    def pread(self, n: int, pos: int) -> bytes:
+        import bisect
+
+        parts: list[bytes] = []
+        end = min(pos + n, self.size)
+        i = bisect.bisect_right(self.starts, pos) - 1
+        while pos < end and 0 <= i < len(self.pieces):
+            piece, rel = self.pieces[i], pos - self.starts[i]
+            if isinstance(piece, bytes):
+                data = piece[rel:rel + end - pos]
+            else:
+                data = piece[0].pread(min(end - pos, piece[1] - rel), rel)
+                if not data:
+                    return b"".join(parts)
+            parts.append(data)
+            pos += len(data)
+            if rel + len(data) >= (len(piece) if isinstance(piece, bytes) else piece[1]):
+                i += 1
+        return b"".join(parts)
+
+    def close(self) -> None:
+        for piece in self.pieces:
+            if not isinstance(piece, bytes):
+                piece[0].close()

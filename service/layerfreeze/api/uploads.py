@@ -38,8 +38,21 @@ FORM_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the fields th
 
 
 @dataclass
+class UploadedFile:
+    """One file part of a form, complete in ``path``; ``name`` is the filename as sent (a relative path
+    for a model directory's files)."""
+
+    path: Path
+    name: str
+    bytes: int
+    sha256: str
+
+
+@dataclass
 class Upload:
-    """A received form: the model file (complete, in ``path``) and the small text fields."""
+    """A received form: the model file (complete, in ``path``) and the small text fields. A form that may
+    carry several file parts (``max_files`` > 1) lists them all in ``files``; ``path`` and the rest describe
+    the first."""
 
     path: Path
     filename: str
@@ -47,6 +60,7 @@ class Upload:
     sha256: str
     fields: dict[str, str] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)  # parts under names the caller does not take
+    files: list[UploadedFile] = field(default_factory=list)
 
 
 def clean_filename(raw: str | None) -> str:
@@ -141,9 +155,12 @@ class _FormReader:
     """Callbacks for python-multipart: the file part goes to a ``_FileSink``, small fields to memory."""
 
     def __init__(self, tmp_path: Path, file_field: str, max_file_bytes: int, max_field_bytes: int,
-                 text_fields: frozenset[str] | None = None) -> None:
+                 text_fields: frozenset[str] | None = None, max_files: int = 1) -> None:
         self.tmp_path = tmp_path
         self.file_field = file_field
+        self.max_files = max_files
+        self.sinks: list[tuple[str, _FileSink]] = []  # every file part: (filename as sent, its sink)
+        self.total = 0
         self.text_fields = text_fields
         self.unknown: list[str] = []
         self.max_file_bytes = max_file_bytes
@@ -169,8 +186,9 @@ class _FormReader:
 
     def on_part_begin(self) -> None:
         self.parts += 1
-        if self.parts > MAX_PARTS:
-            raise BadRequest(f"the form has more than {MAX_PARTS} parts")
+        most = MAX_PARTS if self.max_files == 1 else MAX_PARTS + self.max_files
+        if self.parts > most:
+            raise BadRequest(f"the form has more than {most} parts")
         self.headers.clear()
         self.in_file = False
 
@@ -189,11 +207,19 @@ class _FormReader:
         _disposition, opts = parse_options_header(self.headers.get(b"content-disposition", b""))
         self.name = opts.get(b"name", b"").decode("utf-8", "replace")
         if self.name == self.file_field:
-            if self.sink is not None:
+            if self.sink is not None and self.max_files == 1:
                 raise BadRequest(f"the form has more than one '{self.file_field}' part")
+            if len(self.sinks) >= self.max_files:
+                raise UploadTooLarge(f"the form has more than {self.max_files} '{self.file_field}' parts",
+                                     limit="max_model_files", maximum=self.max_files)
             raw = opts.get(b"filename")
-            self.filename = clean_filename(raw.decode("utf-8", "replace") if raw else None)
-            self.sink = _FileSink(self.tmp_path)
+            sent = raw.decode("utf-8", "replace") if raw else ""
+            if not self.sinks:
+                self.filename = clean_filename(sent or None)
+            path = self.tmp_path if not self.sinks else self.tmp_path.with_name(
+                f"{self.tmp_path.name}.{len(self.sinks)}")
+            self.sink = _FileSink(path)
+            self.sinks.append((sent, self.sink))
             self.in_file = True
         elif self.name in self.fields or self.name in self.unknown:
             raise BadRequest(f"the form field '{self.name}' appears more than once")
@@ -205,10 +231,11 @@ class _FormReader:
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.in_file:
             assert self.sink is not None
-            if self.sink.size + (end - start) > self.max_file_bytes:
-                raise UploadTooLarge(
-                    f"the model file is larger than the limit of {self.max_file_bytes} bytes",
-                    limit="max_upload_bytes", maximum=self.max_file_bytes)
+            self.total += end - start
+            if self.total > self.max_file_bytes:
+                what = "the model file is" if self.max_files == 1 else "the model's files are"
+                raise UploadTooLarge(f"{what} larger than the limit of {self.max_file_bytes} bytes",
+                                     limit="max_upload_bytes", maximum=self.max_file_bytes)
             self.sink.add(memoryview(data)[start:end])  # no copy: the chunk is immutable bytes
             return
         buf = self.fields.get(self.name)
@@ -225,15 +252,17 @@ class _FormReader:
 
 async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: int,
                          max_field_bytes: int, file_field: str = "model",
-                         text_fields: frozenset[str] | None = None) -> Upload:
+                         text_fields: frozenset[str] | None = None, max_files: int = 1) -> Upload:
     """Receive the form. With ``text_fields``, parts under other names are read past, not kept, and
-    listed in ``Upload.unknown`` for the caller to refuse."""
+    listed in ``Upload.unknown`` for the caller to refuse. Up to ``max_files`` file parts are taken, each
+    to its own temporary file beside ``tmp_path`` (``Upload.files``); ``max_file_bytes`` bounds their
+    total."""
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         alternative = " (or a JSON body naming a stored model)" if file_field == "model" else ""
         raise UnsupportedMediaType(
             f"this request takes multipart/form-data with a '{file_field}' file part{alternative}")
-    max_body = max_file_bytes + MAX_PARTS * max_field_bytes + FORM_OVERHEAD
+    max_body = max_file_bytes + MAX_PARTS * max_field_bytes + FORM_OVERHEAD * max_files
     declared = request.headers.get("content-length")
     if declared is not None:
         length = parse_uint(declared.strip())
@@ -243,7 +272,7 @@ async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: in
             raise UploadTooLarge(f"the upload is larger than the limit of {max_file_bytes} bytes",
                                  limit="max_upload_bytes", value=length, maximum=max_file_bytes)
 
-    form = _FormReader(tmp_path, file_field, max_file_bytes, max_field_bytes, text_fields)
+    form = _FormReader(tmp_path, file_field, max_file_bytes, max_field_bytes, text_fields, max_files)
     parser = MultipartParser(params[b"boundary"], form.callbacks())
     received = 0
     try:
@@ -254,6 +283,10 @@ async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: in
                     raise UploadTooLarge(f"the upload is larger than the limit of {max_file_bytes} bytes",
                                          limit="max_upload_bytes", maximum=max_file_bytes)
                 parser.write(chunk)
+                for _name, done in form.sinks[:-1]:  # file parts that ended in this chunk: finish them
+                    if done.fd >= 0:
+                        await done.flush(force=True)
+                        await done.close()
                 if form.sink is not None:
                     await form.sink.flush()
             parser.finalize()
@@ -268,12 +301,15 @@ async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: in
                               f"take: {', '.join(repr(n) for n in form.unknown)}", fields=form.unknown)
         if form.sink is None:
             raise BadRequest(f"the form has no '{file_field}' file part")
-        await form.sink.flush(force=True)
-        await form.sink.close()
+        for _name, sink in form.sinks:
+            await sink.flush(force=True)
+            await sink.close()
     except BaseException as exc:
-        if form.sink is not None:
+        for _name, sink in form.sinks:
             with contextlib.suppress(OSError):
-                await form.sink.close()
+                await sink.close()
+            with contextlib.suppress(OSError):
+                sink.path.unlink()
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         if isinstance(exc, OSError) and (ours := storage_error(exc)) is not None:
@@ -284,8 +320,11 @@ async def receive_upload(request: Request, tmp_path: Path, *, max_file_bytes: in
         try:
             text[k] = v.decode("utf-8")
         except UnicodeDecodeError as exc:
-            tmp_path.unlink(missing_ok=True)
+            for _name, sink in form.sinks:
+                sink.path.unlink(missing_ok=True)
             raise BadRequest(f"form field '{k}' is not UTF-8") from exc
-    sink = form.sink
-    return Upload(path=tmp_path, filename=form.filename, bytes=sink.size, sha256=sink.hash.hexdigest(),
-                  fields=text, unknown=form.unknown)
+    files = [UploadedFile(path=sink.path, name=name, bytes=sink.size, sha256=sink.hash.hexdigest())
+             for name, sink in form.sinks]
+    first = files[0]
+    return Upload(path=first.path, filename=form.filename, bytes=first.bytes, sha256=first.sha256,
+                  fields=text, unknown=form.unknown, files=files)

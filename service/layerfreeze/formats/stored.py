@@ -46,6 +46,8 @@ def unrecordable_of(doc: Mapping[str, Any]) -> frozenset[str]:
     """Parameters whose stored file records no requires_grad (``torch._utils._rebuild_tensor``)."""
     from layerfreeze.formats.torch_objects import flags_from_json, unrecordable
 
+    if "unrecordable" in doc:  # a model directory's description lists them
+        return frozenset(doc["unrecordable"])
     return unrecordable(flags_from_json(doc["flags"])) if "flags" in doc else frozenset()
 
 

@@ -73,11 +73,12 @@ class ModelStore:
             self.unpin(sha256)
             raise
 
-    def pin(self, sha256: str) -> None:
-        """Keep a stored blob while a job that will hold it is being recorded."""
+    def pin(self, sha256: str, blob: bool = True) -> None:
+        """Keep a stored blob while a job that will hold it is being recorded. ``blob=False``: a model
+        directory's listing digest, which names no blob (its files are held by the model)."""
         with self.jobs._lock:
             self._pins[sha256] += 1
-        if not self.blobs.content.exists(sha256):
+        if blob and not self.blobs.content.exists(sha256):
             self.unpin(sha256)
             raise ModelNotFound("the model's file is gone")
 

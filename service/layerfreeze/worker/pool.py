@@ -19,7 +19,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
-from layerfreeze.errors import JobTimeLimit, StoreError, WorkerLost
+from layerfreeze.errors import JobTimeLimit, ModelNotFound, StoreError, WorkerLost
 from layerfreeze.metrics import Metrics
 from layerfreeze.problems import problem_for
 from layerfreeze.settings import Settings
@@ -27,7 +27,15 @@ from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobRecord, JobStore
 from layerfreeze.storage.models import ModelFile, ModelRecord, ModelStore
 from layerfreeze.worker.queue import PoolHealth
-from layerfreeze.worker.runner import READY, ModelPaths, Outcome, ReadTask, Task, worker_main
+from layerfreeze.worker.runner import (
+    READY,
+    DirectoryFiles,
+    ModelPaths,
+    Outcome,
+    ReadTask,
+    Task,
+    worker_main,
+)
 
 log = logging.getLogger("layerfreeze.pool")
 _SPAWN = multiprocessing.get_context("spawn")
@@ -195,9 +203,23 @@ class _Slot:
             report=blobs.report_path(record.id), input_name=record.input_filename,
             limits=pool.settings.read_limits(),
             model=pool.model_paths(model_id), input_sha256=record.input_sha256,
-            digest=record.inline_digest,
+            digest=record.inline_digest, files=self._directory_files(record),
         )
         return self._send(task, record.id)
+
+    def _directory_files(self, record: JobRecord) -> DirectoryFiles | None:
+        """The files of the model directory a job freezes; None for a single-file model. A directory's
+        ``input_sha256`` is its listing's, never a blob's."""
+        blobs = self.pool.blobs
+        if not record.model_id or blobs.content.exists(record.input_sha256):
+            return None
+        try:
+            model = self.pool.models.get(record.model_id)
+        except ModelNotFound:
+            return None
+        if len(model.files) < 2:
+            return None
+        return tuple(sorted((f.path, blobs.content.path(f.sha256), f.sha256) for f in model.files))
 
     def _send(self, task: Task | ReadTask, ident: str) -> tuple[Outcome, str | None]:
         pool = self.pool

@@ -39,6 +39,10 @@ class ModelPaths:
     report: Path
 
 
+# A model directory's files: (relative path, stored file, its sha256), sorted by path.
+DirectoryFiles = tuple[tuple[str, Path, str], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     job_id: str
@@ -51,6 +55,7 @@ class Task:
     model: ModelPaths  # read first when ``model.stored`` does not exist yet
     input_sha256: str | None = None  # as hashed on arrival; a first read checks the file still matches
     digest: bool = True  # hash the output now (else the API's background pass does, after the job)
+    files: DirectoryFiles | None = None  # a model directory: its files (``src`` is then unused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,7 @@ class ReadTask:
     sha256: str
     model: ModelPaths
     limits: ReadLimits
+    files: DirectoryFiles | None = None  # a model directory: its files (``src`` is then unused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,11 @@ def run_task(task: Task | ReadTask, memory_mb: int) -> Outcome:
     if isinstance(task, Task):
         parts += [task.report] + ([task.patch] if task.patch else [])
     try:
+        if isinstance(task, ReadTask) and task.files is not None:
+            return Outcome(ident, ok=True, model=_read_directory(task.files, task.filename, task.sha256,
+                                                                 task.model, task.limits))
+        if isinstance(task, Task) and task.files is not None:
+            return _freeze_directory(task, task.files)
         if isinstance(task, ReadTask):
             return Outcome(ident, ok=True, model=_read(task.src, task.filename, task.sha256, task.model,
                                                        task.limits)[1])
@@ -148,6 +159,98 @@ def _read(src: Path, filename: str, sha256: str | None, model: ModelPaths,
         renames.append((part, path))
     publish_all(renames)
     return doc, {"format": doc["inventory"]["format"], "summary": body["summary"]}
+
+
+def _publish(items: list[tuple[Path, Any]]) -> None:
+    """Write each JSON document beside its final name, then rename them all into place."""
+    from layerfreeze.storage.blobs import fsync_dir, publish_all, write_file
+
+    folder = items[0][0].parent
+    if not folder.is_dir():
+        folder.mkdir()
+        fsync_dir(folder.parent)
+    renames = []
+    for path, content in items:
+        part = path.with_name(path.name + ".part")
+        part.unlink(missing_ok=True)
+        write_file(part, json.dumps(content, separators=(",", ":")).encode())
+        renames.append((part, path))
+    publish_all(renames)
+
+
+def _directory_report(model: Any, selection: Any, spec: Any, files: DirectoryFiles, name: str,
+                      sha256: str | None, listing: list[tuple[str, int, str | None, bool]] | None = None,
+                      output: Any = None) -> Any:
+    """The report of a model directory: the usual one plus its ``files`` section. ``listing`` gives every
+    output file as (path, bytes, sha256, changed); without it, the input files, unchanged."""
+    from layerfreeze.core.report import FileRef, FilesReport, ModelFile, build_report
+    from layerfreeze.freeze import file_roles
+
+    roles = file_roles(model)
+    if listing is None:
+        listing = [(p, f.stat().st_size, sha, False) for p, f, sha in files]
+    source = FileRef(filename=name, bytes=sum(f.stat().st_size for _p, f, _s in files), sha256=sha256)
+    report = build_report(selection, spec, input=source, output=output)
+    entries = [ModelFile(path=p, bytes=n, sha256=sha, role=roles[p], changed=changed)
+               for p, n, sha, changed in listing]
+    return report.model_copy(update={"files": FilesReport(index=model.index, shard_of=model.shard_of,
+                                                          files=entries)})
+
+
+def _read_directory(files: DirectoryFiles, name: str, sha256: str, model: ModelPaths,
+                    limits: ReadLimits) -> dict[str, Any]:
+    """Read a model directory once (every shard as data); publish its description and report."""
+    from dataclasses import asdict
+
+    from layerfreeze.core.spec import parse_spec
+    from layerfreeze.freeze import plan_directory
+
+    spec = parse_spec("{}")
+    directory, selection, _plans = plan_directory({p: f for p, f, _s in files}, spec, limits)
+    doc: dict[str, Any] = {"version": 1, "kind": "directory", "inventory": asdict(directory.inventory),
+           "unrecordable": sorted(directory.unrecordable)}
+    body = _report_dict(_directory_report(directory, selection, spec, files, name, sha256))
+    _publish([(model.stored, doc), (model.report, body)])
+    return {"format": doc["inventory"]["format"], "summary": body["summary"]}
+
+
+def _freeze_directory(task: Task, files: DirectoryFiles) -> Outcome:
+    """Freeze a model directory into a report and a patch with one entry per file (no tensor bytes):
+    every output file as segments over the stored input file of the same path."""
+    from layerfreeze.core.report import FileRef
+    from layerfreeze.core.spec import parse_spec
+    from layerfreeze.formats.segments import PATCH_FORMAT, output_size, sha256_of, to_patch_file
+    from layerfreeze.freeze import listing_sha256, output_filename, plan_directory
+
+    model = None
+    if not task.model.stored.exists():
+        model = _read_directory(files, task.input_name, task.input_sha256 or "", task.model, task.limits)
+    spec = parse_spec(task.spec)
+    directory, selection, plans = plan_directory({p: f for p, f, _s in files}, spec, task.limits)
+    items: list[tuple[Path, Any]] = []
+    if task.patch is None:
+        report = _directory_report(directory, selection, spec, files, task.input_name, task.input_sha256)
+    else:
+        entries: list[dict[str, Any]] = []
+        listing: list[tuple[str, int, str | None, bool]] = []
+        digests: dict[str, str | None] = {}
+        for path, stored, sha in files:
+            segments, size = plans[path], stored.stat().st_size
+            changed = segments != ([(0, size)] if size else [])
+            out_sha = sha256_of(stored, segments)[1] if changed else sha  # only changed files are read
+            digests[path] = out_sha
+            listing.append((path, output_size(segments), out_sha, changed))
+            entries.append(to_patch_file(path, segments, base_sha256=sha, base_bytes=size,
+                                         output_sha256=out_sha))
+        output = FileRef(filename=output_filename(task.input_name), bytes=sum(n for _p, n, _s, _c in listing),
+                         sha256=listing_sha256(digests))
+        report = _directory_report(directory, selection, spec, files, task.input_name, task.input_sha256,
+                                   listing, output)
+        items.append((task.patch, {"format": PATCH_FORMAT, "files": entries}))
+    body = _report_dict(report)
+    items.append((task.report, body))
+    _publish(items)
+    return Outcome(task.job_id, ok=True, output=body.get("output"), model=model)
 
 
 def _freeze(task: Task) -> Outcome:

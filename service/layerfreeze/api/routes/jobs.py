@@ -241,10 +241,12 @@ async def _stored_job_record(request: Request, service: Any, tenant: str, job_id
     spec_text = body.spec if isinstance(body.spec, str) else json.dumps(body.spec)
     await check_spec(spec_text.strip() or "{}")  # 422 with pointers before anything is queued
     model = service.models.get(body.model, tenant if service.settings.tokens else None)
-    service.models.pin(model.sha256)
+    directory = len(model.files) > 1
+    service.models.pin(model.sha256, blob=not directory)
     return JobRecord(
         id=job_id, tenant=tenant, status="queued", created_at=time.time(), dry_run=body.dry_run,
-        spec=spec_text.strip() or "{}", input_filename=model.filename, input_bytes=model.bytes,
+        spec=spec_text.strip() or "{}", input_filename="model" if directory else model.filename,
+        input_bytes=model.bytes,
         input_sha256=model.sha256, model_id=model.id, inline_digest=False,
     )
 
@@ -339,11 +341,15 @@ async def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Res
     416: {"description": "Range not satisfiable"},
     200: {"content": {"application/octet-stream": {}}, "description": "The modified checkpoint"}})
 async def get_artifact(job_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
-    """The modified checkpoint: strong ETag and Repr-Digest from its sha256, Range support."""
+    """The modified checkpoint: strong ETag and Repr-Digest from its sha256, Range support. For a model
+    directory: one uncompressed tar of the output directory (``<name>/<path>`` entries), Range too."""
     record = service.store.get(job_id, tenant)
     if record.dry_run:
         raise JobNotFound(f"job {job_id} was a dry run: it has no artifact", job_id=job_id)
     record = _finished(service, job_id, tenant)
+    patch = await anyio.to_thread.run_sync(_directory_patch, service, record)
+    if patch is not None:  # a model directory: one uncompressed tar of the output directory
+        return _tar_response(service, record, patch, request)
     path = service.blobs.output_path(job_id)
     if path.exists():  # a full copy, from before stored models
         opener = None
@@ -360,6 +366,61 @@ async def get_artifact(job_id: str, request: Request, service: ServiceDep, tenan
                             filename=record.output_filename or "model.frozen", method=request.method,
                             request_headers=dict(request.headers),
                             on_sent=service.metrics.bytes_out.inc, opener=opener)
+
+
+def _directory_patch(service: Any, record: JobRecord) -> dict[str, Any] | None:
+    """The patch of a job on a model directory (one entry per file); None for a single file."""
+    path = service.blobs.patch_path(record.id)
+    if record.dry_run or service.blobs.content.exists(record.input_sha256) or not path.is_file():
+        return None
+    doc = json.loads(path.read_bytes())
+    return doc if isinstance(doc.get("files"), list) else None
+
+
+def _tar_response(service: Any, record: JobRecord, patch: dict[str, Any], request: Request) -> Response:
+    from layerfreeze.api.archive import open_tar, tar_layout, tar_size
+
+    for entry in patch["files"]:
+        if not service.blobs.content.exists(entry["base"]["sha256"]):
+            raise JobNotFound(f"the input of job {record.id} is gone (its model was deleted)",
+                              job_id=record.id)
+    top = record.output_filename or "model.frozen"
+    layout = tar_layout(patch["files"], top, int(record.created_at))
+    return ArtifactResponse(service.blobs.content.path(patch["files"][0]["base"]["sha256"]),
+                            size=tar_size(layout), sha256=None, etag=f"tar-{record.output_sha256}",
+                            filename=f"{top}.tar", method=request.method, media_type="application/x-tar",
+                            request_headers=dict(request.headers), on_sent=service.metrics.bytes_out.inc,
+                            opener=partial(open_tar, layout, service.blobs.content.path))
+
+
+@router.head("/{job_id}/files/{path:path}", include_in_schema=False)
+@router.get("/{job_id}/files/{path:path}", responses={
+    **_RESPONSES, 206: {"description": "Partial content"}, 304: {"description": "Not modified"},
+    416: {"description": "Range not satisfiable"},
+    200: {"content": {"application/octet-stream": {}}, "description": "One file of the output directory"}})
+async def get_file(job_id: str, path: str, request: Request, service: ServiceDep,
+                   tenant: TenantDep) -> Response:
+    """One file of a model directory's output, by its relative path: strong ETag and Repr-Digest from
+    its sha256, Range support, as ``/artifact`` for a single file."""
+    record = service.store.get(job_id, tenant)
+    if record.dry_run:
+        raise JobNotFound(f"job {job_id} was a dry run: it has no output", job_id=job_id)
+    record = _finished(service, job_id, tenant)
+    patch = await anyio.to_thread.run_sync(_directory_patch, service, record)
+    if patch is None:
+        raise JobNotFound(f"job {job_id} froze a single file: download it from /v1/jobs/{job_id}/artifact",
+                          job_id=job_id)
+    entry = next((e for e in patch["files"] if e["path"] == path), None)
+    if entry is None:
+        raise JobNotFound(f"the output of job {job_id} has no file {path[:200]!r}", job_id=job_id)
+    base = service.blobs.content.path(entry["base"]["sha256"])
+    if not base.exists():
+        raise JobNotFound(f"the input of job {job_id} is gone (its model was deleted)", job_id=job_id)
+    segments = from_patch_segments(entry["segments"])
+    return ArtifactResponse(base, size=entry["output"]["bytes"], sha256=entry["output"]["sha256"],
+                            filename=path.rsplit("/", 1)[-1], method=request.method,
+                            request_headers=dict(request.headers), on_sent=service.metrics.bytes_out.inc,
+                            opener=partial(SegmentReader, base, segments))
 
 
 def _segments(service: Any, record: JobRecord) -> list[Segment]:
@@ -383,6 +444,9 @@ async def get_patch(job_id: str, service: ServiceDep, tenant: TenantDep) -> Resp
     if not path.is_file():
         raise JobNotFound(f"job {job_id} has no patch (its artifact predates stored models)", job_id=job_id)
     entry = json.loads(await anyio.to_thread.run_sync(path.read_bytes))
+    if isinstance(entry.get("files"), list):  # a model directory: one entry per file, digests known
+        return JSONResponse(entry, headers={"etag": f'"patch-{record.output_sha256}"',
+                                            "cache-control": "private, no-cache"})
     sha = record.output_sha256 or await anyio.to_thread.run_sync(service.digests.ensure, job_id)
     entry["output"]["sha256"] = sha
     entry["path"] = record.output_filename or entry["path"]

@@ -26,13 +26,13 @@ from layerfreeze.api.idempotency import fingerprint
 from layerfreeze.api.routes.tus import take_complete
 from layerfreeze.api.schemas import ModelPublic, ModelsPublic, model_public
 from layerfreeze.api.service import Service
-from layerfreeze.api.uploads import receive_upload
+from layerfreeze.api.uploads import UploadedFile, receive_upload
 from layerfreeze.core.model import Inventory
 from layerfreeze.core.report import FileRef
 from layerfreeze.errors import BadRequest, LayerfreezeError, ModelNotFound, NotReady, storage_error
 from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.models import ModelFile, ModelRecord
-from layerfreeze.worker.runner import ReadTask
+from layerfreeze.worker.runner import DirectoryFiles, ReadTask
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -97,6 +97,51 @@ def store_model(service: Service, tenant: str, tmp: Any, filename: str, size: in
         service.models.unpin(sha256)
 
 
+def directory_files(service: Service, files: Any) -> DirectoryFiles:
+    """A model directory's files as a worker reads them: (relative path, stored blob, sha256) by path."""
+    return tuple(sorted((f.path, service.blobs.content.path(f.sha256), f.sha256) for f in files))
+
+
+def store_directory(service: Service, tenant: str, files: list[UploadedFile]) -> tuple[ModelRecord, bool]:
+    """Blocking: a model directory's files (relative path -> received file) as one model. Each file is
+    stored as a blob; the model's sha256 is that of the ``sha256sum``-style listing of its files."""
+    from layerfreeze.formats.sharded import check_paths
+    from layerfreeze.freeze import listing_sha256
+
+    check_paths(f.name for f in files)
+    listing = listing_sha256({f.name: f.sha256 for f in files})
+    assert listing is not None
+    total = sum(f.bytes for f in files)
+    existing = service.models.find(tenant, listing)
+    if existing is not None:
+        for f in files:
+            f.path.unlink(missing_ok=True)
+        return existing, False
+    adopted: list[str] = []
+    try:
+        for f in files:
+            service.models.adopt_blob(f.path, f.sha256, f.bytes)
+            adopted.append(f.sha256)
+        model_id = secrets.token_hex(12)
+        outcome = service.pool.call(ReadTask(
+            model_id=model_id, src=service.blobs.content.path(files[0].sha256), filename="model",
+            sha256=listing, model=service.pool.model_paths(model_id), limits=service.settings.read_limits(),
+            files=directory_files(service, [ModelFile(f.name, f.bytes, f.sha256) for f in files])))
+        if not outcome.ok or outcome.model is None:
+            service.blobs.remove_model(model_id)
+            raise _Failed(outcome.problem or {"status": 500, "detail": "the model could not be read"})
+        record, new = service.models.create(ModelRecord(
+            id=model_id, tenant=tenant, sha256=listing, bytes=total, format=str(outcome.model["format"]),
+            created_at=time.time(), summary=outcome.model["summary"],
+            files=tuple(ModelFile(f.name, f.bytes, f.sha256) for f in sorted(files, key=lambda f: f.name))))
+        if not new:
+            service.blobs.remove_model(model_id)
+        return record, new
+    finally:
+        for sha in adopted:
+            service.models.unpin(sha)
+
+
 @router.post("", status_code=201, response_model=ModelPublic,
              responses={**_RESPONSES, 200: {"description": "The tenant already has this content"},
                         409: {"description": "Upload incomplete, or its Idempotency-Key in use"},
@@ -108,14 +153,16 @@ def store_model(service: Service, tenant: str, tmp: Any, filename: str, size: in
                  "schema": {"type": "object", "required": ["file"], "properties": {
                      "file": {"type": "string", "format": "binary"}}}}}}})
 async def upload_model(request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
-    """Store and read a model: multipart with one ``file`` part, or JSON ``{"upload": "<id>"}`` naming a
-    complete resumable upload (``/v1/uploads``). 201 with the model, or 200 with the existing model when
-    this tenant already uploaded the same content (nothing stored twice)."""
+    """Store and read a model: multipart with one ``file`` part, or several whose filenames are the
+    relative paths of a model directory's files (one model, CONTRACT section 9), or JSON
+    ``{"upload": "<id>"}`` naming a complete resumable upload (``/v1/uploads``). 201 with the model, or
+    200 with the existing model when this tenant already uploaded the same content (nothing stored twice)."""
     if not service.pool.running:
         raise NotReady("the service is shutting down; retry shortly", retry_after=5)
     s = service.settings
     idem = await anyio.to_thread.run_sync(begin_idempotent, request, IdempotencyStore(service.store), tenant)
     tmp = service.blobs.temp_path()
+    received: list[UploadedFile] = []
     try:
         if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
             upload_id = await _upload_id(request)  # a complete resumable upload becomes the model
@@ -126,15 +173,21 @@ async def upload_model(request: Request, service: ServiceDep, tenant: TenantDep)
                                                                       tenant)
         else:
             upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
-                                          max_field_bytes=s.max_form_field_bytes, file_field="file")
-            service.metrics.bytes_in.inc(upload.bytes)
+                                          max_field_bytes=s.max_form_field_bytes, file_field="file",
+                                          max_files=s.max_model_files)
+            received = upload.files
+            service.metrics.bytes_in.inc(sum(f.bytes for f in received))
             filename, size, sha = upload.filename, upload.bytes, upload.sha256
-            print_ = fingerprint("model", sha, filename)
+            print_ = (fingerprint("model", sha, filename) if len(received) == 1 else
+                      fingerprint("model-directory", *[x for f in received for x in (f.sha256, f.name)]))
             if (replay := idem.replay(print_)) is not None:
                 return replay
         try:
-            record, new = await anyio.to_thread.run_sync(
-                store_model, service, tenant or "", tmp, filename, size, sha)
+            if len(received) > 1:
+                record, new = await anyio.to_thread.run_sync(store_directory, service, tenant or "", received)
+            else:
+                record, new = await anyio.to_thread.run_sync(
+                    store_model, service, tenant or "", tmp, filename, size, sha)
         except _Failed as exc:  # the same upload would fail the same way: nothing to remember
             await anyio.to_thread.run_sync(idem.release)
             body = {**exc.problem, "instance": str(request.url.path)}
@@ -147,8 +200,9 @@ async def upload_model(request: Request, service: ServiceDep, tenant: TenantDep)
         await anyio.to_thread.run_sync(idem.release)
         raise
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        for path in (tmp, *(f.path for f in received)):
+            with contextlib.suppress(OSError):
+                path.unlink()
     response = _model_response(record, 201 if new else 200)
     await anyio.to_thread.run_sync(idem.complete, print_, response)
     return response
@@ -247,7 +301,8 @@ def _preview(service: Service, model: ModelRecord, spec: Any) -> bytes:
     from layerfreeze.freeze import preview_stored
 
     inventory, unrecordable = _inventories.get(service, model.id)
-    source = FileRef(filename=model.filename, bytes=model.bytes, sha256=model.sha256)
+    name = "model" if len(model.files) > 1 else model.filename  # a directory: named as its jobs name it
+    source = FileRef(filename=name, bytes=model.bytes, sha256=model.sha256)
     return preview_stored(inventory, spec, input=source, unrecordable=unrecordable).model_dump_json().encode()
 
 
