@@ -80,21 +80,29 @@ def store_model(service: Service, tenant: str, tmp: Any, filename: str, size: in
     service.models.adopt_blob(tmp, sha256, size)
     model_id = secrets.token_hex(12)
     try:
-        outcome = service.pool.call(ReadTask(
+        task = ReadTask(
             model_id=model_id, src=service.blobs.content.path(sha256), filename=filename, sha256=sha256,
-            model=service.pool.model_paths(model_id), limits=service.settings.read_limits()))
-        if not outcome.ok or outcome.model is None:
-            service.blobs.remove_model(model_id)
-            raise _Failed(outcome.problem or {"status": 500, "detail": "the model could not be read"})
-        record, new = service.models.create(ModelRecord(
-            id=model_id, tenant=tenant, sha256=sha256, bytes=size, format=str(outcome.model["format"]),
-            created_at=time.time(), summary=outcome.model["summary"],
-            files=(ModelFile(filename, size, sha256),)))
-        if not new:
-            service.blobs.remove_model(model_id)
-        return record, new
+            model=service.pool.model_paths(model_id), limits=service.settings.read_limits())
+        return _read_and_record(service, tenant, task, size, (ModelFile(filename, size, sha256),))
     finally:
         service.models.unpin(sha256)
+
+
+def _read_and_record(service: Service, tenant: str, task: ReadTask, size: int,
+                     files: tuple[ModelFile, ...]) -> tuple[ModelRecord, bool]:
+    """Blocking: read a model once in a worker, then record it; when the tenant already has it (a race
+    with the same upload), the existing record stands and this read's files go."""
+    outcome = service.pool.call(task)
+    if not outcome.ok or outcome.model is None:
+        service.blobs.remove_model(task.model_id)
+        raise _Failed(outcome.problem or {"status": 500, "detail": "the model could not be read"})
+    record, new = service.models.create(ModelRecord(
+        id=task.model_id, tenant=tenant, sha256=task.sha256, bytes=size,
+        format=str(outcome.model["format"]), created_at=time.time(), summary=outcome.model["summary"],
+        files=files))
+    if not new:
+        service.blobs.remove_model(task.model_id)
+    return record, new
 
 
 def directory_files(service: Service, files: Any) -> DirectoryFiles:
@@ -123,20 +131,12 @@ def store_directory(service: Service, tenant: str, files: list[UploadedFile]) ->
             service.models.adopt_blob(f.path, f.sha256, f.bytes)
             adopted.append(f.sha256)
         model_id = secrets.token_hex(12)
-        outcome = service.pool.call(ReadTask(
+        model_files = tuple(ModelFile(f.name, f.bytes, f.sha256) for f in sorted(files, key=lambda f: f.name))
+        task = ReadTask(
             model_id=model_id, src=service.blobs.content.path(files[0].sha256), filename="model",
             sha256=listing, model=service.pool.model_paths(model_id), limits=service.settings.read_limits(),
-            files=directory_files(service, [ModelFile(f.name, f.bytes, f.sha256) for f in files])))
-        if not outcome.ok or outcome.model is None:
-            service.blobs.remove_model(model_id)
-            raise _Failed(outcome.problem or {"status": 500, "detail": "the model could not be read"})
-        record, new = service.models.create(ModelRecord(
-            id=model_id, tenant=tenant, sha256=listing, bytes=total, format=str(outcome.model["format"]),
-            created_at=time.time(), summary=outcome.model["summary"],
-            files=tuple(ModelFile(f.name, f.bytes, f.sha256) for f in sorted(files, key=lambda f: f.name))))
-        if not new:
-            service.blobs.remove_model(model_id)
-        return record, new
+            files=directory_files(service, model_files))
+        return _read_and_record(service, tenant, task, total, model_files)
     finally:
         for sha in adopted:
             service.models.unpin(sha)
