@@ -30,8 +30,7 @@ if TYPE_CHECKING:
     from layerfreeze.formats.sharded import ShardedModel
 
 __all__ = ["file_roles", "freeze_directory", "freeze_file", "freeze_stored", "listing_sha256",
-           "new_file_mode",
-           "plan_directory", "preview_stored", "read_model", "sha256_file"]
+           "new_dir_mode", "new_file_mode", "plan_directory", "preview_stored", "read_model", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -129,7 +128,7 @@ def freeze_directory(
                                          hash_output=digest)
                 out_sha[path] = written.sha256 or None
                 os.chmod(target, new_file_mode())
-            os.chmod(tmp, 0o777 & ~(~new_file_mode() & 0o666))  # as mkdir would
+            os.chmod(tmp, new_dir_mode())
             if dst.exists():
                 dst.rmdir()
             os.replace(tmp, dst)
@@ -179,15 +178,25 @@ def listing_sha256(digests: Mapping[str, str | None]) -> str | None:
 
 
 def new_file_mode() -> int:
-    """The mode ``open()`` (and so ``cp``) gives a new file: ``0o666`` less the process umask. Read from
-    /proc where it exists, since setting the umask to read it is not thread-safe."""
+    """The mode ``open()`` (and so ``cp``) gives a new file: ``0o666`` less the process umask."""
+    return 0o666 & ~_umask()
+
+
+def new_dir_mode() -> int:
+    """The mode ``mkdir`` gives a new directory: ``0o777`` less the process umask."""
+    return 0o777 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read from /proc where it exists, since setting it to read it is not
+    thread-safe."""
     with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
         for line in status:
             if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
 def read_model(src: Path | str, *, filename: str, sha256: str,

@@ -287,3 +287,26 @@ def test_cli_patch_of_a_directory_rebuilds_the_frozen_directory(
         assert "not the patch's base" in capsys.readouterr().err
         assert not (tmp_path / "nope").exists()
         assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_patched_files_and_directories_follow_the_umask_like_cp(
+        models: dict[tuple[str, str], Path], tmp_path: Path) -> None:
+    """What `layerfreeze patch apply` writes, a file or a directory, gets the modes `cp` would give."""
+    import stat
+
+    from testing.files import umask
+
+    src = models["llama", "safetensors"]
+    spec = json.dumps({"rules": [{"action": "freeze", "names": ["layers.0"]}]})
+    patch, one_patch = tmp_path / "dir.patch.json", tmp_path / "one.patch.json"
+    shard = next(p for p in src.iterdir() if p.suffix == ".safetensors")
+    assert main(["patch", "create", str(src), "--spec-json", spec, "-o", str(patch)]) == 0
+    relaxed = json.dumps({"rules": [{"action": "freeze", "names": ["**"]}], "strict": False})
+    assert main(["patch", "create", str(shard), "--spec-json", relaxed, "-o", str(one_patch)]) == 0
+    with umask(0o027):
+        assert main(["patch", "apply", str(patch), str(src), "-o", str(tmp_path / "out")]) == 0
+        one = tmp_path / "one.safetensors"
+        assert main(["patch", "apply", str(one_patch), str(shard), "-o", str(one)]) == 0
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o750
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()} == {0o640}
+    assert stat.S_IMODE((tmp_path / "one.safetensors").stat().st_mode) == 0o640

@@ -57,18 +57,13 @@ def _create_directory_patch(model: Path, spec: str | bytes, output: Path) -> int
 
 def apply_patch(patch: Path, model: Path, output: Path) -> int:
     from layerfreeze.formats.copying import write_segments
+    from layerfreeze.freeze import new_file_mode
 
+    files = _read_patch(patch)
     if model.is_dir():
-        return _apply_directory_patch(_read_patch(patch), model, output)
-    try:
-        doc = json.loads(patch.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{patch} is not JSON: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != PATCH_FORMAT:
-        raise FormatError(f"{patch} is not a {PATCH_FORMAT} document")
-    files = doc.get("files")
-    if not isinstance(files, list) or len(files) != 1 or not isinstance(files[0], dict):
-        raise FormatError("the patch must describe exactly one file (multi-file patches: apply per file)")
+        return _apply_directory_patch(files, model, output)
+    if len(files) != 1:
+        raise FormatError(f"the patch describes {len(files)} files: apply it to the model's directory")
     entry = files[0]
     base, want = entry.get("base") or {}, entry.get("output") or {}
     if model.stat().st_size != base.get("bytes"):
@@ -84,7 +79,7 @@ def apply_patch(patch: Path, model: Path, output: Path) -> int:
         if written.sha256 != want.get("sha256"):
             raise FormatError(f"the rebuilt file's sha256 {written.sha256} is not the patch's "
                               f"{want.get('sha256')}")
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, new_file_mode())  # as `cp` would make it, not mkstemp's 0600
         os.replace(tmp, output)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -93,7 +88,7 @@ def apply_patch(patch: Path, model: Path, output: Path) -> int:
     return exit_codes.OK
 
 
-def _read_patch(patch: Path) -> list[dict[str, object]]:
+def _read_patch(patch: Path) -> list[dict[str, Any]]:
     try:
         doc = json.loads(patch.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -114,6 +109,7 @@ def _apply_directory_patch(entries: list[dict[str, Any]], model: Path, output: P
 
     from layerfreeze.formats.copying import write_segments
     from layerfreeze.formats.sharded import check_paths
+    from layerfreeze.freeze import new_dir_mode, new_file_mode
 
     check_paths(e["path"] for e in entries)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
@@ -133,8 +129,8 @@ def _apply_directory_patch(entries: list[dict[str, Any]], model: Path, output: P
             if written.sha256 != want.get("sha256"):
                 raise FormatError(f"the rebuilt {path!r} has sha256 {written.sha256}, not the patch's "
                                   f"{want.get('sha256')}")
-            os.chmod(target, 0o644)
-        os.chmod(tmp, 0o755)
+            os.chmod(target, new_file_mode())
+        os.chmod(tmp, new_dir_mode())  # as `cp -r` would make them
         if output.exists():
             output.rmdir()
         os.replace(tmp, output)
