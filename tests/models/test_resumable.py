@@ -76,3 +76,30 @@ def test_client_resumes_by_itself(service, tmp_path: Path) -> None:
         model = c.upload_model(src)
     assert transport.dropped
     assert model["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+
+
+def _raw(url: str, head: str) -> bytes:
+    """One request with header bytes as given (latin-1), and the status line of the answer."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as s:
+        s.sendall(head.replace("\n", "\r\n").encode("latin-1") + b"\r\n")
+        return s.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_malformed_upload_numbers_are_4xx_and_change_nothing(service, tmp_path: Path) -> None:
+    url, _ = service
+    auth = f"Authorization: Bearer {TOKENS['alice']}\nTus-Resumable: 1.0.0\n"
+    for bad in ("\xb2", "1" * 5000, "-1"):  # '²' passes str.isdigit(); int() refuses 5,000 digits
+        status = _raw(url, f"POST /v1/uploads HTTP/1.1\nHost: x\n{auth}Upload-Length: {bad}\n"
+                           "Content-Length: 0\nConnection: close\n")
+        assert status.split()[1] in (b"400", b"431"), (bad[:8], status)
+    with client(url) as c:
+        created = c.post("/v1/uploads", headers={**TUS, "upload-length": "4"})
+        assert created.status_code == 201
+        location = created.headers["location"]
+    for bad in ("\xb2", "1" * 5000, "+0"):
+        status = _raw(url, f"PATCH {location} HTTP/1.1\nHost: x\n{auth}Upload-Offset: {bad}\n"
+                           f"Content-Type: {OCTETS}\nContent-Length: 4\nConnection: close\n\nabcd")
+        assert status.split()[1] in (b"409", b"431"), (bad[:8], status)
+    with client(url) as c:
+        assert c.head(location, headers=TUS).headers["upload-offset"] == "0"  # nothing was taken

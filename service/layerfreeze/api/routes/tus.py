@@ -22,6 +22,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.requests import ClientDisconnect
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
+from layerfreeze.api.numbers import parse_uint
 from layerfreeze.api.service import Service
 from layerfreeze.api.uploads import clean_filename
 from layerfreeze.errors import (
@@ -144,11 +146,10 @@ def discover(service: ServiceDep) -> Response:
 def create_upload(request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
     """Start a resumable upload of ``Upload-Length`` bytes (tus creation)."""
     _check_version(request)
-    raw = request.headers.get("upload-length", "")
-    if not raw.isdigit():
-        raise BadRequest("Upload-Length (the file's size in bytes) is required; deferred lengths are not "
-                         "supported")
-    length = int(raw)
+    length = parse_uint(request.headers.get("upload-length", ""))
+    if length is None:
+        raise BadRequest("Upload-Length (the file's size in bytes, ASCII digits) is required; deferred "
+                         "lengths are not supported")
     if length > service.settings.max_upload_bytes:
         raise UploadTooLarge(f"the upload is larger than the limit of {service.settings.max_upload_bytes} "
                              "bytes", limit="max_upload_bytes", value=length,
@@ -182,20 +183,26 @@ async def append(upload_id: str, request: Request, service: ServiceDep, tenant: 
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/offset+octet-stream":
         raise UnsupportedMediaType("PATCH takes Content-Type: application/offset+octet-stream")
     info, data = load_upload(service, upload_id, tenant)
-    with _active_lock:
-        if upload_id in _active:
-            raise OffsetMismatch("another PATCH of this upload is in progress", job_id=upload_id)
-        _active.add(upload_id)
-    try:
+    with _claimed(upload_id, "another PATCH of this upload is in progress"):
         offset = data.stat().st_size
-        claimed = request.headers.get("upload-offset", "")
-        if not claimed.isdigit() or int(claimed) != offset:
+        if parse_uint(request.headers.get("upload-offset", "")) != offset:
             raise OffsetMismatch(f"Upload-Offset must be {offset}, the bytes held so far", job_id=upload_id)
         offset = await _receive(request, data, offset, info.length)
+    return Response(status_code=204, headers=_tus_headers(**{"upload-offset": str(offset)}))
+
+
+@contextlib.contextmanager
+def _claimed(upload_id: str, busy: str) -> Iterator[None]:
+    """One request at a time works on an upload's bytes; another one meanwhile is a 409 saying ``busy``."""
+    with _active_lock:
+        if upload_id in _active:
+            raise OffsetMismatch(busy, job_id=upload_id)
+        _active.add(upload_id)
+    try:
+        yield
     finally:
         with _active_lock:
             _active.discard(upload_id)
-    return Response(status_code=204, headers=_tus_headers(**{"upload-offset": str(offset)}))
 
 
 async def _receive(request: Request, data: Path, offset: int, length: int) -> int:
@@ -232,20 +239,13 @@ def take_complete(service: Service, upload_id: str, tenant: str | None) -> tuple
     import hashlib
 
     info, data = load_upload(service, upload_id, tenant)
-    with _active_lock:
-        if upload_id in _active:
-            raise OffsetMismatch("the upload is still receiving bytes", job_id=upload_id)
-        _active.add(upload_id)
-    try:
+    with _claimed(upload_id, "the upload is still receiving bytes"):
         size = data.stat().st_size
         if size != info.length:
             raise OffsetMismatch(f"the upload holds {size} of its {info.length} bytes", job_id=upload_id)
         tmp = service.blobs.temp_path("tus")
         os.replace(data, tmp)
         remove_upload(service, upload_id)
-    finally:
-        with _active_lock:
-            _active.discard(upload_id)
     digest = hashlib.sha256()
     with open(tmp, "rb") as f:
         while chunk := f.read(4 << 20):
