@@ -13,7 +13,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PATHS = [str(ROOT / "service"), str(ROOT / "clients" / "python"), str(ROOT / "tests")]
+PATHS = [str(ROOT / "service"), str(ROOT / "clients" / "python"), str(ROOT / "tests"), str(ROOT)]
 sys.path[:0] = PATHS
 
 from fixtures.server import running_service  # noqa: E402
