@@ -174,9 +174,17 @@ def test_stored_models_a_page_at_a_time_and_deleted_by_keyboard(browser: Any, se
     item = css(browser, f'#models li[data-id="{victim["id"]}"]')
     item.find_element(By.CSS_SELECTOR, "button.link").click()
     wait_count(browser, "count-trainable", 2)
-    delete = item.find_element(By.CSS_SELECTOR, "button.danger")
+    # One row is in the Tab order: Tab goes from its Open to its Delete, Up and Down between rows.
+    opener = browser.switch_to.active_element
+    assert opener.get_attribute("aria-label") == "Open model many-00.pt"
+    tabbable = browser.execute_script(
+        "return [...document.querySelectorAll('#models button')].filter((b) => b.tabIndex === 0).length")
+    assert tabbable == 2
+    above = _press(browser, Keys.ARROW_UP)
+    assert above.get_attribute("aria-label") == "Open model many-01.pt"
+    assert _press(browser, Keys.ARROW_DOWN) == opener
+    delete = _press(browser, Keys.TAB)
     assert delete.get_attribute("aria-label") == "Delete model many-00.pt"
-    browser.execute_script("arguments[0].focus()", delete)
     keep = _press(browser, Keys.ENTER)
     assert keep.get_attribute("aria-label") == "Keep model many-00.pt"
     assert "Delete model many-00.pt?" in item.text

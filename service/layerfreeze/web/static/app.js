@@ -54,7 +54,7 @@ let upload = null;
 
 /** Send a model with the progress bar: one file (resumable where the service offers it) or a model
  * directory's files as one model. `files`: [{path, file}]; `name`: what the messages call it. */
-function startUpload(files, name) {
+function startUpload(files, name, note = "") {
   if (upload) upload.abort();
   const bar = $("upload-progress");
   bar.value = 0;
@@ -62,7 +62,7 @@ function startUpload(files, name) {
   $("upload-label").textContent = `Uploading ${name}`;
   const size = files.reduce((n, f) => n + f.file.size, 0);
   const count = files.length > 1 ? `${number(files.length)} files, ` : "";
-  say(`Uploading ${name} (${count}${number(size)} bytes)…`);
+  say(`Uploading ${name} (${count}${number(size)} bytes${note})…`);
   const onProgress = (loaded, total, note) => {
     if (upload !== mine) return;
     bar.value = total ? Math.round((100 * loaded) / total) : 100;
@@ -91,14 +91,13 @@ function startUpload(files, name) {
 }
 
 function startModel({ files, skipped, folder }) {
-  const left = skipped ? ` (${skipped} hidden file${skipped > 1 ? "s" : ""} left out)` : "";
+  const left = skipped ? `${skipped} hidden file${skipped > 1 ? "s" : ""} left out` : "";
   if (!files.length) {
-    say(`Nothing to upload: no files${left}.`, { error: true });
+    say(`Nothing to upload: no files${left ? ` (${left})` : ""}.`, { error: true });
     return;
   }
   const name = folder || (files.length === 1 ? files[0].path : `${files.length} files`);
-  if (left) say(`${name}${left}`);
-  startUpload(files, name);
+  startUpload(files, name, left ? `; ${left}` : "");
 }
 
 $("upload-cancel").addEventListener("click", () => upload && upload.abort());

@@ -13,14 +13,51 @@ export function el(tag, props = {}, ...children) {
   return e;
 }
 
+const CONTROLS = "button, a[href]";
+
 /** A list fed by a paged endpoint (`{items, next}`): `refresh()` shows the first page, the *Show more*
- * button appends the page its cursor names. `row(item)` builds one list element. */
+ * button appends the page its cursor names. `row(item)` builds one list element.
+ * One row at a time is in the Tab order (a roving tab stop): Up and Down (Home, End) move between rows,
+ * Tab between the controls of the row, so a long list costs a keyboard user two or three Tab presses. */
 export class PagedList {
   constructor({ body, more, first, row, onError }) {
     Object.assign(this, { body, moreButton: more, first, row, onError });
     this.next = null;
     this.items = [];
+    this.active = null;
     more.addEventListener("click", () => this.more());
+    body.addEventListener("focusin", (e) => this.#activate(this.#rowOf(e.target)));
+    body.addEventListener("keydown", (e) => this.#key(e));
+  }
+
+  #rowOf(node) {
+    let row = node;
+    while (row && row.parentElement !== this.body) row = row.parentElement;
+    return row;
+  }
+
+  /** Make `row` the one whose controls Tab reaches (the first row when it is gone). */
+  #activate(row) {
+    const rows = [...this.body.children];
+    this.active = rows.includes(row) ? row : rows[0] || null;
+    for (const r of rows) {
+      for (const c of r.querySelectorAll(CONTROLS)) c.tabIndex = r === this.active ? 0 : -1;
+    }
+  }
+
+  #key(e) {
+    const row = this.#rowOf(e.target);
+    if (!row || !["ArrowDown", "ArrowUp", "Home", "End"].includes(e.key)) return;
+    if (e.target.closest(".confirm")) return;  // the question keeps the keys
+    const rows = [...this.body.children];
+    const at = rows.indexOf(row);
+    const to = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: rows.length - 1 }[e.key];
+    const target = rows[Math.max(0, Math.min(rows.length - 1, to))];
+    e.preventDefault();
+    if (!target || target === row) return;
+    const column = [...row.querySelectorAll(CONTROLS)].indexOf(e.target);
+    const controls = [...target.querySelectorAll(CONTROLS)];
+    (controls[Math.max(0, column)] || controls[0])?.focus();
   }
 
   /** Busy while a deletion is being confirmed: a refresh would take the question away. */
@@ -32,7 +69,9 @@ export class PagedList {
     try {
       const page = await api("GET", this.first);
       this.items = page.items;
+      const activeId = this.active?.dataset.id;
       this.body.replaceChildren(...page.items.map((item) => this.row(item)));
+      this.#activate([...this.body.children].find((r) => r.dataset.id === activeId));
       this.#setNext(page.next);
       return page;
     } catch (err) {
@@ -48,6 +87,7 @@ export class PagedList {
       const page = await api("GET", this.next);
       this.items.push(...page.items);
       this.body.append(...page.items.map((item) => this.row(item)));
+      this.#activate(this.active);
       this.#setNext(page.next);
       // Keyboard users go on from the first new row rather than from the button that may have gone.
       this.body.children[focusAt]?.querySelector("button, a[href]")?.focus();
@@ -65,6 +105,7 @@ export class PagedList {
     const i = [...this.body.children].indexOf(row);
     if (i >= 0) this.items.splice(i, 1);
     row.remove();
+    if (this.active === row) this.#activate(null);
   }
 }
 
