@@ -145,6 +145,25 @@ def test_drop_a_model_directory(browser: Any, service_url: str, bert_dir: Path) 
     assert sorted(f["path"] for f in stored["files"]) == files
 
 
+def test_directory_upload_progress(browser: Any, service_url: str, bert_dir: Path) -> None:
+    """A directory sent slowly (throttled to 15 kB/s): one bar over all its files' bytes."""
+    browser.get(f"{service_url}/")
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 15_000})
+    by_id(browser, "folder").send_keys(str(bert_dir))
+    bar = wait_for(browser, lambda d: by_id(d, "upload").is_displayed() and by_id(d, "upload-progress"),
+                   "the progress bar")
+    assert "tiny-bert" in by_id(browser, "upload-label").text
+    assert "1 hidden file left out" in by_id(browser, "status").text
+    seen: set[int] = set()
+    wait_for(browser, lambda d: seen.add(int(bar.get_attribute("value"))) or 0 < max(seen) < 100,
+             "a value between 0 and 100")
+    wait_for(browser, lambda d: tree_row(d, "encoder").is_displayed(), "the model after the upload",
+             timeout=60)
+    assert not by_id(browser, "upload").is_displayed()
+
+
 def _store(url: str, name: str, value: float) -> dict[str, Any]:
     import io
 

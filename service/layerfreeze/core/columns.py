@@ -28,7 +28,14 @@ from typing import Any
 from layerfreeze.core.model import Inventory
 from layerfreeze.core.ordering import natural_key, order_known
 from layerfreeze.core.patterns import containing_modules, owner
-from layerfreeze.core.report import FileRef, rule_reports, summarize, tensor_bytes, warning_reports
+from layerfreeze.core.report import (
+    FileRef,
+    module_order,
+    rule_reports,
+    summarize,
+    tensor_bytes,
+    warning_reports,
+)
 from layerfreeze.core.selection import Selection
 from layerfreeze.core.spec import FreezeSpec, spec_sha256
 
@@ -47,8 +54,6 @@ class Layout:
 
     @classmethod
     def of(cls, inventory: Inventory) -> Layout:
-        from layerfreeze.core.report import module_order
-
         params = [t for t in inventory.tensors if t.kind == "parameter"]
         order = list(range(len(params)))
         if not order_known(inventory.format):  # as build_report sorts them
