@@ -54,7 +54,7 @@ let upload = null;
 
 /** Send a model with the progress bar: one file (resumable where the service offers it) or a model
  * directory's files as one model. `files`: [{path, file}]; `name`: what the messages call it. */
-function startUpload(files, name, note = "") {
+function startUpload(files, name, aside = "") {
   if (upload) upload.abort();
   const bar = $("upload-progress");
   bar.value = 0;
@@ -62,7 +62,7 @@ function startUpload(files, name, note = "") {
   $("upload-label").textContent = `Uploading ${name}`;
   const size = files.reduce((n, f) => n + f.file.size, 0);
   const count = files.length > 1 ? `${number(files.length)} files, ` : "";
-  say(`Uploading ${name} (${count}${number(size)} bytes${note})…`);
+  say(`Uploading ${name} (${count}${number(size)} bytes${aside})…`);
   const onProgress = (loaded, total, note) => {
     if (upload !== mine) return;
     bar.value = total ? Math.round((100 * loaded) / total) : 100;
@@ -126,7 +126,7 @@ document.addEventListener("dragleave", (e) => {
 });
 document.addEventListener("drop", dropped);
 
-/** A model's name: its file, or for a directory its first weights file and how many more. */
+/** A model's name: its file, or for a directory its index (else its first file) and how many more. */
 function modelName(m) {
   const files = m.files || [];
   if (files.length <= 1) return files.length ? files[0].path : m.id;
@@ -195,8 +195,7 @@ async function loadModel(model) {
   $("downloads").hidden = true;
   $("job-files").hidden = true;
   $("run-state").textContent = "";
-  const files = model.files && model.files.length > 1 ? ` · ${model.files.length} files` : "";
-  $("model-info").textContent = `${modelLabel(model)}${files} · sha256 ${model.sha256.slice(0, 16)}…`;
+  $("model-info").textContent = `${modelLabel(model)} · sha256 ${model.sha256.slice(0, 16)}…`;
   try {
     showReport(await api("GET", `/v1/models/${model.id}/report`));
   } catch (err) {
