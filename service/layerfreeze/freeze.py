@@ -27,10 +27,12 @@ from layerfreeze.formats.segments import Segment, output_size
 from layerfreeze.limits import ReadLimits
 
 if TYPE_CHECKING:
+    from layerfreeze.core.columns import Layout
     from layerfreeze.formats.sharded import ShardedModel
 
 __all__ = ["file_roles", "freeze_directory", "freeze_file", "freeze_stored", "listing_sha256",
-           "new_dir_mode", "new_file_mode", "plan_directory", "preview_stored", "read_model", "sha256_file"]
+           "new_dir_mode", "new_file_mode", "plan_directory", "preview_columns", "preview_stored",
+           "read_model", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -219,6 +221,18 @@ def preview_stored(inventory: Inventory, spec: str | bytes | Mapping[str, Any] |
     the parameters whose file records no flag, ``formats.stored.unrecordable_of``)."""
     parsed = parse_spec(spec)
     return build_report(_select(parsed, inventory, unrecordable), parsed, input=input, output=None)
+
+
+
+def preview_columns(inventory: Inventory, spec: str | bytes | Mapping[str, Any] | FreezeSpec, *,
+                    input: FileRef, layout: Layout, unrecordable: frozenset[str] = frozenset(),
+                    ) -> dict[str, Any]:
+    """``preview_stored`` in the columnar view (``core.columns``): what the spec decides, without the
+    per-parameter rows that repeat the model's report; ``layout`` is ``Layout.of(inventory)``, kept."""
+    from layerfreeze.core.columns import columns
+
+    parsed = parse_spec(spec)
+    return columns(_select(parsed, inventory, unrecordable), parsed, layout, input=input)
 
 
 def freeze_stored(doc: Mapping[str, Any], base: Path, spec: str | bytes | Mapping[str, Any] | FreezeSpec, *,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
@@ -33,6 +34,9 @@ from layerfreeze.errors import BadRequest, LayerfreezeError, ModelNotFound, NotR
 from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.models import ModelFile, ModelRecord
 from layerfreeze.worker.runner import DirectoryFiles, ReadTask
+
+if TYPE_CHECKING:
+    from layerfreeze.core.columns import Layout
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -261,16 +265,25 @@ def delete_model(model_id: str, service: ServiceDep, tenant: TenantDep) -> Respo
     return Response(status_code=204)
 
 
+@dataclasses.dataclass
+class _Parsed:
+    """A stored model as previews use it: its inventory, the parameters whose file records no flag, and
+    (made on the first columnar preview) its report layout."""
+
+    inventory: Inventory
+    unrecordable: frozenset[str]
+    layout: Layout | None = None
+
+
 class _InventoryCache:
-    """Parsed inventories of recently previewed models, with the parameters whose file records no flag
-    (a preview per keystroke reads no file)."""
+    """Parsed inventories of recently previewed models (a preview per keystroke reads no file)."""
 
     def __init__(self, size: int = 32) -> None:
-        self._items: OrderedDict[str, tuple[Inventory, frozenset[str]]] = OrderedDict()
+        self._items: OrderedDict[str, _Parsed] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def get(self, service: Service, model_id: str) -> tuple[Inventory, frozenset[str]]:
+    def get(self, service: Service, model_id: str) -> _Parsed:
         from layerfreeze.formats.stored import inventory_from, unrecordable_of
 
         with self._lock:
@@ -282,7 +295,7 @@ class _InventoryCache:
             doc = json.loads(path.read_bytes())
         except FileNotFoundError as exc:
             raise ModelNotFound(f"no model {model_id}", model_id=model_id) from exc
-        entry = inventory_from(doc), unrecordable_of(doc)
+        entry = _Parsed(inventory_from(doc), unrecordable_of(doc))
         with self._lock:
             self._items[model_id] = entry
             while len(self._items) > self._size:
@@ -297,24 +310,37 @@ class _InventoryCache:
 _inventories = _InventoryCache()
 
 
-def _preview(service: Service, model: ModelRecord, spec: Any) -> bytes:
-    from layerfreeze.freeze import preview_stored
+def _preview(service: Service, model: ModelRecord, spec: Any, view: str) -> bytes:
+    from layerfreeze.core.columns import Layout
+    from layerfreeze.freeze import preview_columns, preview_stored
 
-    inventory, unrecordable = _inventories.get(service, model.id)
+    parsed = _inventories.get(service, model.id)
     name = "model" if len(model.files) > 1 else model.filename  # a directory: named as its jobs name it
     source = FileRef(filename=name, bytes=model.bytes, sha256=model.sha256)
-    return preview_stored(inventory, spec, input=source, unrecordable=unrecordable).model_dump_json().encode()
+    if view == "columns":  # built from typed data, so not validated again; the layout is kept
+        if parsed.layout is None:
+            parsed.layout = Layout.of(parsed.inventory)
+        body = preview_columns(parsed.inventory, spec, input=source, layout=parsed.layout,
+                               unrecordable=parsed.unrecordable)
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return preview_stored(parsed.inventory, spec, input=source,
+                          unrecordable=parsed.unrecordable).model_dump_json().encode()
 
 
 @router.post("/{model_id}/preview", responses={**_RESPONSES, 422: {"description": "Invalid spec"}},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": {"type": "object", "description": "a freeze spec"}}}}})
-async def preview(model_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
+async def preview(model_id: str, request: Request, service: ServiceDep, tenant: TenantDep,
+                  view: Literal["report", "columns"] = Query(
+                      "report", description="report: the full report (default). columns: only what the "
+                      "spec decides, as columns aligned to the model's report (summary, rules, warnings, "
+                      "one requires_grad character per parameter, per-module trainable counts); for a "
+                      "front end that previews on every edit")) -> Response:
     """The report a freeze by this spec would give: no job, nothing written. Computed from the stored
     inventory in a thread, so the event loop keeps serving."""
     model = service.models.get(model_id, tenant)
     raw = await request.body()
     if len(raw) > service.settings.max_form_field_bytes:
         raise BadRequest(f"the spec is larger than {service.settings.max_form_field_bytes} bytes")
-    body = await anyio.to_thread.run_sync(_preview, service, model, raw or b"{}")
+    body = await anyio.to_thread.run_sync(_preview, service, model, raw or b"{}", view)
     return Response(body, media_type="application/json")
