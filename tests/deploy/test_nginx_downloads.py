@@ -129,12 +129,17 @@ def test_whole_stored_files_are_sent_by_nginx_with_the_service_headers(
         r = client.get(url, headers={"range": "bytes=0-9", "if-range": '"another"'})
         assert r.status_code == 200 and r.content == data  # the validator changed: the whole file
 
-        # The service's own answers stay its own: 304, 416, HEAD.
-        assert client.get(url, headers={"if-none-match": f'"{sha}"'}).status_code == 304
-        r = client.get(url, headers={"range": f"bytes={len(data) + 10}-"})
-        assert r.status_code == 416 and r.headers["content-type"] == "application/problem+json"
-        r = client.head(url)
-        assert r.status_code == 200 and r.headers["content-length"] == str(len(data))
+        # The service's own answers stay its own, with and without the proxy: 304, 416, HEAD.
+        for base in (proxy.url, svc.url):
+            url = f"{base}/v1/jobs/{job}/files/{path}"
+            r = client.get(url, headers={"if-none-match": f'"{sha}"'})
+            assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == f'"{sha}"'
+            r = client.get(url, headers={"range": f"bytes={len(data) + 10}-"})
+            assert r.status_code == 416 and r.headers["content-type"] == "application/problem+json"
+            r = client.head(url)
+            assert r.status_code == 200 and r.headers["content-length"] == str(len(data))
+            assert "x-accel-redirect" not in r.headers
+    assert "Traceback" not in svc.log.read_text()  # no answer ended in an exception after its headers
 
 
 def test_computed_downloads_stream_through_the_proxy(stack: tuple[Service, Nginx],

@@ -119,6 +119,7 @@ class ArtifactResponse(Response):
             self.headers["repr-digest"] = repr_digest(sha256)
         self.ranges: list[tuple[int, int]] | None = None
         self.boundary = ""
+        self.accel_bytes = 0  # what the proxy is told to send, when it sends the file
         inm = request_headers.get("if-none-match")
         if inm is not None and (inm.strip() == "*" or etag in [t.strip().removeprefix("W/")
                                                                 for t in inm.split(",")]):
@@ -130,7 +131,6 @@ class ArtifactResponse(Response):
         if_range = request_headers.get("if-range")
         if rng is not None and (if_range is None or if_range.strip() == etag):
             self.ranges = parse_range(rng, size)  # 416 here, as without the proxy
-        self.accel_bytes = 0
         if accel is not None and method == "GET":
             # The proxy serves the file at ``accel`` under these headers (its range filter answers the
             # request's Range: 206, multipart, If-Range against this ETag); no body from here.
