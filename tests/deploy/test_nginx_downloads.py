@@ -13,15 +13,20 @@ import hashlib
 import io
 import json
 import os
+import sqlite3
 import tarfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fixtures.models import build, save
 from fixtures.server import Service
 from layerfreeze.api.downloads import repr_digest
 from layerfreeze.settings import Settings
+from layerfreeze.storage.jobs import SCHEMA
+from models.test_migration import _old_job
 from multifile.hf import save_sharded, tiny_model
 from pydantic import ValidationError
 
@@ -193,6 +198,37 @@ def test_the_internal_location_is_not_reachable_directly(stack: tuple[Service, N
     # nor by a client that sends the redirect header itself: it is a response header, read from the API only
     r = httpx.get(f"{proxy.url}/healthz", headers={"x-accel-redirect": f"{ACCEL}jobs.sqlite3"}, timeout=30)
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+
+
+def test_a_full_output_kept_from_before_stored_models_is_sent_by_nginx(
+        nginx: str, tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    """A job finished before outputs were stored as patches has its whole output on disk: nginx sends it."""
+    data = tmp_path / "svc" / "data"
+    data.mkdir(parents=True)
+    src = save(build("seq3"), tmp_path / "m.pt", "state_dict")
+    db = sqlite3.connect(data / "jobs.sqlite3", isolation_level=None)
+    db.executescript(SCHEMA)
+    _old_job(db, data, "old-done", src, "succeeded")
+    db.close()
+    output = (data / "jobs" / "old-done" / "output").read_bytes()
+    sha = hashlib.sha256(output).hexdigest()
+    with Service(data, {"workers": "1", "accel_redirect": ACCEL}, env=subprocess_env,
+                 log=tmp_path / "server.log") as svc, \
+            Nginx(f"127.0.0.1:{svc.port}", svc.data_dir, ACCEL, binary=nginx) as proxy:
+        direct = httpx.get(f"{svc.url}/v1/jobs/old-done/artifact", timeout=30)
+        assert direct.status_code == 200 and direct.content == b""
+        assert direct.headers["x-accel-redirect"] == f"{ACCEL}jobs/old-done/output"
+        r = httpx.get(f"{proxy.url}/v1/jobs/old-done/artifact", timeout=30)
+        assert r.status_code == 200 and r.content == output
+        assert r.headers["etag"] == f'"{sha}"' and r.headers["repr-digest"] == repr_digest(sha)
+        assert 'filename="m.frozen.pt"' in r.headers["content-disposition"]
+        r = httpx.get(f"{proxy.url}/v1/jobs/old-done/artifact", headers={"range": "bytes=64-127"}, timeout=30)
+        assert r.status_code == 206 and r.content == output[64:128]
+        # the service counts what it handed to the proxy as sent
+        metrics = httpx.get(f"{svc.url}/metrics", timeout=30).text
+        sent = [float(line.split()[-1]) for line in metrics.splitlines()
+                if line.startswith("layerfreeze_download_bytes_total ")]
+        assert sent == [2 * len(output) + 64]  # the direct redirect, the full download, the range
 
 
 @pytest.mark.parametrize("value", ["data", "/data", "data/", "/a b/", "/../", "/x/../y/"])
