@@ -203,6 +203,27 @@ def test_secrets_come_from_the_environment(compose_command: list[str]) -> None:
     assert set(re.findall(r"PASSWORD:-([^}]*)}", text)) == {"change-me"}
 
 
+@pytest.mark.parametrize("name", ["migrate", "api", "worker"])
+def test_the_service_accepts_the_settings_it_is_given(config: dict[str, Any], name: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every LAYERFREEZE_ variable of the service's containers is a setting, with a valid value."""
+    from layerfreeze.settings import Settings
+
+    if "queue" not in Settings.model_fields:
+        pytest.skip("this build has no distributed mode (LAYERFREEZE_QUEUE) to check the settings against")
+    env = config["services"][name]["environment"]
+    for key in [k for k in os.environ if k.startswith("LAYERFREEZE_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    fields = {f"LAYERFREEZE_{field.upper()}" for field in Settings.model_fields}
+    assert {k for k in env if k.startswith("LAYERFREEZE_")} <= fields
+    assert str(settings.data_dir) == "/data"
+    if name == "api":
+        assert settings.accel_redirect == "/_layerfreeze/data/"
+
+
 def test_the_image_installs_the_distributed_extra() -> None:
     """The Dockerfile's dependency step, run on pyproject.toml: the service's dependencies and the
     `distributed` extra's (when the extra is defined)."""

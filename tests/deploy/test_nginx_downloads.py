@@ -25,8 +25,7 @@ from fixtures.models import build, save
 from fixtures.server import Service
 from layerfreeze.api.downloads import repr_digest
 from layerfreeze.settings import Settings
-from layerfreeze.storage.jobs import SCHEMA
-from models.test_migration import _old_job
+from models.test_migration import SCHEMA, _old_job  # the schema-1 data directory of that test
 from multifile.hf import save_sharded, tiny_model
 from pydantic import ValidationError
 
