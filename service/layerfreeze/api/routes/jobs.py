@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
-from layerfreeze.api.downloads import ArtifactResponse
+from layerfreeze.api.downloads import ArtifactResponse, accel_uri
 from layerfreeze.api.idempotency import begin as begin_idempotent
 from layerfreeze.api.idempotency import fingerprint
 from layerfreeze.api.numbers import parse_uint
@@ -38,7 +39,13 @@ from layerfreeze.errors import (
     QueueFull,
     storage_error,
 )
-from layerfreeze.formats.segments import PATCH_FORMAT, Segment, SegmentReader, from_patch_segments
+from layerfreeze.formats.segments import (
+    PATCH_FORMAT,
+    Segment,
+    SegmentReader,
+    from_patch_segments,
+    normalize,
+)
 from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.jobs import JobRecord
 
@@ -351,6 +358,7 @@ async def get_artifact(job_id: str, request: Request, service: ServiceDep, tenan
     if patch is not None:  # a model directory: one uncompressed tar of the output directory
         return _tar_response(service, record, patch, request)
     path = service.blobs.output_path(job_id)
+    segments: list[Segment] | None = None
     if path.exists():  # a full copy, from before stored models
         opener = None
     else:
@@ -365,7 +373,22 @@ async def get_artifact(job_id: str, request: Request, service: ServiceDep, tenan
     return ArtifactResponse(path, size=record.output_bytes, sha256=record.output_sha256,
                             filename=record.output_filename or "model.frozen", method=request.method,
                             request_headers=dict(request.headers),
-                            on_sent=service.metrics.bytes_out.inc, opener=opener)
+                            on_sent=service.metrics.bytes_out.inc, opener=opener,
+                            accel=_accel(service, path, segments, record.output_bytes))
+
+
+def _accel(service: Any, path: Path, segments: list[Segment] | None, size: int) -> str | None:
+    """The proxy's internal URI for ``path`` when the download is that file whole (``segments`` None, or
+    one range that covers it all: an output the freeze left unchanged); None to stream it from here."""
+    prefix = service.settings.accel_redirect
+    if not prefix or (segments is not None and normalize(segments) != [(0, size)]):
+        return None
+    try:
+        if path.stat().st_size != size:
+            return None
+    except OSError:
+        return None
+    return accel_uri(prefix, service.blobs.root, path)
 
 
 def _directory_patch(service: Any, record: JobRecord) -> dict[str, Any] | None:
@@ -420,7 +443,8 @@ async def get_file(job_id: str, path: str, request: Request, service: ServiceDep
     return ArtifactResponse(base, size=entry["output"]["bytes"], sha256=entry["output"]["sha256"],
                             filename=path.rsplit("/", 1)[-1], method=request.method,
                             request_headers=dict(request.headers), on_sent=service.metrics.bytes_out.inc,
-                            opener=partial(SegmentReader, base, segments))
+                            opener=partial(SegmentReader, base, segments),
+                            accel=_accel(service, base, segments, entry["output"]["bytes"]))
 
 
 def _segments(service: Any, record: JobRecord) -> list[Segment]:
