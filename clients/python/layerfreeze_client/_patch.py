@@ -22,7 +22,7 @@ from ._download import DownloadSink
 from ._errors import IntegrityError
 from ._progress import Progress, ProgressLike
 
-__all__ = ["PATCH_FORMAT", "rebuild", "sha256_file", "single_file"]
+__all__ = ["PATCH_FORMAT", "listing_sha256", "rebuild", "sha256_file", "single_file"]
 
 PATCH_FORMAT = "layerfreeze-patch/1"
 CHUNK = 4 * 1024 * 1024
@@ -34,6 +34,13 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def listing_sha256(digests: dict[str, str]) -> str:
+    """A model directory's digest as the service takes it: the sha256 of its ``sha256sum``-style listing,
+    ``"<sha256>  <path>\\n"`` for every file, sorted by path."""
+    text = "".join(f"{digests[p]}  {p}\n" for p in sorted(digests))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def single_file(patch: Any) -> dict[str, Any]:

@@ -190,7 +190,7 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
             print_ = fingerprint("job-upload", record.input_sha256, record.input_filename, record.spec,
                                  record.dry_run)
         if (replay := idem.replay(print_)) is not None:  # a retry: the first answer, and no second job
-            await anyio.to_thread.run_sync(service.models.unpin, record.input_sha256)
+            await anyio.to_thread.run_sync(_unpin, service, record)
             return replay
         response = await _create_job(request, service, record, wait)
     except BaseException:
@@ -203,14 +203,13 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
 async def _create_job(request: Request, service: Any, record: JobRecord, wait: float) -> Response:
     s = service.settings
     job_id = record.id
-    pinned = record.input_sha256
     wait_s = min(max(wait, 0.0), s.wait_max_s, 60.0)
     event = service.waiters.register(job_id) if wait_s > 0 else None
     try:
         try:
             record = await anyio.to_thread.run_sync(service.store.create, record)
         finally:
-            await anyio.to_thread.run_sync(service.models.unpin, pinned)  # the job holds it now
+            await anyio.to_thread.run_sync(_unpin, service, record)  # the job holds them now
         service.pool.submit(job_id)
         if event is not None:
             deadline = time.monotonic() + wait_s
@@ -229,8 +228,13 @@ async def _create_job(request: Request, service: Any, record: JobRecord, wait: f
     return _job_response(record, request)
 
 
+def _unpin(service: Any, record: JobRecord) -> None:
+    for sha in dict.fromkeys(record.blobs):
+        service.models.unpin(sha)
+
+
 async def _stored_job_record(request: Request, service: Any, tenant: str, job_id: str) -> JobRecord:
-    """A job on a stored model; the model's blob is pinned until the job is recorded."""
+    """A job on a stored model; the model's blobs are pinned until the job is recorded."""
     raw = await request.body()
     if len(raw) > service.settings.max_form_field_bytes:
         raise BadRequest(f"the request body is larger than {service.settings.max_form_field_bytes} bytes")
@@ -242,12 +246,21 @@ async def _stored_job_record(request: Request, service: Any, tenant: str, job_id
     await check_spec(spec_text.strip() or "{}")  # 422 with pointers before anything is queued
     model = service.models.get(body.model, tenant if service.settings.tokens else None)
     directory = len(model.files) > 1
-    service.models.pin(model.sha256, blob=not directory)
+    files = tuple((f.path, f.bytes, f.sha256) for f in model.files) if directory else ()
+    pinned: list[str] = []
+    try:  # a directory's job holds each of its files, as a single file's job holds its blob
+        for sha in dict.fromkeys((model.sha256, *(sha for _p, _n, sha in files))):
+            service.models.pin(sha, blob=not directory or sha != model.sha256)
+            pinned.append(sha)
+    except BaseException:
+        for sha in pinned:
+            service.models.unpin(sha)
+        raise
     return JobRecord(
         id=job_id, tenant=tenant, status="queued", created_at=time.time(), dry_run=body.dry_run,
         spec=spec_text.strip() or "{}", input_filename="model" if directory else model.filename,
         input_bytes=model.bytes,
-        input_sha256=model.sha256, model_id=model.id, inline_digest=False,
+        input_sha256=model.sha256, model_id=model.id, inline_digest=False, files=files,
     )
 
 
@@ -460,7 +473,7 @@ def delete_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
     still holds it."""
     record = service.store.delete(job_id, tenant)
     service.blobs.remove_job(job_id)
-    service.models.release(record.input_sha256)
+    service.models.release_all(record.blobs)
     return Response(status_code=204)
 
 
