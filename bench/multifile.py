@@ -4,10 +4,12 @@
 
 Builds a safetensors model directory of about --size-gib in --shards shards (written file by file, a
 1 MiB random block at a time, never held in memory) with its index and config.json, then, in one run:
-`cp -r` of the (warm) directory; a real service (one worker, temporary data directory); and the client in
-its own process: `upload_directory` (one resumable upload per file, then one request making them a model),
-a freeze job on the stored model, and the delta download (the patch, then every output file rebuilt from
-the local file and checked against its sha256). With --full also every file downloaded in full.
+`cp -r` of the (warm) directory, and the same followed by `sync` (the client fsyncs what it writes);
+a real service (one worker, temporary data directory); and the client in its own process:
+`upload_directory` (one resumable upload per file, then one request making them a model), a freeze job
+on the stored model, and the delta download (the patch, then every output file rebuilt from the local
+file and checked against its sha256). With --full also every file downloaded in full, then
+the delta download once more (the order of the two shows how much the page cache decides).
 Prints each step's wall time and its ratio to `cp -r`, the peak RSS (VmHWM) of the client process, of
 the service's main process and of its worker, and the bytes of the patch. Every file is removed at the end.
 """
@@ -56,6 +58,8 @@ with Client({url!r}, timeout=600) as client:
     publish_dir(staging, target)
     out["delta"] = time.perf_counter() - t
     if {full!r}:
+        import shutil
+        shutil.rmtree(target)
         report = client.report(job)
         full = Path({dst!r} + "-full")
         full.mkdir()
@@ -63,6 +67,12 @@ with Client({url!r}, timeout=600) as client:
         for f in report.files.files:
             client.download(job, full / f.path, file=f.path, sha256=f.sha256)
         out["full"] = time.perf_counter() - t
+        shutil.rmtree(full)
+        t = time.perf_counter()  # the delta again, after the full download: how much order matters
+        staging = staging_dir(target)
+        client._rebuild_directory(job, directory_files({src!r}), staging, False)
+        publish_dir(staging, target)
+        out["delta2"] = time.perf_counter() - t
     out["changed"] = sum(f.changed for f in client.report(job).files.files)
 out["rss"] = peak_rss_mib()
 print(json.dumps(out))
@@ -86,9 +96,12 @@ def main() -> None:
         build(src, int(args.size_gib * (1 << 30)), args.shards)
         total = sum(f.stat().st_size for f in src.iterdir())
         subprocess.run(["cat", *map(str, src.iterdir())], check=True, stdout=subprocess.DEVNULL)  # warm
+        subprocess.run(["sync"], check=True)
         t = time.perf_counter()
         subprocess.run(["cp", "-r", str(src), str(tmp / "copy")], check=True)
         cp = time.perf_counter() - t
+        subprocess.run(["sync"], check=True)
+        cp_sync = time.perf_counter() - t  # written to disk, as the client's files are (fsync each)
         shutil.rmtree(tmp / "copy")
         settings = {"workers": "1", "max_upload_bytes": str(2 * total), "job_timeout_s": "600"}
         with Service(tmp / "data", settings, log=tmp / "server.log") as service:
@@ -100,11 +113,13 @@ def main() -> None:
             worker_rss = max((peak_mib(p) for p in descendants(service.pid)), default=0.0)
         print(f"model: {total / (1 << 30):.2f} GiB in {args.shards} shards (+ index, config.json)")
         print(f"cp -r:                     {cp:7.2f} s")
+        print(f"cp -r; sync:               {cp_sync:7.2f} s")
         rows = [("upload (resumable)", "upload"), ("freeze job", "freeze"), ("delta download", "delta")]
         if args.full:
-            rows.append(("full download", "full"))
+            rows += [("full download", "full"), ("delta download, again", "delta2")]
         for label, key in rows:
-            print(f"{label + ':':27}{res[key]:7.2f} s  x{res[key] / cp:6.3f} of cp -r")
+            print(f"{label + ':':27}{res[key]:7.2f} s  x{res[key] / cp:6.3f} of cp -r, "
+                  f"x{res[key] / cp_sync:6.3f} of cp -r; sync")
         whole = res["upload"] + res["freeze"] + res["delta"]
         print(f"{'upload+freeze+delta:':27}{whole:7.2f} s  x{whole / cp:6.3f} of cp -r")
         print(f"patch: {res['patch_bytes']} bytes for {res['changed']} changed files; "

@@ -72,9 +72,10 @@ def rebuild(base: str | os.PathLike[str], entry: dict[str, Any], target: str | o
     sink = DownloadSink(target)
     try:
         with open(base, "rb") as src, Progress(progress, size, f"download {target.name} (delta)") as bar:
-            for data in _segments(src, entry.get("segments"), base_size):
+            for data in _segments(src, entry.get("segments"), base_size, sink):
                 sink.write(data)
                 bar.update(len(data))
+            bar.update(max(0, sink.written - bar.done))
         sink.commit(expected, size)
     except BaseException:
         sink.discard()
@@ -82,8 +83,10 @@ def rebuild(base: str | os.PathLike[str], entry: dict[str, Any], target: str | o
     return target
 
 
-def _segments(src: BinaryIO, segments: Any, base_size: int) -> Iterator[bytes]:
-    """The output's bytes in order: literal data, or ranges read from the base."""
+def _segments(src: BinaryIO, segments: Any, base_size: int, sink: DownloadSink | None = None
+              ) -> Iterator[bytes]:
+    """The output's bytes in order: literal data, or ranges read from the base. With ``sink``, a range
+    of the base is copied into it in the kernel where the system can (the bytes are then not yielded)."""
     if not isinstance(segments, list):
         raise IntegrityError("the patch's segments are not a list")
     for seg in segments:
@@ -97,6 +100,8 @@ def _segments(src: BinaryIO, segments: Any, base_size: int) -> Iterator[bytes]:
         if not (isinstance(span, list) and len(span) == 2 and all(type(v) is int for v in span)
                 and 0 <= span[0] <= span[1] <= base_size):
             raise IntegrityError(f"patch segment {str(seg)[:100]} is not a range of the base")
+        if sink is not None and sink.copy_range(src, span[0], span[1]):
+            continue
         src.seek(span[0])
         left = span[1] - span[0]
         while left:
