@@ -281,3 +281,26 @@ def test_client_refuses_links_and_a_non_empty_output_before_sending_anything(
     assert client_cli(["--url", url, "inspect", str(gpt2["bin"]), "--json"]) == 0
     inspected = json.loads(capsys.readouterr().out)
     assert inspected["report"]["files"]["index"] == "pytorch_model.bin.index.json"
+
+
+def test_async_client_freezes_a_directory(url: str, gpt2: dict[str, Path], tmp_path: Path) -> None:
+    import asyncio
+
+    from layerfreeze_client import AsyncClient
+
+    async def run() -> tuple[Any, Any, dict[str, Any]]:
+        async with AsyncClient(url) as client:
+            frozen = await client.freeze(gpt2["bin"], SPEC, tmp_path / "async", progress=False)
+            full = await client.freeze(gpt2["bin"], SPEC, tmp_path / "async-full", progress=False,
+                                       delta=False)
+            inspected = await client.inspect(gpt2["bin"], progress=False)
+            return frozen, full, inspected.report.raw
+
+    frozen, full, inspected = asyncio.run(run())
+    with Client(url) as client:
+        sync = client.freeze(gpt2["bin"], SPEC, tmp_path / "sync", progress=False)
+    assert directory_files(tmp_path / "async") == directory_files(tmp_path / "sync")
+    assert directory_files(tmp_path / "async-full") == directory_files(tmp_path / "sync")
+    assert frozen.job.model == sync.job.model == full.job.model
+    assert inspected["summary"]["frozen"] == 0
+    assert inspected["files"]["index"] == "pytorch_model.bin.index.json"

@@ -20,7 +20,7 @@ from ._directory import check_paths, default_output_dir, directory_files, publis
 from ._download import DownloadSink
 from ._errors import APIError, IntegrityError, TransportError, WaitTimeout
 from ._models import FreezeResult, Job, JobPage, Report
-from ._patch import PATCH_FORMAT, listing_sha256, rebuild, sha256_file, single_file
+from ._patch import listing_sha256, rebuild, rebuild_directory, sha256_file, single_file
 from ._progress import Progress, ProgressLike
 from ._retry import Retry
 from ._spec import SpecLike, spec_json
@@ -312,18 +312,7 @@ class Client(BaseClient):
 
     def _rebuild_directory(self, job: Job, files: Mapping[str, Path], staging: Path,
                            progress: ProgressLike) -> None:
-        patch = self.patch(job)
-        entries = patch.get("files") if isinstance(patch, dict) else None
-        if patch.get("format") != PATCH_FORMAT or not isinstance(entries, list):
-            raise IntegrityError(f"not a {PATCH_FORMAT} document")
-        check_paths(e.get("path") for e in entries if isinstance(e, dict))
-        for entry in entries:
-            base = files.get(entry["path"])
-            if base is None:
-                raise IntegrityError(f"the patch names {entry['path']!r}, which the local directory lacks")
-            dst = staging / entry["path"]
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            rebuild(base, entry, dst, progress=progress)
+        rebuild_directory(self.patch(job), files, staging, progress=progress)
 
     # -- stored models ----------------------------------------------------------------------------------
 

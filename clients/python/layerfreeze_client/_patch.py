@@ -22,7 +22,7 @@ from ._download import DownloadSink
 from ._errors import IntegrityError
 from ._progress import Progress, ProgressLike
 
-__all__ = ["PATCH_FORMAT", "listing_sha256", "rebuild", "sha256_file", "single_file"]
+__all__ = ["PATCH_FORMAT", "listing_sha256", "rebuild", "rebuild_directory", "sha256_file", "single_file"]
 
 PATCH_FORMAT = "layerfreeze-patch/1"
 CHUNK = 4 * 1024 * 1024
@@ -81,6 +81,27 @@ def rebuild(base: str | os.PathLike[str], entry: dict[str, Any], target: str | o
         sink.discard()
         raise
     return target
+
+
+def rebuild_directory(patch: Any, files: dict[str, Path] | Any, staging: Path, *,
+                      progress: ProgressLike = False) -> None:
+    """Write every file of a model directory's patch into ``staging`` (an empty directory), each rebuilt
+    from the local file of the same path (``files``: relative path -> file) and verified by ``rebuild``."""
+    from ._directory import check_paths
+
+    entries = patch.get("files") if isinstance(patch, dict) else None
+    if not isinstance(patch, dict) or patch.get("format") != PATCH_FORMAT or not isinstance(entries, list):
+        raise IntegrityError(f"not a {PATCH_FORMAT} document")
+    if not all(isinstance(e, dict) and isinstance(e.get("path"), str) for e in entries):
+        raise IntegrityError("a patch entry names no path")
+    check_paths([e["path"] for e in entries])
+    for entry in entries:
+        base = files.get(entry["path"])
+        if base is None:
+            raise IntegrityError(f"the patch names {entry['path']!r}, which the local directory lacks")
+        dst = staging / entry["path"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        rebuild(base, entry, dst, progress=progress)
 
 
 def _segments(src: BinaryIO, segments: Any, base_size: int, sink: DownloadSink | None = None

@@ -180,3 +180,24 @@ class MultipartFiles:
                     yield chunk
             yield b"\r\n"
         yield self._tail
+
+    async def async_body(self, progress: Progress | None = None) -> AsyncIterator[bytes]:
+        from anyio import to_thread  # reads leave the event loop free
+
+        for head, path, size in self._parts:
+            yield head
+            f = await to_thread.run_sync(path.open, "rb")
+            try:
+                left = size
+                while left > 0:
+                    chunk = await to_thread.run_sync(f.read, min(self.chunk_size, left))
+                    if not chunk:
+                        raise OSError(f"{path}: the file shrank while it was being uploaded")
+                    left -= len(chunk)
+                    if progress is not None:
+                        progress.update(len(chunk))
+                    yield chunk
+            finally:
+                f.close()
+            yield b"\r\n"
+        yield self._tail

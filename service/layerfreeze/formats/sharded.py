@@ -85,7 +85,7 @@ class ShardSet:
     index: str | None  # None: an unsharded directory's one weights file, no index
     doc: dict[str, Any]
     weight_map: dict[str, str]  # tensor name -> shard's relative path
-    shards: dict[str, Archive | _StoredShard]
+    shards: Mapping[str, Archive | _StoredShard]
 
     @property
     def label(self) -> str:
@@ -118,7 +118,8 @@ class ShardedModel:
 
         try:
             return {"sets": [{"index": s.index, "doc": s.doc, "weight_map": s.weight_map,
-                              "shards": {p: describe(a) for p, a in s.shards.items()}} for s in self.sets]}
+                              "shards": {p: dict(a.doc) if isinstance(a, _StoredShard) else describe(a)
+                                         for p, a in s.shards.items()}} for s in self.sets]}
         except (AttributeError, NotImplementedError, TypeError):
             return None
 
