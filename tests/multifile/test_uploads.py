@@ -304,3 +304,25 @@ def test_async_client_freezes_a_directory(url: str, gpt2: dict[str, Path], tmp_p
     assert frozen.job.model == sync.job.model == full.job.model
     assert inspected["summary"]["frozen"] == 0
     assert inspected["files"]["index"] == "pytorch_model.bin.index.json"
+
+
+def test_client_refuses_case_clashes_and_a_directory_over_the_service_limits(
+        url: str, tmp_path: Path) -> None:
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    (clash / "config.json").write_text("{}")
+    (clash / "Config.json").write_text("{}")
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(MAX_FILES + 1):
+        (many / f"f{i}.json").write_text("{}")
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "a.bin").write_bytes(b"\0" * (MAX_BYTES + 1))
+    transport = Recording()
+    with Client(url, transport=transport) as client:
+        refused = ((clash, "differ only in case"), (many, str(MAX_FILES)), (big, str(MAX_BYTES)))
+        for directory, message in refused:
+            with pytest.raises(ClientError, match=message):
+                client.upload_directory(directory)
+    assert {p for _m, p in transport.paths} == {"/v1/uploads"}  # only the limits were asked for
