@@ -326,3 +326,32 @@ def test_client_refuses_case_clashes_and_a_directory_over_the_service_limits(
             with pytest.raises(ClientError, match=message):
                 client.upload_directory(directory)
     assert {p for _m, p in transport.paths} == {"/v1/uploads"}  # only the limits were asked for
+
+
+def test_output_digests_of_a_directory_job_are_computed_after_it_and_served_right(
+        url: str, gpt2: dict[str, Path]) -> None:
+    import hashlib
+    import time
+
+    files = directory_files(gpt2["safetensors"])
+    spec = {"rules": [{"action": "freeze", "names": ["h.1"]}]}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        model = upload(client, files).json()
+        job = client.post("/v1/jobs", json={"model": model["id"], "spec": spec}).json()  # no wait
+        deadline = time.monotonic() + 60
+        while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(0.05)
+            job = client.get(f"/v1/jobs/{job['id']}").json()
+        assert job["status"] == "succeeded", job
+        patch = client.get(f"/v1/jobs/{job['id']}/patch").json()  # digests known once it answers
+        digests = {}
+        for entry in patch["files"]:
+            body = client.get(f"/v1/jobs/{job['id']}/files/{entry['path']}").content
+            digests[entry["path"]] = hashlib.sha256(body).hexdigest()
+            assert entry["output"]["sha256"] == digests[entry["path"]], entry["path"]
+        report = client.get(f"/v1/jobs/{job['id']}/report").json()
+        job = client.get(f"/v1/jobs/{job['id']}").json()
+    assert {f["path"]: f["sha256"] for f in report["files"]["files"]} == digests
+    listing = "".join(f"{digests[p]}  {p}\n" for p in sorted(digests))
+    expected = hashlib.sha256(listing.encode()).hexdigest()
+    assert job["output"]["sha256"] == report["output"]["sha256"] == expected

@@ -305,6 +305,8 @@ class Client(BaseClient):
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     self.download(job, dst, file=entry.path, sha256=entry.sha256, progress=progress)
             publish_dir(staging, target)
+            if report.output is not None and report.output.sha256 is None:  # computed after the job
+                job, report = self.job(job), self.report(job)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -254,7 +254,9 @@ def _freeze_directory(task: Task, files: DirectoryFiles) -> Outcome:
         for path, stored, sha in files:
             segments, size = plans[path], stored.stat().st_size
             changed = segments != ([(0, size)] if size else [])
-            out_sha = sha256_of(stored, segments)[1] if changed else sha  # only changed files are read
+            # Only changed files are read, and only with ``digest``: a job on a stored model leaves them
+            # to the API's background pass, so its time does not grow with the model's size.
+            out_sha = (sha256_of(stored, segments)[1] if task.digest else None) if changed else sha
             digests[path] = out_sha
             listing.append((path, output_size(segments), out_sha, changed))
             entries.append(to_patch_file(path, segments, base_sha256=sha, base_bytes=size,

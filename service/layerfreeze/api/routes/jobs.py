@@ -360,9 +360,9 @@ async def get_artifact(job_id: str, request: Request, service: ServiceDep, tenan
     if record.dry_run:
         raise JobNotFound(f"job {job_id} was a dry run: it has no artifact", job_id=job_id)
     record = _finished(service, job_id, tenant)
-    patch = await anyio.to_thread.run_sync(_directory_patch, service, record)
-    if patch is not None:  # a model directory: one uncompressed tar of the output directory
-        return _tar_response(service, record, patch, request)
+    directory = await anyio.to_thread.run_sync(_directory_patch, service, record)
+    if directory is not None:  # a model directory: one uncompressed tar of the output directory
+        return _tar_response(service, *directory, request)
     path = service.blobs.output_path(job_id)
     if path.exists():  # a full copy, from before stored models
         opener = None
@@ -381,13 +381,18 @@ async def get_artifact(job_id: str, request: Request, service: ServiceDep, tenan
                             on_sent=service.metrics.bytes_out.inc, opener=opener)
 
 
-def _directory_patch(service: Any, record: JobRecord) -> dict[str, Any] | None:
-    """The patch of a job on a model directory (one entry per file); None for a single file."""
+def _directory_patch(service: Any, record: JobRecord) -> tuple[JobRecord, dict[str, Any]] | None:
+    """Blocking: the patch of a job on a model directory (one entry per file), every output digest known
+    (computed now unless the background pass did already), with the record as it then is; None for a
+    single file."""
     path = service.blobs.patch_path(record.id)
     if record.dry_run or service.blobs.content.exists(record.input_sha256) or not path.is_file():
         return None
+    if record.output_sha256 is None:
+        service.digests.ensure(record.id)
+        record = service.store.get(record.id)
     doc = json.loads(path.read_bytes())
-    return doc if isinstance(doc.get("files"), list) else None
+    return (record, doc) if isinstance(doc.get("files"), list) else None
 
 
 def _tar_response(service: Any, record: JobRecord, patch: dict[str, Any], request: Request) -> Response:
@@ -419,10 +424,11 @@ async def get_file(job_id: str, path: str, request: Request, service: ServiceDep
     if record.dry_run:
         raise JobNotFound(f"job {job_id} was a dry run: it has no output", job_id=job_id)
     record = _finished(service, job_id, tenant)
-    patch = await anyio.to_thread.run_sync(_directory_patch, service, record)
-    if patch is None:
+    directory = await anyio.to_thread.run_sync(_directory_patch, service, record)
+    if directory is None:
         raise JobNotFound(f"job {job_id} froze a single file: download it from /v1/jobs/{job_id}/artifact",
                           job_id=job_id)
+    _record, patch = directory
     entry = next((e for e in patch["files"] if e["path"] == path), None)
     if entry is None:
         raise JobNotFound(f"the output of job {job_id} has no file {path[:200]!r}", job_id=job_id)
@@ -456,10 +462,12 @@ async def get_patch(job_id: str, service: ServiceDep, tenant: TenantDep) -> Resp
     path = service.blobs.patch_path(job_id)
     if not path.is_file():
         raise JobNotFound(f"job {job_id} has no patch (its artifact predates stored models)", job_id=job_id)
+    directory = await anyio.to_thread.run_sync(_directory_patch, service, record)
+    if directory is not None:  # a model directory: one entry per file, digests known
+        record, doc = directory
+        return JSONResponse(doc, headers={"etag": f'"patch-{record.output_sha256}"',
+                                          "cache-control": "private, no-cache"})
     entry = json.loads(await anyio.to_thread.run_sync(path.read_bytes))
-    if isinstance(entry.get("files"), list):  # a model directory: one entry per file, digests known
-        return JSONResponse(entry, headers={"etag": f'"patch-{record.output_sha256}"',
-                                            "cache-control": "private, no-cache"})
     sha = record.output_sha256 or await anyio.to_thread.run_sync(service.digests.ensure, job_id)
     entry["output"]["sha256"] = sha
     entry["path"] = record.output_filename or entry["path"]
