@@ -13,7 +13,7 @@ import json
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 import anyio
@@ -243,10 +243,13 @@ async def _uploads_named(request: Request, max_files: int) -> list[tuple[str | N
     are checked here, before any upload is taken)."""
     from layerfreeze.formats.sharded import check_paths
 
-    raw = await request.body()
-    if len(raw) > 64 * 1024 + 512 * max_files:
-        raise UploadTooLarge("the JSON body is larger than its file list needs", limit="max_model_files",
-                             maximum=max_files)
+    most = 64 * 1024 + 8 * 1024 * max_files  # a path is at most 4096 characters, an id a URL
+    raw = bytearray()
+    async for chunk in request.stream():  # bounded while it arrives, never read whole first
+        raw += chunk
+        if len(raw) > most:
+            raise UploadTooLarge(f"the JSON body is larger than {most} bytes, more than a list of "
+                                 f"{max_files} files needs", limit="max_model_files", maximum=max_files)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -267,9 +270,9 @@ async def _uploads_named(request: Request, max_files: int) -> list[tuple[str | N
                              pointer=f"/files/{i}")
         named.append((entry["path"], _upload_id(entry["upload"])))
     check_paths(p for p, _u in named if p is not None)
-    ids = [u for _p, u in named]
-    if len(set(ids)) != len(ids):
-        twice = next(u for u in ids if ids.count(u) > 1)
+    counts = Counter(u for _p, u in named)
+    if len(counts) != len(named):
+        twice = next(u for u, n in counts.items() if n > 1)
         raise BadRequest(f"upload {twice[:40]!r} is named twice; each file is its own upload",
                          pointer="/files")
     return named
