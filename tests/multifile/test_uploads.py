@@ -355,3 +355,31 @@ def test_output_digests_of_a_directory_job_are_computed_after_it_and_served_righ
     listing = "".join(f"{digests[p]}  {p}\n" for p in sorted(digests))
     expected = hashlib.sha256(listing.encode()).hexdigest()
     assert job["output"]["sha256"] == report["output"]["sha256"] == expected
+
+
+class LosesFirstModelAnswer(httpx.HTTPTransport):
+    """Sends every request; the first answer to POST /v1/models is lost on the way back (a dropped
+    connection after the service did the work)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method == "POST" and request.url.path == "/v1/models" and not self.lost:
+            self.lost = True
+            response.read()
+            raise httpx.ReadError("connection reset", request=request)
+        return response
+
+
+def test_a_lost_answer_to_the_directory_request_is_replayed_not_refused(
+        url: str, gpt2: dict[str, Path], tmp_path: Path) -> None:
+    src = shutil.copytree(gpt2["safetensors"], tmp_path / "fresh")
+    (src / "README.md").write_text("a directory this service has not seen\n")
+    transport = LosesFirstModelAnswer()
+    with Client(url, transport=transport) as client:
+        model = client.upload_directory(src)  # the retry carries the same Idempotency-Key
+    assert transport.lost
+    assert sorted(f["path"] for f in model["files"]) == sorted(directory_files(src))

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,7 +23,7 @@ from ._errors import APIError, IntegrityError, TransportError, WaitTimeout
 from ._models import FreezeResult, Job, JobPage, Report
 from ._patch import listing_sha256, rebuild, rebuild_directory, sha256_file, single_file
 from ._progress import Progress, ProgressLike
-from ._retry import Retry
+from ._retry import Retry, parse_retry_after
 from ._spec import SpecLike, spec_json
 from ._upload import MultipartFiles, MultipartUpload
 
@@ -339,9 +340,7 @@ class Client(BaseClient):
             return self.upload_directory(model, progress=progress, resumable=resumable)
         if resumable and isinstance(model, str | os.PathLike) and self._speaks_tus():
             upload_id = self.upload_resumable(model, progress=progress)
-            response = self._call("POST", "/v1/models", headers={"content-type": "application/json"},
-                                  content=json.dumps({"upload": upload_id}).encode())
-            return dict(self._json(response))
+            return dict(self._json(self._post_taking("/v1/models", {"upload": upload_id})))
         upload = MultipartUpload(model, {}, file_field="file")
         return dict(self._json(self._post_upload("/v1/models", upload, progress)))
 
@@ -358,11 +357,24 @@ class Client(BaseClient):
         if tus is not None:
             named = [{"path": rel, "upload": self.upload_resumable(path, progress=progress)}
                      for rel, path in files.items()]
-            response = self._call("POST", "/v1/models", headers={"content-type": "application/json"},
-                                  content=json.dumps({"files": named}).encode())
-            return dict(self._json(response))
+            return dict(self._json(self._post_taking("/v1/models", {"files": named})))
         upload = MultipartFiles(files, file_field="file")
         return dict(self._json(self._post_upload("/v1/models", upload, progress)))
+
+    def _post_taking(self, path: str, body: dict[str, Any], patience: float = 600.0) -> httpx.Response:
+        """POST a JSON body that takes something over (complete uploads become a model). It carries an
+        Idempotency-Key, so a retry after a lost answer gets that answer rather than a 404 for uploads
+        already taken; while the first request still runs (409, key in use) it waits and asks again."""
+        headers = {"content-type": "application/json", "idempotency-key": secrets.token_hex(16)}
+        content = json.dumps(body).encode()
+        deadline = time.monotonic() + patience
+        while True:
+            response = self._call("POST", path, headers=headers, content=content)
+            problem = self._decode(response) if response.status_code == 409 else None
+            busy = isinstance(problem, dict) and str(problem.get("type")).endswith("idempotency-key-in-use")
+            if not busy or time.monotonic() > deadline:
+                return response
+            time.sleep(min(5.0, parse_retry_after(response.headers.get("retry-after")) or 1.0))
 
     def _speaks_tus(self) -> bool:
         return self._tus_limits() is not None
