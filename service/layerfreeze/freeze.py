@@ -152,12 +152,17 @@ def freeze_directory(
 
 def plan_directory(files: Mapping[str, Path], spec: FreezeSpec,
                    limits: ReadLimits = ReadLimits(),  # noqa: B008
+                   description: Mapping[str, Any] | None = None,
                    ) -> tuple[ShardedModel, Selection, dict[str, list[Segment]]]:
     """Read a model directory's files (relative posix path -> file) and plan its freeze: the model, the
-    selection, and every output file as segments over the input file of the same path."""
+    selection, and every output file as segments over the input file of the same path. With
+    ``description`` (``ShardedModel.describe()`` of these very files) the shards are not read again."""
     from layerfreeze.formats.sharded import ShardedModel
 
-    model = ShardedModel(files, limits)
+    if description is not None:
+        model = ShardedModel.from_description(files, description)
+    else:
+        model = ShardedModel(files, limits)
     selection = _select(spec, model.inventory, model.unrecordable)
     return model, selection, model.plan(selection.final_by_name(), spec_sha256(spec))
 

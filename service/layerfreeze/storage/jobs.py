@@ -40,7 +40,17 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_tenant_seq ON jobs (tenant, seq);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS job_files (
+    job_id      TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    bytes       INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    PRIMARY KEY (job_id, path)
+);
+CREATE INDEX IF NOT EXISTS job_files_sha256 ON job_files (sha256);
 """
+# job_files: the files of the model directory a job freezes, each a blob the job holds as a single-file job
+# holds its input (while jobs.holds_blob), so deleting the model never breaks the job's downloads.
 
 # Schema version 2 (PRAGMA user_version): uploads become blobs addressed by sha256, referenced by models
 # (model_files) and by jobs (jobs.input_sha256 while jobs.holds_blob); a job may name its model.
@@ -111,6 +121,12 @@ class JobRecord:
     error: dict[str, Any] | None = None
     model_id: str | None = None
     inline_digest: bool = True  # the output sha256 is part of the job (multipart jobs, as in v1)
+    files: tuple[tuple[str, int, str], ...] = ()  # a model directory's (path, bytes, sha256): job_files
+
+    @property
+    def blobs(self) -> tuple[str, ...]:
+        """Every blob the job holds: its input, or its model directory's files."""
+        return (self.input_sha256, *(sha for _p, _n, sha in self.files))
 
     @property
     def finished(self) -> bool:
@@ -132,6 +148,13 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
         finished_at=finished, output_filename=out_name, output_bytes=out_bytes, output_sha256=out_sha,
         error=json.loads(error) if error else None, model_id=model_id, inline_digest=bool(inline_digest),
     )
+
+
+def _drop_files(db: sqlite3.Connection, job_id: str) -> tuple[tuple[str, int, str], ...]:
+    rows = db.execute("SELECT path, bytes, sha256 FROM job_files WHERE job_id=? ORDER BY path", (job_id,))
+    files = tuple((str(p), int(n), str(s)) for p, n, s in rows.fetchall())
+    db.execute("DELETE FROM job_files WHERE job_id=?", (job_id,))
+    return files
 
 
 class JobStore:
@@ -209,17 +232,22 @@ class JobStore:
                  job.input_bytes, job.input_sha256, job.output_filename, job.model_id,
                  int(job.inline_digest)),
             )
+            db.executemany("INSERT INTO job_files (job_id, path, bytes, sha256) VALUES (?, ?, ?, ?)",
+                           [(job.id, *f) for f in job.files])
             return replace(job, seq=cur.lastrowid or 0, status="queued")
 
     def claim(self, job_id: str) -> JobRecord | None:
-        """queued -> running; None when the job is gone or no longer queued (deleted meanwhile)."""
+        """queued -> running, with the job's directory files; None when the job is gone or no longer
+        queued (deleted meanwhile)."""
         with self._tx(durable=False) as db:
             cur = db.execute("UPDATE jobs SET status='running', started_at=? WHERE id=? AND status='queued'",
                              (time.time(), job_id))
             if cur.rowcount != 1:
                 return None
             row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return _row_to_record(row)
+            files = db.execute("SELECT path, bytes, sha256 FROM job_files WHERE job_id=? ORDER BY path",
+                               (job_id,)).fetchall()
+        return replace(_row_to_record(row), files=tuple((str(p), int(n), str(s)) for p, n, s in files))
 
     def succeed(self, job_id: str, *, output_bytes: int | None, output_sha256: str | None,
                 output_filename: str | None = None) -> None:
@@ -266,7 +294,8 @@ class JobStore:
                 raise JobConflict(f"job {job_id} is running; delete it once it has finished",
                                   job_id=job_id, status=record.status)
             db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
-        return record
+            files = _drop_files(db, job_id)
+        return replace(record, files=files)
 
     def recover(self, problem: dict[str, Any]) -> list[str]:
         """After a restart: fail jobs that were running (with ``problem``), return the queued ones
@@ -283,9 +312,17 @@ class JobStore:
                            (before,))
         return [r[0] for r in rows]
 
-    def purge(self, job_id: str) -> None:
+    def purge(self, job_id: str) -> tuple[tuple[str, int, str], ...]:
+        """Remove a finished job's record; the files it held (the caller releases them)."""
         with self._tx() as db:
-            db.execute("DELETE FROM jobs WHERE id=? AND status IN ('succeeded', 'failed')", (job_id,))
+            cur = db.execute("DELETE FROM jobs WHERE id=? AND status IN ('succeeded', 'failed')", (job_id,))
+            return _drop_files(db, job_id) if cur.rowcount else ()
+
+    def job_files(self, job_id: str) -> tuple[tuple[str, int, str], ...]:
+        """The model directory's files a job freezes, by path; () for a single-file job."""
+        rows = self._query("SELECT path, bytes, sha256 FROM job_files WHERE job_id=? ORDER BY path",
+                           (job_id,))
+        return tuple((str(p), int(n), str(s)) for p, n, s in rows)
 
     def writable(self) -> bool:
         try:

@@ -1,9 +1,10 @@
 """Stored models and the blobs behind them, in the job database (see storage.jobs for the schema).
 
 A blob (an uploaded file, by sha256) is referenced by every model file that has its content and by every
-job that holds it as its input (``jobs.holds_blob``: succeeded jobs with an artifact, and jobs not yet
-finished). ``release`` deletes a blob when nothing references it any more; uploads being read are
-``pin``-ned meanwhile, so a concurrent deletion never takes a blob out from under them.
+job that holds it as its input or as a file of its model directory (``job_files``), while
+``jobs.holds_blob`` (succeeded jobs with an artifact, and jobs not yet finished). ``release`` deletes
+a blob when nothing references it any more; uploads being read are ``pin``-ned meanwhile, so a
+concurrent deletion never takes a blob out from under them.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class ModelRecord:
 _COLUMNS = "seq, id, tenant, sha256, bytes, format, created_at, summary"
 
 _REFS = ("SELECT (SELECT COUNT(*) FROM model_files WHERE sha256=?) + "
-         "(SELECT COUNT(*) FROM jobs WHERE input_sha256=? AND holds_blob=1)")
+         "(SELECT COUNT(*) FROM jobs WHERE input_sha256=? AND holds_blob=1) + "
+         "(SELECT COUNT(*) FROM job_files f JOIN jobs j ON j.id=f.job_id "
+         "WHERE f.sha256=? AND j.holds_blob=1)")
 
 
 class ModelStore:
@@ -94,12 +97,17 @@ class ModelStore:
         with self.jobs._tx() as db:
             if self._pins.get(sha256):
                 return False
-            (refs,) = db.execute(_REFS, (sha256, sha256)).fetchone()
+            (refs,) = db.execute(_REFS, (sha256, sha256, sha256)).fetchone()
             if refs:
                 return False
             db.execute("DELETE FROM blobs WHERE sha256=?", (sha256,))
             self.blobs.content.remove(sha256)  # under the lock: a concurrent adopt waits for it
         return True
+
+    def release_all(self, shas: Any) -> None:
+        """``release`` each blob (a job's input, or every file of its model directory)."""
+        for sha in dict.fromkeys(shas):
+            self.release(sha)
 
     def collect(self) -> int:
         """At start-up: drop blob files without a record, records without a file, unreferenced blobs."""
