@@ -419,11 +419,15 @@ class Client(BaseClient):
                         "PATCH", location, content=body(), headers={
                             "tus-resumable": TUS_VERSION, "upload-offset": str(offset),
                             "content-type": "application/offset+octet-stream"}))
-                    self._raise_for_status(response)
-                    offset = int(response.headers["upload-offset"])
-                    if offset != bar.done:  # the service kept fewer bytes than were read: count those
-                        bar.restart(offset)
-                    continue
+                    if not (response.status_code == 409 and 0 < attempt < self.retry.retries):
+                        self._raise_for_status(response)
+                        offset = int(response.headers["upload-offset"])
+                        if offset != bar.done:  # the service kept fewer bytes than were read: count those
+                            bar.restart(offset)
+                        continue
+                    # After a break the service may still hold the broken PATCH until it notices the
+                    # hang-up, and it may keep more bytes than we knew: wait, then ask for the offset.
+                    delay = self.retry.backoff_delay(attempt)
                 except httpx.TransportError as exc:
                     delay = self.retry.delay_for_error(exc, attempt)
                     if delay is None:
