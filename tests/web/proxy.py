@@ -1,8 +1,9 @@
 """A TCP relay on 127.0.0.1 whose connections can be cut: a dropped connection, for real.
 
-It also reads the requests that pass (method, target, headers), so a test sees what the page sent, and it can
-cut one chosen request part-way through its body: the service receives exactly the bytes before the cut
-and then the end of the connection, the browser a reset, as when a network drops mid-upload.
+It also reads the requests that pass (method, target, headers), so a test sees what the page sent. It can
+cut one chosen request part-way through its body (the service receives exactly the bytes before the cut
+and then the end of the connection, the browser a reset, as when a network drops mid-upload), and it can
+answer 404 itself to the requests under a path, as a gateway that does not pass them.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 _RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER on, 0 s: close with a reset
+_NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\ncontent-length: 9\r\n\r\nnot found"
 
 
 @dataclass
@@ -25,6 +26,10 @@ class Request:
     target: str
     headers: dict[str, str]
 
+    @property
+    def length(self) -> int:
+        return int(self.headers.get("content-length") or 0)
+
 
 @dataclass
 class _CutRule:
@@ -33,49 +38,67 @@ class _CutRule:
     after: int
 
 
-class _RequestReader:
-    """Splits a client's bytes into HTTP/1.1 requests by their Content-Length (a browser sends one with
-    every body it has). ``feed`` says where in a chunk to cut, if the request under way is to be cut."""
+class _Connection:
+    """One browser connection's requests, split by their Content-Length (a browser sends one with every
+    body it has). Each request's head is held until complete, then forwarded, or answered here."""
 
-    def __init__(self, on_request: Callable[[Request, int], int | None]) -> None:
-        self.on_request = on_request
+    def __init__(self, proxy: CuttingProxy, client: socket.socket, upstream: socket.socket) -> None:
+        self.proxy, self.client, self.upstream = proxy, client, upstream
         self.head = bytearray()
         self.body_left = 0
+        self.swallow = False  # the body of a request answered here goes nowhere
         self.cut_in: int | None = None
 
-    def feed(self, chunk: bytes) -> int | None:
+    def feed(self, chunk: bytes) -> bool:
+        """Relay ``chunk``; False once the connection was cut."""
         pos = 0
         while pos < len(chunk):
             if self.body_left:
                 take = min(self.body_left, len(chunk) - pos)
                 if self.cut_in is not None and self.cut_in <= take:
-                    return pos + self.cut_in
+                    self.upstream.sendall(chunk[pos:pos + self.cut_in])
+                    self._cut()
+                    return False
                 if self.cut_in is not None:
                     self.cut_in -= take
+                if not self.swallow:
+                    self.upstream.sendall(chunk[pos:pos + take])
                 self.body_left -= take
                 pos += take
                 continue
             self.head += chunk[pos:]
             end = self.head.find(b"\r\n\r\n")
             if end < 0:
-                return None
+                return True
             pos = len(chunk) - (len(self.head) - end - 4)
-            head = bytes(self.head[:end]).decode("latin-1")
+            head = bytes(self.head[:end + 4])
             self.head.clear()
-            line, *fields = head.split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+            line, *fields = head[:-4].decode("latin-1").split("\r\n")
             method, _, rest = line.partition(" ")
-            length = int(headers.get("content-length", "0") or "0")
-            self.body_left = length
-            self.cut_in = self.on_request(Request(method, rest.rpartition(" ")[0], headers), length)
-            if self.cut_in == 0:
-                return pos
-        return None
+            headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+            request = Request(method, rest.rpartition(" ")[0], headers)
+            self.body_left = request.length
+            self.swallow = self.proxy._refused(request)
+            self.cut_in = None if self.swallow else self.proxy._on_request(request)
+            if self.swallow:
+                self.client.sendall(_NOT_FOUND)
+            else:
+                self.upstream.sendall(head)
+        return True
+
+    def _cut(self) -> None:
+        # The service gets the bytes so far and time to store them, then the end of the stream; the
+        # browser gets a reset. The other pump closes both once the service hangs up.
+        time.sleep(self.proxy.CUT_PAUSE_S)
+        self.upstream.shutdown(socket.SHUT_WR)
+        self.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        self.client.shutdown(socket.SHUT_RDWR)
 
 
 class CuttingProxy:
     """Relays every connection to ``target``; ``cut()`` closes the ones open now (new ones still work);
-    ``cut_request(...)`` cuts one future request part-way; ``requests`` lists the requests seen."""
+    ``cut_request(...)`` cuts one future request part-way; ``refuse(prefix)`` answers 404 to the requests
+    whose path starts with ``prefix``; ``requests`` lists the requests relayed."""
 
     CUT_PAUSE_S = 0.5
 
@@ -84,7 +107,9 @@ class CuttingProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.requests: list[Request] = []
+        self.refused: list[Request] = []
         self._rule: _CutRule | None = None
+        self._refuse: str | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -97,11 +122,23 @@ class CuttingProxy:
         with self._lock:
             self._rule = _CutRule(method, longer_than, after)
 
-    def _on_request(self, request: Request, length: int) -> int | None:
+    def refuse(self, prefix: str) -> None:
+        with self._lock:
+            self._refuse = prefix
+
+    def _refused(self, request: Request) -> bool:
+        with self._lock:
+            if self._refuse is not None and request.target.startswith(self._refuse):
+                self.refused.append(request)
+                return True
+        return False
+
+    def _on_request(self, request: Request) -> int | None:
+        """Record the request; how many of its body's bytes to relay before cutting, or None."""
         with self._lock:
             self.requests.append(request)
             rule = self._rule
-            if rule and request.method == rule.method and length > rule.longer_than:
+            if rule and request.method == rule.method and request.length > rule.longer_than:
                 self._rule = None
                 return rule.after
         return None
@@ -120,24 +157,22 @@ class CuttingProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._open.update((client, upstream))
-            reader = _RequestReader(self._on_request)
-            threading.Thread(target=self._pump, args=(client, upstream, reader), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
+            connection = _Connection(self, client, upstream)
+            threading.Thread(target=self._requests, args=(connection,), daemon=True).start()
+            threading.Thread(target=self._answers, args=(upstream, client), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, reader: _RequestReader | None) -> None:
+    def _requests(self, connection: _Connection) -> None:
+        try:
+            while chunk := connection.client.recv(65536):
+                if not connection.feed(chunk):
+                    return  # cut: the other pump closes both
+        except OSError:
+            pass
+        self._close(connection.client, connection.upstream)
+
+    def _answers(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while chunk := source.recv(65536):
-                cut_at = reader.feed(chunk) if reader else None
-                if cut_at is not None:
-                    sink.sendall(chunk[:cut_at])
-                    # The service gets the bytes so far and time to store them, then the end of the
-                    # stream; the browser gets a reset. The other pump closes both once the service
-                    # hangs up.
-                    time.sleep(self.CUT_PAUSE_S)
-                    sink.shutdown(socket.SHUT_WR)
-                    source.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-                    source.shutdown(socket.SHUT_RDWR)
-                    return
                 sink.sendall(chunk)
         except OSError:
             pass

@@ -256,6 +256,53 @@ def test_cancel_a_directory_upload_terminates_its_uploads(browser: Any, service_
     assert pending == []
 
 
+def test_a_refused_directory_leaves_no_uploads(browser: Any, service_url: str, tmp_path: Path) -> None:
+    """A directory the service refuses (its index names a shard that is not there): the reason is shown,
+    and the uploads it sent are terminated rather than left to expire."""
+    bad = tmp_path / "broken-model"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"model_type": "bert"}')
+    (bad / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"a.weight": "model-00001-of-00002.safetensors"}}))
+    proxy = CuttingProxy(("127.0.0.1", int(service_url.rsplit(":", 1)[1])))
+    try:
+        browser.get(f"http://127.0.0.1:{proxy.port}/")
+        by_id(browser, "folder").send_keys(str(bad))
+        status = wait_for(browser, lambda d: "failed" in by_id(d, "status").text and by_id(d, "status"),
+                          "the refusal")
+        assert "model-00001-of-00002.safetensors" in status.text
+        sent = {r.target for r in proxy.requests if r.method == "PATCH"}
+        assert len(sent) == 2
+        wait_for(None, lambda _d: {r.target for r in proxy.requests if r.method == "DELETE"} >= sent,
+                 "the uploads terminated")
+    finally:
+        proxy.close()
+    for upload in sent:
+        assert httpx.head(f"{service_url}{upload}", headers=TUS, timeout=10).status_code == 404
+
+
+def test_without_resumable_uploads_a_model_goes_as_one_multipart_request(
+        browser: Any, service_url: str, bert_dir: Path, tmp_path: Path) -> None:
+    """Behind a gateway that does not pass /v1/uploads, a directory and a single file each go as one
+    multipart POST /v1/models."""
+    from web.page import save_module, small_cnn
+
+    proxy = CuttingProxy(("127.0.0.1", int(service_url.rsplit(":", 1)[1])))
+    proxy.refuse("/v1/uploads")
+    try:
+        browser.get(f"http://127.0.0.1:{proxy.port}/")
+        by_id(browser, "folder").send_keys(str(bert_dir))
+        wait_for(browser, lambda d: tree_row(d, "encoder").is_displayed(), "the directory's tree", timeout=60)
+        by_id(browser, "file").send_keys(str(save_module(small_cnn(), tmp_path / "plain.pt")))
+        wait_for(browser, lambda d: "plain.pt" in by_id(d, "model-info").text, "the file's model")
+    finally:
+        proxy.close()
+    assert [r.method for r in proxy.refused] == ["OPTIONS", "OPTIONS"]  # asked, then went without
+    made = [r for r in proxy.requests if r.method == "POST" and r.target == "/v1/models"]
+    assert [r.headers["content-type"].split(";")[0] for r in made] == ["multipart/form-data"] * 2
+    assert page_errors(browser) == []
+
+
 def _store(url: str, name: str, value: float) -> dict[str, Any]:
     import io
 

@@ -122,7 +122,8 @@ class Transfer {
 
   /** Wait before another try; a Cancel meanwhile ends the wait at once. */
   async pause(ms) {
-    await Promise.race([sleep(ms), new Promise((r) => this.taking.signal.addEventListener("abort", r))]);
+    const cancelled = new Promise((r) => this.taking.signal.addEventListener("abort", r, { once: true }));
+    await Promise.race([sleep(ms), cancelled]);
     this.check();
   }
 
@@ -130,10 +131,16 @@ class Transfer {
     this.cancelled = true;
     this.current?.abort();
     this.taking.abort();
+    this.abandon();
+  }
+
+  /** Terminate every upload started (tus termination) and forget them: nothing is left to resume. */
+  abandon() {
     for (const [location, key] of this.started) {
       sessionStorage.removeItem(key);
       fetch(location, { method: "DELETE", headers: authHeaders(TUS) }).catch(() => {});
     }
+    this.started.clear();
   }
 
   /** Send one file with tus 1.0 in 8 MiB PATCHes; its upload URL once complete. A dropped connection or
@@ -154,20 +161,24 @@ class Transfer {
           "Upload-Length": String(file.size), "Upload-Metadata": `filename ${base64(file.name)}` } });
         return new URL(created.getResponseHeader("Location"), window.location.href).pathname;
       });
-      sessionStorage.setItem(key, location);
       offset = 0;
     } else if (offset > 0) {
       onProgress(offset, `resuming at ${offset.toLocaleString("en")} bytes`);
     }
+    sessionStorage.setItem(key, location);
     this.started.set(location, key);
+    if (this.cancelled) this.abandon();  // cancelled while the upload was being created
     let failures = 0;
     while (offset < file.size) {
       this.check();
       const start = offset;
       try {
-        const done = await send("PATCH", location, { track: this.track, body: file.slice(start, start + CHUNK_BYTES),
+        const done = await send("PATCH", location, {
+          track: this.track,
+          body: file.slice(start, start + CHUNK_BYTES),
           headers: { ...TUS, "Upload-Offset": String(start), "Content-Type": "application/offset+octet-stream" },
-          onProgress: (loaded) => onProgress(start + loaded) });
+          onProgress: (loaded) => onProgress(start + loaded),
+        });
         offset = Number(done.getResponseHeader("Upload-Offset"));
         failures = 0;
       } catch (err) {
@@ -220,6 +231,7 @@ class Transfer {
           continue;
         }
         const lost = err.status === 0 || err.status === 429 || err.status === 502 || err.status === 503;
+        if (!lost && err.status < 500) this.abandon();  // refused (a 4xx): the same uploads would be again
         if (!lost || ++failures > RETRIES) throw err;
         await this.pause(250 * 2 ** failures);
       }
