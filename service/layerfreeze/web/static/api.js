@@ -134,6 +134,18 @@ class Transfer {
     this.abandon();
   }
 
+  /** `work()`, resumable; when the service refuses it (a 4xx other than 409 or 429: the same uploads
+   * would be refused again) every upload started is terminated. What failed for want of a connection
+   * is kept, to be continued when the same files are given again in this tab. */
+  async run(work) {
+    try {
+      return await work();
+    } catch (err) {
+      if (!this.cancelled && !passing(err)) this.abandon();
+      throw err;
+    }
+  }
+
   /** Terminate every upload started (tus termination) and forget them: nothing is left to resume. */
   abandon() {
     for (const [location, key] of this.started) {
@@ -231,7 +243,6 @@ class Transfer {
           continue;
         }
         const lost = err.status === 0 || err.status === 429 || err.status === 502 || err.status === 503;
-        if (!lost && err.status < 500) this.abandon();  // refused (a 4xx): the same uploads would be again
         if (!lost || ++failures > RETRIES) throw err;
         await this.pause(250 * 2 ** failures);
       }
@@ -266,7 +277,7 @@ export function uploadModel(file, onProgress) {
     return JSON.parse(xhr.responseText);
   }
 
-  const promise = (async () => ((await tusLimits()) ? resumable() : multipart()))();
+  const promise = (async () => ((await tusLimits()) ? transfer.run(resumable) : multipart()))();
   return { promise, abort: () => transfer.abort() };
 }
 
@@ -317,7 +328,7 @@ export function uploadDirectory(files, onProgress) {
 
   const promise = (async () => {
     const limits = await tusLimits();
-    return limits ? resumable(limits) : multipart();
+    return limits ? transfer.run(() => resumable(limits)) : multipart();
   })();
   return { promise, abort: () => transfer.abort() };
 }
