@@ -100,7 +100,7 @@ class CuttingProxy:
     ``cut_request(...)`` cuts one future request part-way; ``refuse(prefix)`` answers 404 to the requests
     whose path starts with ``prefix``; ``requests`` lists the requests relayed."""
 
-    CUT_PAUSE_S = 0.5
+    CUT_PAUSE_S = 1.0  # time for the service to read and keep the bytes before the cut
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target

@@ -182,9 +182,9 @@ def _uploads_of(proxy: CuttingProxy, method: str) -> list[str]:
 def test_directory_goes_resumably_and_resumes_after_a_cut(browser: Any, service_url: str,
                                                           tmp_path: Path) -> None:
     """Each file of a directory is a tus upload; the connection of one shard's PATCH is cut after 4,000
-    bytes of its body. The page asks where that upload stands (HEAD), goes on from byte 4,000 (not from
-    the start), then makes the model with one JSON request carrying an Idempotency-Key: the stored files
-    are byte for byte the local ones, and the uploads were taken over (gone)."""
+    bytes of its body. The page asks where that upload stands (HEAD), goes on from the bytes the service
+    kept (not from the start), then makes the model with one JSON request carrying an Idempotency-Key:
+    the stored files are byte for byte the local ones, and the uploads were taken over (gone)."""
     from multifile.hf import save_sharded, tiny_model
 
     model_dir = save_sharded(tiny_model("gpt2"), tmp_path / "tiny-gpt2", "safetensors")
@@ -211,7 +211,9 @@ def test_directory_goes_resumably_and_resumes_after_a_cut(browser: Any, service_
     # (Chromium itself may send a PATCH again whose reused connection broke: the service refuses it,
     # holding 4,000 bytes, and the page asks where the upload stands.)
     again = [r for r in proxy.requests if r.method == "PATCH" and r.target == cut.target][1:]
-    assert again[-1].headers["upload-offset"] == "4000"  # the bytes before the cut were kept
+    # Resumed from the bytes the service kept (all 4,000 unless it was too busy to read them before the
+    # end of the stream came), not from the start.
+    assert 0 < int(again[-1].headers["upload-offset"]) <= 4000
     assert set(patched) == {r.target for r in proxy.requests if r.method == "PATCH"}
     (made,) = [r for r in proxy.requests if r.method == "POST" and r.target == "/v1/models"]
     assert made.headers["content-type"] == "application/json"
