@@ -1,10 +1,12 @@
 """The page with model directories and with the stored-model and job lists, in a real headless Chromium
 against the real service: a sharded safetensors model picked or dropped as a directory, frozen and
-downloaded (its flags read back with torch); the model list a page at a time; deleting models and jobs,
-a running job's 409 shown in place."""
+downloaded (its flags read back with torch); a directory sent as resumable uploads, one cut off mid-way
+and resumed; the model list a page at a time; deleting models and jobs, a running job's 409 shown in
+place."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -30,6 +32,7 @@ from web.page import (
     wait_count,
     wait_for,
 )
+from web.proxy import CuttingProxy
 
 pytestmark = pytest.mark.server
 
@@ -162,6 +165,144 @@ def test_directory_upload_progress(browser: Any, service_url: str, bert_dir: Pat
     wait_for(browser, lambda d: tree_row(d, "encoder").is_displayed(), "the model after the upload",
              timeout=60)
     assert not by_id(browser, "upload").is_displayed()
+
+
+TUS = {"tus-resumable": "1.0.0"}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _uploads_of(proxy: CuttingProxy, method: str) -> list[str]:
+    """The upload URLs the page sent ``method`` requests to, in order (repeats kept)."""
+    return [r.target for r in proxy.requests if r.method == method and r.target.startswith("/v1/uploads/")]
+
+
+def test_directory_goes_resumably_and_resumes_after_a_cut(browser: Any, service_url: str,
+                                                          tmp_path: Path) -> None:
+    """Each file of a directory is a tus upload; the connection of one shard's PATCH is cut after 4,000
+    bytes of its body. The page asks where that upload stands (HEAD), goes on from the bytes the service
+    kept (not from the start), then makes the model with one JSON request carrying an Idempotency-Key:
+    the stored files are byte for byte the local ones, and the uploads were taken over (gone)."""
+    from multifile.hf import save_sharded, tiny_model
+
+    model_dir = save_sharded(tiny_model("gpt2"), tmp_path / "tiny-gpt2", "safetensors")
+    local = {p.name: p for p in model_dir.iterdir()}
+    assert max(p.stat().st_size for p in local.values()) > 8000
+    proxy = CuttingProxy(("127.0.0.1", int(service_url.rsplit(":", 1)[1])))
+    proxy.cut_request("PATCH", longer_than=8000, after=4000)
+    try:
+        browser.get(f"http://127.0.0.1:{proxy.port}/")
+        by_id(browser, "folder").send_keys(str(model_dir))
+        wait_for(browser, lambda d: tree_row(d, "h").is_displayed(), "the model after the resumed upload",
+                 timeout=60)
+    finally:
+        proxy.close()
+    assert "Stored tiny-gpt2" in by_id(browser, "status").text
+
+    # One upload per file, then one request naming them all.
+    created = [r for r in proxy.requests if r.method == "POST" and r.target == "/v1/uploads"]
+    assert len(created) == len(local)
+    patched = _uploads_of(proxy, "PATCH")
+    cut = next(r for r in proxy.requests if r.method == "PATCH" and int(r.headers["content-length"]) > 8000)
+    assert cut.headers["upload-offset"] == "0"
+    assert cut.target in _uploads_of(proxy, "HEAD")  # asked where it stands
+    # (Chromium itself may send a PATCH again whose reused connection broke: the service refuses it,
+    # holding 4,000 bytes, and the page asks where the upload stands.)
+    again = [r for r in proxy.requests if r.method == "PATCH" and r.target == cut.target][1:]
+    # Resumed from the bytes the service kept (all 4,000 unless it was too busy to read them before the
+    # end of the stream came), not from the start.
+    assert 0 < int(again[-1].headers["upload-offset"]) <= 4000
+    assert set(patched) == {r.target for r in proxy.requests if r.method == "PATCH"}
+    (made,) = [r for r in proxy.requests if r.method == "POST" and r.target == "/v1/models"]
+    assert made.headers["content-type"] == "application/json"
+    assert len(made.headers["idempotency-key"]) == 32
+
+    model_id = browser.execute_script(
+        "return document.querySelector('#models li[aria-current=\"true\"]').dataset.id")
+    stored = httpx.get(f"{service_url}/v1/models/{model_id}", timeout=10).json()
+    assert {f["path"]: f["sha256"] for f in stored["files"]} == {n: _sha256(p) for n, p in local.items()}
+    for upload in set(patched):  # taken over by the model
+        assert httpx.head(f"{service_url}{upload}", headers=TUS, timeout=10).status_code == 404
+    pending = browser.execute_script("return Object.keys(sessionStorage).filter(k => k.includes('upload'))")
+    assert pending == []
+    assert page_errors(browser) == []
+
+
+def test_cancel_a_directory_upload_terminates_its_uploads(browser: Any, service_url: str,
+                                                          bert_dir: Path) -> None:
+    """Cancel part-way through a directory: the upload under way stops, every upload started is
+    terminated (DELETE), and no model is made."""
+    proxy = CuttingProxy(("127.0.0.1", int(service_url.rsplit(":", 1)[1])))
+    try:
+        browser.get(f"http://127.0.0.1:{proxy.port}/")
+        browser.execute_cdp_cmd("Network.enable", {})
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 15_000})
+        by_id(browser, "folder").send_keys(str(bert_dir))
+        bar = by_id(browser, "upload-progress")
+        wait_for(browser, lambda d: len(_uploads_of(proxy, "PATCH")) >= 3
+                 and int(bar.get_attribute("value")) > 0, "a few files under way")
+        by_id(browser, "upload-cancel").click()
+        wait_for(browser, lambda d: "cancelled" in by_id(d, "status").text, "the cancellation")
+        started = set(_uploads_of(proxy, "PATCH"))
+        wait_for(None, lambda _d: set(_uploads_of(proxy, "DELETE")) >= started, "every upload terminated")
+    finally:
+        proxy.close()
+    for upload in started:
+        assert httpx.head(f"{service_url}{upload}", headers=TUS, timeout=10).status_code == 404
+    assert not [r for r in proxy.requests if r.method == "POST" and r.target == "/v1/models"]
+    assert not by_id(browser, "upload").is_displayed()
+    pending = browser.execute_script("return Object.keys(sessionStorage).filter(k => k.includes('upload'))")
+    assert pending == []
+
+
+def test_a_refused_directory_leaves_no_uploads(browser: Any, service_url: str, tmp_path: Path) -> None:
+    """A directory the service refuses (its index names a shard that is not there): the reason is shown,
+    and the uploads it sent are terminated rather than left to expire."""
+    bad = tmp_path / "broken-model"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"model_type": "bert"}')
+    (bad / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"a.weight": "model-00001-of-00002.safetensors"}}))
+    proxy = CuttingProxy(("127.0.0.1", int(service_url.rsplit(":", 1)[1])))
+    try:
+        browser.get(f"http://127.0.0.1:{proxy.port}/")
+        by_id(browser, "folder").send_keys(str(bad))
+        status = wait_for(browser, lambda d: "failed" in by_id(d, "status").text and by_id(d, "status"),
+                          "the refusal")
+        assert "model-00001-of-00002.safetensors" in status.text
+        sent = {r.target for r in proxy.requests if r.method == "PATCH"}
+        assert len(sent) == 2
+        wait_for(None, lambda _d: {r.target for r in proxy.requests if r.method == "DELETE"} >= sent,
+                 "the uploads terminated")
+    finally:
+        proxy.close()
+    for upload in sent:
+        assert httpx.head(f"{service_url}{upload}", headers=TUS, timeout=10).status_code == 404
+
+
+def test_without_resumable_uploads_a_model_goes_as_one_multipart_request(
+        browser: Any, service_url: str, bert_dir: Path, tmp_path: Path) -> None:
+    """Behind a gateway that does not pass /v1/uploads, a directory and a single file each go as one
+    multipart POST /v1/models."""
+    from web.page import save_module, small_cnn
+
+    proxy = CuttingProxy(("127.0.0.1", int(service_url.rsplit(":", 1)[1])))
+    proxy.refuse("/v1/uploads")
+    try:
+        browser.get(f"http://127.0.0.1:{proxy.port}/")
+        by_id(browser, "folder").send_keys(str(bert_dir))
+        wait_for(browser, lambda d: tree_row(d, "encoder").is_displayed(), "the directory's tree", timeout=60)
+        by_id(browser, "file").send_keys(str(save_module(small_cnn(), tmp_path / "plain.pt")))
+        wait_for(browser, lambda d: "plain.pt" in by_id(d, "model-info").text, "the file's model")
+    finally:
+        proxy.close()
+    assert [r.method for r in proxy.refused] == ["OPTIONS", "OPTIONS"]  # asked, then went without
+    made = [r for r in proxy.requests if r.method == "POST" and r.target == "/v1/models"]
+    assert [r.headers["content-type"].split(";")[0] for r in made] == ["multipart/form-data"] * 2
+    assert page_errors(browser) == []
 
 
 def _store(url: str, name: str, value: float) -> dict[str, Any]:

@@ -420,3 +420,6 @@ def test_upload_resumes_after_the_connection_drops(browser: Any, service_url: st
     offset = int(notes[-1].split("resuming at ")[1].split(" bytes")[0].replace(",", ""))
     assert offset > 8 * 1024 * 1024  # the first piece and part of the second were kept
     wait_count(browser, "count-trainable", 1750 * 1750 + 1750)
+    (made,) = [r for r in proxy.requests if r.method == "POST" and r.target == "/v1/models"]
+    assert made.headers["content-type"] == "application/json"
+    assert len(made.headers["idempotency-key"]) == 32  # a retry after a lost answer gets that answer

@@ -52,8 +52,8 @@ $("token-forget").addEventListener("click", () => {
 
 let upload = null;
 
-/** Send a model with the progress bar: one file (resumable where the service offers it) or a model
- * directory's files as one model. `files`: [{path, file}]; `name`: what the messages call it. */
+/** Send a model with the progress bar: one file or a model directory's files as one model, resumable
+ * where the service offers it. `files`: [{path, file}]; `name`: what the messages call it. */
 function startUpload(files, name, aside = "") {
   if (upload) upload.abort();
   const bar = $("upload-progress");
