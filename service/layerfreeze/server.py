@@ -42,6 +42,9 @@ def describe_invalid(exc: ValidationError, overrides: Mapping[str, Any]) -> str:
     parts = []
     for error in exc.errors(include_url=False):
         field = str(error["loc"][0]) if error["loc"] else ""
+        if not field:  # a rule over several settings: its message names them
+            parts.append(error["msg"].removeprefix("Value error, "))
+            continue
         name = f"--{field.replace('_', '-')}" if field in overrides else prefix + field.upper()
         value = "" if "token" in field else f"={_short(error.get('input'))}"
         parts.append(f"{name}{value}: {error['msg'].removeprefix('Value error, ')}")
@@ -74,11 +77,14 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     configure_logging(settings.log_level)
     # Before uvicorn starts the app (whose start-up recovers the data directory): one service per
     # directory, and a port in use is a clear error, not a traceback after the recovery already ran.
-    data_dir = data_dir_lock.acquire(settings.data_dir, f"{settings.host}:{settings.port}")
+    # In the distributed mode replicas share the directory by design, and none recovers it at start.
+    data_dir = (None if settings.distributed
+                else data_dir_lock.acquire(settings.data_dir, f"{settings.host}:{settings.port}"))
     try:
         sock = listen_socket(settings.host, settings.port)
     except BaseException:
-        data_dir_lock.release(data_dir)
+        if data_dir is not None:
+            data_dir_lock.release(data_dir)
         raise
     limits = settings.transport_limits()
     cap = connection_cap(limits.max_connections)
@@ -97,7 +103,8 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
-        data_dir_lock.release(data_dir)
+        if data_dir is not None:
+            data_dir_lock.release(data_dir)
 
 
 def listen_socket(host: str, port: int) -> socket.socket:

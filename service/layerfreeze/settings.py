@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from layerfreeze.limits import ReadLimits
@@ -58,7 +58,9 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
         "Port to listen on. `layerfreeze serve --port` overrides it."))
     data_dir: Path = Field(Path("data"), description=(
         "Job database (`jobs.sqlite3`) and files (`jobs/<id>/`, `tmp/`); relative to the working directory."))
-    workers: int = Field(2, ge=1, le=64, description="Worker processes that run jobs (1-64).")
+    workers: int = Field(2, ge=1, le=64, description=(
+        "Worker processes that run jobs (1-64): of the service, or in the distributed mode of each "
+        "`layerfreeze worker`."))
     max_upload_bytes: int = Field(8 * 1024**3, ge=1, description=(
         "Largest model file accepted (413 above: refused from `Content-Length` before reading, "
         "or while streaming)."))
@@ -93,6 +95,24 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
         "Uploads one tenant may have under way at once (429 with `Retry-After` above); without tokens, "
         "each client address counts as a tenant."))
 
+    queue: Literal["local", "celery"] = Field("local", description=(
+        "What runs jobs: `local` (worker processes of this service, the embedded default) or `celery` "
+        "(the distributed mode: jobs go through `broker_url` to `layerfreeze worker` processes on any "
+        "host, and every API replica is stateless; see docs/distributed.md)."))
+    broker_url: str = Field("", description=(
+        "The Celery broker when `queue` is `celery`: `redis://host:6379/0`."))
+    broker_visibility_timeout_s: float = Field(0.0, ge=0, description=(
+        "Seconds after which a job message that a worker took but never acknowledged (its host was "
+        "lost) is delivered again; 0 = `job_timeout_s` + 60. It must exceed `job_timeout_s`, so that a "
+        "job that is still running is never delivered twice."))
+    job_attempts: int = Field(2, ge=1, le=10, description=(
+        "Distributed mode: how many times a job is started when the worker running it is lost; past "
+        "that it fails with `worker-lost`. A job that fails on its own (bad file, time or memory limit) "
+        "is never retried."))
+    read_workers: int = Field(1, ge=1, le=64, description=(
+        "Distributed mode: processes of each API replica that read uploaded models while the upload's "
+        "request waits (`POST /v1/models`); jobs run on the workers."))
+
     @field_validator("tokens", mode="before")
     @classmethod
     def _tokens(cls, value: Any) -> dict[str, str]:
@@ -105,6 +125,28 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
         return level
+
+    @model_validator(mode="after")
+    def _distributed(self) -> Settings:
+        if self.queue == "celery":
+            if not self.broker_url.startswith(("redis://", "rediss://")):
+                raise ValueError("queue=celery needs LAYERFREEZE_BROKER_URL=redis://host:6379/0")
+            if self.visibility_timeout_s() <= self.job_timeout_s:
+                raise ValueError("broker_visibility_timeout_s must exceed job_timeout_s")
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        return self.queue == "celery"
+
+    def visibility_timeout_s(self) -> float:
+        return self.broker_visibility_timeout_s or self.job_timeout_s + 60.0
+
+    def job_lease_s(self) -> float:
+        """How long a running attempt may live: its time limit and half the margin before redelivery. A
+        job found running past it belongs to a lost worker."""
+        vt = self.visibility_timeout_s()
+        return self.job_timeout_s + max(0.0, vt - self.job_timeout_s) / 2
 
     def transport_limits(self) -> TransportLimits:
         return TransportLimits(**{name: getattr(self, name) for name in TransportLimits.model_fields})

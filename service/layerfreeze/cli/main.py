@@ -6,6 +6,7 @@
     layerfreeze patch create MODEL --spec SPEC.json -o PATCH.json
     layerfreeze patch apply PATCH.json MODEL -o OUT
     layerfreeze serve [--host 127.0.0.1] [--port 8000]
+    layerfreeze worker                     (the distributed mode: LAYERFREEZE_QUEUE=celery)
 
 Errors print one line on stderr and exit with the code of their class (``cli/exit_codes.py``).
 """
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="start the HTTP service")
     serve.add_argument("--host", help="interface to listen on (default: LAYERFREEZE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: LAYERFREEZE_PORT or 8000)")
+    commands.add_parser("worker", help="run jobs of the distributed mode (LAYERFREEZE_QUEUE=celery) until "
+                        "SIGTERM; LAYERFREEZE_WORKERS freeze processes")
     return parser
 
 
@@ -108,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args.host, args.port)
+        if args.command == "worker":
+            return _worker()
         if args.command == "patch":
             from layerfreeze.cli.patch import apply_patch, create_patch
 
@@ -210,6 +215,25 @@ def _serve(host: str | None, port: int | None) -> int:
     except ImportError as exc:
         raise LayerfreezeError(f"the HTTP service is not available in this installation ({exc})") from exc
     serve(host, port)  # a bad setting, a data directory or port in use: one line and its exit code
+    return exit_codes.OK
+
+
+def _worker() -> int:
+    from layerfreeze.errors import InvalidSettings
+    from layerfreeze.logs import configure_logging
+    from layerfreeze.server import load_settings
+
+    settings = load_settings()
+    if not settings.distributed:
+        raise InvalidSettings("layerfreeze worker runs jobs of the distributed mode: set "
+                              "LAYERFREEZE_QUEUE=celery and LAYERFREEZE_BROKER_URL")
+    try:
+        from layerfreeze.worker.remote import run_worker
+    except ImportError as exc:
+        raise LayerfreezeError(f"the distributed mode is not installed here ({exc}): install "
+                               "layerfreeze[distributed]") from exc
+    configure_logging(settings.log_level)
+    run_worker(settings)
     return exit_codes.OK
 
 

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at 
 
 # Schema version 2 (PRAGMA user_version): uploads become blobs addressed by sha256, referenced by models
 # (model_files) and by jobs (jobs.input_sha256 while jobs.holds_blob); a job may name its model.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATE_TO_2 = """
 ALTER TABLE jobs ADD COLUMN model_id TEXT;
 ALTER TABLE jobs ADD COLUMN holds_blob INTEGER NOT NULL DEFAULT 1;
@@ -88,6 +88,20 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 """
 
+# Schema version 3: a job's attempts (the distributed mode starts a job again when its worker is lost, and
+# only the latest attempt may finish it), when it was last handed to the broker, and leases on chores that
+# one process of many should do at a time.
+MIGRATE_TO_3 = """
+ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN dispatched_at REAL;
+CREATE TABLE IF NOT EXISTS chores (
+    name        TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    until       REAL NOT NULL
+);
+"""
+MIGRATIONS = ((2, MIGRATE_TO_2), (3, MIGRATE_TO_3))
+
 STATUSES = ("queued", "running", "succeeded", "failed")
 
 
@@ -111,6 +125,7 @@ class JobRecord:
     error: dict[str, Any] | None = None
     model_id: str | None = None
     inline_digest: bool = True  # the output sha256 is part of the job (multipart jobs, as in v1)
+    attempts: int = 0  # times the job was started; only the latest attempt may finish it
 
     @property
     def finished(self) -> bool:
@@ -119,18 +134,20 @@ class JobRecord:
 
 _COLUMNS = (
     "seq, id, tenant, status, created_at, started_at, finished_at, dry_run, spec, input_filename, "
-    "input_bytes, input_sha256, output_filename, output_bytes, output_sha256, error, model_id, inline_digest"
+    "input_bytes, input_sha256, output_filename, output_bytes, output_sha256, error, model_id, "
+    "inline_digest, attempts"
 )
 
 
 def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
     (seq, id_, tenant, status, created, started, finished, dry_run, spec, in_name, in_bytes, in_sha,
-     out_name, out_bytes, out_sha, error, model_id, inline_digest) = row
+     out_name, out_bytes, out_sha, error, model_id, inline_digest, attempts) = row
     return JobRecord(
         id=id_, tenant=tenant, status=status, created_at=created, dry_run=bool(dry_run), spec=spec,
         input_filename=in_name, input_bytes=in_bytes, input_sha256=in_sha, seq=seq, started_at=started,
         finished_at=finished, output_filename=out_name, output_bytes=out_bytes, output_sha256=out_sha,
         error=json.loads(error) if error else None, model_id=model_id, inline_digest=bool(inline_digest),
+        attempts=attempts,
     )
 
 
@@ -159,9 +176,13 @@ class JobStore:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in MIGRATE_TO_2.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+            # Read again inside the write lock: another process sharing the file may have migrated it.
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            for target, script in MIGRATIONS:
+                if version < target:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -212,33 +233,76 @@ class JobStore:
             return replace(job, seq=cur.lastrowid or 0, status="queued")
 
     def claim(self, job_id: str) -> JobRecord | None:
-        """queued -> running; None when the job is gone or no longer queued (deleted meanwhile)."""
+        """queued -> running (attempt 1); None when the job is gone or no longer queued (deleted
+        meanwhile, or taken by another worker)."""
         with self._tx(durable=False) as db:
-            cur = db.execute("UPDATE jobs SET status='running', started_at=? WHERE id=? AND status='queued'",
-                             (time.time(), job_id))
+            cur = db.execute("UPDATE jobs SET status='running', started_at=?, attempts=attempts+1 "
+                             "WHERE id=? AND status='queued'", (time.time(), job_id))
+            if cur.rowcount != 1:
+                return None
+            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _row_to_record(row)
+
+    def take_over(self, job_id: str, attempt: int) -> JobRecord | None:
+        """Start attempt ``attempt + 1`` of a job left running by a lost worker; None when another
+        process took it over first (or it finished meanwhile)."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE jobs SET started_at=?, attempts=attempts+1 "
+                             "WHERE id=? AND status='running' AND attempts=?", (time.time(), job_id, attempt))
             if cur.rowcount != 1:
                 return None
             row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _row_to_record(row)
 
     def succeed(self, job_id: str, *, output_bytes: int | None, output_sha256: str | None,
-                output_filename: str | None = None) -> None:
+                output_filename: str | None = None, attempt: int | None = None) -> bool:
+        """running -> succeeded; with ``attempt``, only while that attempt is the job's latest. False when
+        nothing changed (a stale attempt, or the job was failed meanwhile)."""
         with self._tx() as db:
-            db.execute(
+            cur = db.execute(
                 "UPDATE jobs SET status='succeeded', finished_at=?, output_bytes=?, output_sha256=?, "
                 "output_filename=COALESCE(?, output_filename), error=NULL, "
-                "holds_blob=CASE WHEN dry_run THEN 0 ELSE holds_blob END WHERE id=? AND status='running'",
-                (time.time(), output_bytes, output_sha256, output_filename, job_id),
+                "holds_blob=CASE WHEN dry_run THEN 0 ELSE holds_blob END WHERE id=? AND status='running' "
+                "AND (? IS NULL OR attempts=?)",
+                (time.time(), output_bytes, output_sha256, output_filename, job_id, attempt, attempt),
             )
+            return cur.rowcount == 1
 
-    def fail(self, job_id: str, problem: dict[str, Any]) -> None:
-        """A failed job has no artifact: it stops holding its input blob (the caller may release it)."""
+    def fail(self, job_id: str, problem: dict[str, Any], attempt: int | None = None) -> bool:
+        """A failed job has no artifact: it stops holding its input blob (the caller may release it).
+        With ``attempt``, only while that attempt is the job's latest; False when nothing changed."""
         with self._tx() as db:
-            db.execute(
+            cur = db.execute(
                 "UPDATE jobs SET status='failed', finished_at=?, error=?, holds_blob=0 WHERE id=? "
-                "AND status IN ('queued', 'running')",
-                (time.time(), json.dumps(problem), job_id),
+                "AND status IN ('queued', 'running') AND (? IS NULL OR attempts=?)",
+                (time.time(), json.dumps(problem), job_id, attempt, attempt),
             )
+            return cur.rowcount == 1
+
+    def mark_dispatched(self, job_id: str) -> None:
+        with self._tx(durable=False) as db:
+            db.execute("UPDATE jobs SET dispatched_at=? WHERE id=?", (time.time(), job_id))
+
+    def undispatched(self, queued_before: float, running_before: float) -> list[str]:
+        """Jobs the broker may have lost (a broker restarted without its data): queued and not handed
+        over since ``queued_before``, or running since before ``running_before`` (past their lease) and
+        not handed over again since. Oldest first."""
+        rows = self._query(
+            "SELECT id FROM jobs WHERE (status='queued' AND COALESCE(dispatched_at, created_at) < ?) "
+            "OR (status='running' AND started_at < ? AND COALESCE(dispatched_at, 0) < ?) ORDER BY seq",
+            (queued_before, running_before, queued_before))
+        return [r[0] for r in rows]
+
+    def take_chore(self, name: str, owner: str, lease_s: float) -> bool:
+        """A lease on a periodic chore, so that one process of many does it: True when ``owner`` holds it
+        for the next ``lease_s`` seconds."""
+        now = time.time()
+        with self._tx(durable=False) as db:
+            cur = db.execute(
+                "INSERT INTO chores (name, owner, until) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE "
+                "SET owner=excluded.owner, until=excluded.until WHERE chores.until < ? OR chores.owner=?",
+                (name, owner, now + lease_s, now, owner))
+            return cur.rowcount == 1
 
     def set_model(self, job_id: str, model_id: str) -> None:
         with self._tx() as db:
