@@ -21,11 +21,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from testing import child_env
 from testing.procs import descendants, pool_workers
+from testing.redis import RedisServer
 from testing.service import Service, free_port, setting_name
 
 WORKER_COMMAND = [sys.executable, "-c", "import sys; from layerfreeze.cli.main import main; "
@@ -197,6 +201,7 @@ class Cluster:
         worker_env = {**base, **self.settings, "LAYERFREEZE_DATA_DIR": str(self.data_dir)}
         self.workers = [WorkerProcess(worker_env, self.root / f"worker{i}.log") for i in range(workers)]
         self.proxy: RoundRobinProxy | None = None
+        self.redis: RedisServer | None = None
 
     @property
     def url(self) -> str:
@@ -228,6 +233,20 @@ class Cluster:
         for worker in self.workers:
             worker.stop()
 
+    # -- what tests use of a testing.service.Service, for tests that run against either ---------------
+    @property
+    def base_url(self) -> str:
+        return self.url
+
+    @property
+    def port(self) -> int:
+        assert self.proxy is not None, "the cluster is not running"
+        return self.proxy.port
+
+    def client(self, token: str | None = None, timeout: float = 60) -> httpx.Client:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
     def logs(self) -> str:
         parts = [f"--- {p.log.name}\n{p.log_tail()}" for p in [*self.apis, *self.workers]]
         return "\n".join(parts)
@@ -237,3 +256,16 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def distributed_service(root: Path, env: dict[str, str] | None = None, *, replicas: int = 2,
+                        worker_hosts: int = 2, **settings: Any) -> Iterator[Cluster]:
+    """A Redis of its own and a cluster over it (``replicas`` API processes, ``worker_hosts`` workers,
+    each with the setting ``workers`` freeze processes); ``cluster.redis`` is the broker."""
+    root = Path(root)
+    with RedisServer(root / "redis") as redis:
+        cluster = Cluster(root, redis.url, apis=replicas, workers=worker_hosts, settings=settings, env=env)
+        cluster.redis = redis
+        with cluster:
+            yield cluster
