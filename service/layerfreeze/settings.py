@@ -58,6 +58,11 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
         "Port to listen on. `layerfreeze serve --port` overrides it."))
     data_dir: Path = Field(Path("data"), description=(
         "Job database (`jobs.sqlite3`) and files (`jobs/<id>/`, `tmp/`); relative to the working directory."))
+    database_url: str = Field("", description=(
+        "Where job and model records live. Empty: the SQLite file `jobs.sqlite3` in the data directory "
+        "(one service per directory). `postgresql://user:password@host:5432/dbname`: that PostgreSQL "
+        "database (needs the `distributed` extra), shared by every replica; its schema is upgraded at "
+        "start-up (and by `layerfreeze migrate`). Options such as `?sslmode=require` are passed on."))
     workers: int = Field(2, ge=1, le=64, description="Worker processes that run jobs (1-64).")
     max_upload_bytes: int = Field(8 * 1024**3, ge=1, description=(
         "Largest model file accepted (413 above: refused from `Content-Length` before reading, "
@@ -97,6 +102,16 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
     @classmethod
     def _tokens(cls, value: Any) -> dict[str, str]:
         return parse_tokens(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        value = value.strip()
+        scheme, sep, rest = value.partition("://")
+        if value and (scheme not in ("postgresql", "postgres", "postgresql+psycopg") or not sep or not rest):
+            raise ValueError("database_url must be empty (SQLite in the data directory) or "
+                             "postgresql://user:password@host:port/dbname")
+        return value
 
     @field_validator("log_level")
     @classmethod

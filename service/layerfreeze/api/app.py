@@ -27,7 +27,7 @@ from layerfreeze.storage import lock as data_dir_lock
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.jobs import JobStore
-from layerfreeze.storage.models import ModelStore
+from layerfreeze.storage.models import PIN_MAX_AGE_S, ModelStore
 from layerfreeze.worker.digests import Digester
 from layerfreeze.worker.pool import LocalWorkerPool
 
@@ -91,6 +91,7 @@ async def _cleanup_loop(service: Service) -> None:
         await asyncio.sleep(s.cleanup_interval_s)
         with contextlib.suppress(Exception):  # Idempotency-Keys and unfinished uploads: kept a day
             await anyio.to_thread.run_sync(IdempotencyStore(service.store).expire, time.time() - 86400)
+            await anyio.to_thread.run_sync(service.models.expire_pins, time.time() - PIN_MAX_AGE_S)
             await anyio.to_thread.run_sync(tus.expire_uploads, service, time.time())
         if s.retention_s <= 0:
             continue
@@ -128,8 +129,17 @@ def _start(settings: Settings, metrics: Metrics) -> Service:
 def _open(settings: Settings, metrics: Metrics) -> Service:
     blobs = BlobStore(settings.data_dir)
     blobs.prepare()
-    store = JobStore(blobs.db_path)
+    store = JobStore(blobs.db_path, settings.database_url)
+    try:
+        return _recover(settings, metrics, blobs, store)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _recover(settings: Settings, metrics: Metrics, blobs: BlobStore, store: JobStore) -> Service:
     models = ModelStore(store, blobs)
+    models.forget_pins()  # this service is the only one on its data directory: pins are a dead process's
     moved = models.migrate_files()
     if moved:
         log.info("moved %d stored uploads into the content store", moved)

@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="start the HTTP service")
     serve.add_argument("--host", help="interface to listen on (default: LAYERFREEZE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: LAYERFREEZE_PORT or 8000)")
+
+    commands.add_parser("migrate", help="bring the record database's schema up to date (serve does it too)",
+                        description="Upgrade the schema of LAYERFREEZE_DATABASE_URL (PostgreSQL, by Alembic, "
+                                    "under an advisory lock: safe while other processes start), or of the "
+                                    "SQLite file in LAYERFREEZE_DATA_DIR.")
     return parser
 
 
@@ -108,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args.host, args.port)
+        if args.command == "migrate":
+            return _migrate()
         if args.command == "patch":
             from layerfreeze.cli.patch import apply_patch, create_patch
 
@@ -210,6 +217,33 @@ def _serve(host: str | None, port: int | None) -> int:
     except ImportError as exc:
         raise LayerfreezeError(f"the HTTP service is not available in this installation ({exc})") from exc
     serve(host, port)  # a bad setting, a data directory or port in use: one line and its exit code
+    return exit_codes.OK
+
+
+def _migrate() -> int:
+    from layerfreeze.server import load_settings
+    from layerfreeze.storage import lock as data_dir_lock
+    from layerfreeze.storage.blobs import BlobStore
+    from layerfreeze.storage.db import redact
+    from layerfreeze.storage.jobs import JobStore
+    from layerfreeze.storage.schema import upgrade
+
+    settings = load_settings()
+    if settings.database_url:
+        store = JobStore(Path(), settings.database_url)  # opening it upgrades it
+        try:
+            revision = upgrade(store.db)  # nothing left to do; names the revision
+        finally:
+            store.close()
+        print(f"{redact(settings.database_url)}: schema at revision {revision}")
+        return exit_codes.OK
+    blobs = BlobStore(settings.data_dir)
+    data_dir_lock.acquire(blobs.root, "layerfreeze migrate")  # not under a running service
+    try:
+        JobStore(blobs.db_path).close()
+    finally:
+        data_dir_lock.release(blobs.root)
+    print(f"{blobs.db_path}: schema up to date")
     return exit_codes.OK
 
 
