@@ -1,7 +1,8 @@
 """The distributed mode for tests and benches: N API replicas and M ``layerfreeze worker`` processes on
-127.0.0.1, sharing one data directory, one broker and one database, behind a round-robin proxy.
+127.0.0.1, sharing one data directory, one broker (Redis) and one database (PostgreSQL), behind a
+round-robin proxy.
 
-    with RedisServer(tmp / "redis") as redis, Cluster(tmp, redis.url, apis=2, workers=2) as cluster:
+    with PostgresCluster() as pg, distributed_service(tmp, pg.create_database()) as cluster:
         cluster.url                      # the proxy: each new connection goes to the next replica
         cluster.apis[1].url              # one replica
         cluster.workers[0].kill()        # SIGKILL a worker host, as a crash would
@@ -185,15 +186,12 @@ class RoundRobinProxy:
 class Cluster:
     """N API replicas, M workers and a proxy over one data directory, broker and database."""
 
-    def __init__(self, root: Path, broker_url: str, *, apis: int = 2, workers: int = 2,
-                 settings: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-                 database_url: str | None = None) -> None:
+    def __init__(self, root: Path, broker_url: str, *, database_url: str, apis: int = 2, workers: int = 2,
+                 settings: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
         self.root = Path(root)
         self.data_dir = self.root / "data"
         shared = {"queue": "celery", "broker_url": broker_url, "workers": "2", "read_workers": "1",
-                  **{k: str(v) for k, v in (settings or {}).items()}}
-        if database_url:
-            shared["database_url"] = database_url
+                  "database_url": database_url, **{k: str(v) for k, v in (settings or {}).items()}}
         self.settings = {setting_name(k): str(v) for k, v in shared.items()}
         base = env if env is not None else child_env()
         self.apis = [Service(self.data_dir, self.settings, env=base, log=self.root / f"api{i}.log")
@@ -259,13 +257,15 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def distributed_service(root: Path, env: dict[str, str] | None = None, *, replicas: int = 2,
-                        worker_hosts: int = 2, **settings: Any) -> Iterator[Cluster]:
-    """A Redis of its own and a cluster over it (``replicas`` API processes, ``worker_hosts`` workers,
-    each with the setting ``workers`` freeze processes); ``cluster.redis`` is the broker."""
+def distributed_service(root: Path, database_url: str, env: dict[str, str] | None = None, *,
+                        replicas: int = 2, worker_hosts: int = 2, **settings: Any) -> Iterator[Cluster]:
+    """A Redis of its own and a cluster over it and the PostgreSQL database ``database_url``
+    (``replicas`` API processes, ``worker_hosts`` workers, each with the setting ``workers`` freeze
+    processes); ``cluster.redis`` is the broker."""
     root = Path(root)
     with RedisServer(root / "redis") as redis:
-        cluster = Cluster(root, redis.url, apis=replicas, workers=worker_hosts, settings=settings, env=env)
+        cluster = Cluster(root, redis.url, apis=replicas, workers=worker_hosts, settings=settings, env=env,
+                          database_url=database_url)
         cluster.redis = redis
         with cluster:
             yield cluster

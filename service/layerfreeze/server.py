@@ -37,7 +37,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 def describe_invalid(exc: ValidationError, overrides: Mapping[str, Any]) -> str:
     """``invalid setting LAYERFREEZE_WORKERS='abc': Input should be a valid integer, ...`` (``; `` between
-    several). Values of secret settings (tokens) are not repeated."""
+    several). Values of secret settings (tokens, the database URL) are not repeated."""
     prefix = str(Settings.model_config.get("env_prefix", ""))
     parts = []
     for error in exc.errors(include_url=False):
@@ -46,7 +46,7 @@ def describe_invalid(exc: ValidationError, overrides: Mapping[str, Any]) -> str:
             parts.append(error["msg"].removeprefix("Value error, "))
             continue
         name = f"--{field.replace('_', '-')}" if field in overrides else prefix + field.upper()
-        value = "" if "token" in field else f"={_short(error.get('input'))}"
+        value = "" if "token" in field or field == "database_url" else f"={_short(error.get('input'))}"
         parts.append(f"{name}{value}: {error['msg'].removeprefix('Value error, ')}")
     return "invalid setting " + "; ".join(parts)
 

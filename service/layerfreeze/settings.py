@@ -58,6 +58,11 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
         "Port to listen on. `layerfreeze serve --port` overrides it."))
     data_dir: Path = Field(Path("data"), description=(
         "Job database (`jobs.sqlite3`) and files (`jobs/<id>/`, `tmp/`); relative to the working directory."))
+    database_url: str = Field("", description=(
+        "Where job and model records live. Empty: the SQLite file `jobs.sqlite3` in the data directory "
+        "(one service per directory). `postgresql://user:password@host:5432/dbname`: that PostgreSQL "
+        "database (needs the `distributed` extra), shared by every replica; its schema is upgraded at "
+        "start-up (and by `layerfreeze migrate`). Options such as `?sslmode=require` are passed on."))
     workers: int = Field(2, ge=1, le=64, description=(
         "Worker processes that run jobs (1-64): of the service, or in the distributed mode of each "
         "`layerfreeze worker`."))
@@ -118,6 +123,16 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
     def _tokens(cls, value: Any) -> dict[str, str]:
         return parse_tokens(value)
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        value = value.strip()
+        scheme, sep, rest = value.partition("://")
+        if value and (scheme not in ("postgresql", "postgres", "postgresql+psycopg") or not sep or not rest):
+            raise ValueError("database_url must be empty (SQLite in the data directory) or "
+                             "postgresql://user:password@host:port/dbname")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -131,6 +146,9 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
         if self.queue == "celery":
             if not self.broker_url.startswith(("redis://", "rediss://")):
                 raise ValueError("queue=celery needs LAYERFREEZE_BROKER_URL=redis://host:6379/0")
+            if not self.database_url:  # the SQLite file is one host's: replicas need a shared database
+                raise ValueError("queue=celery needs LAYERFREEZE_DATABASE_URL=postgresql://user:password@"
+                                 "host:5432/dbname (every replica and worker shares the records)")
             if self.visibility_timeout_s() <= self.job_timeout_s:
                 raise ValueError("broker_visibility_timeout_s must exceed job_timeout_s")
         return self

@@ -20,13 +20,16 @@ SLOW_SPEC = json.dumps({"rules": [{"action": "freeze", "regex": ["layer1.*"]}]})
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path, subprocess_env: dict[str, str]) -> Iterator[Callable[..., Cluster]]:
-    """Start a cluster with the given settings; every one is stopped (with its Redis) at the end."""
+def make_cluster(tmp_path: Path, subprocess_env: dict[str, str],
+                 postgres_url: str) -> Iterator[Callable[..., Cluster]]:
+    """Start a cluster with the given settings (on a fresh PostgreSQL database); every one is stopped
+    (with its Redis) at the end."""
     require_redis()
     stack: list[Any] = []
 
     def make(**settings: Any) -> Cluster:
-        manager = distributed_service(tmp_path / f"cluster{len(stack)}", subprocess_env, **settings)
+        manager = distributed_service(tmp_path / f"cluster{len(stack)}", postgres_url, subprocess_env,
+                                      **settings)
         cluster = manager.__enter__()
         stack.append(manager)
         return cluster

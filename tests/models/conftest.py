@@ -18,7 +18,7 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """The embedded mode, then the same tests in the distributed mode (fixtures.modes)."""
     root = tmp_path_factory.mktemp(f"stored-models-{request.param}")
     tokens = ",".join(f"{token}:{tenant}" for tenant, token in TOKENS.items())
-    with service_in_mode(request.param, root, subprocess_env, workers="1", tokens=tokens) as svc:
+    with service_in_mode(request, root, subprocess_env, workers="1", tokens=tokens) as svc:
         yield svc.url, svc.data_dir
 
 

@@ -14,7 +14,8 @@ import httpx
 from fixtures.models import build, save
 from fixtures.server import running_service
 from layerfreeze.freeze import freeze_file
-from layerfreeze.storage.jobs import SCHEMA, SCHEMA_VERSION
+from layerfreeze.storage.schema import SQLITE_SCHEMA as SCHEMA
+from layerfreeze.storage.schema import SQLITE_VERSION as SCHEMA_VERSION
 
 
 def _old_job(db: sqlite3.Connection, data: Path, job_id: str, src: Path, status: str) -> None:

@@ -39,5 +39,5 @@ def server_any_mode(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
                     subprocess_env: dict[str, str]) -> Iterator[Service | Cluster]:
     """A shared server in the embedded mode, then the same tests in the distributed mode."""
     root = tmp_path_factory.mktemp(f"service-{request.param}")
-    with service_in_mode(request.param, root, subprocess_env, workers="2") as srv:
+    with service_in_mode(request, root, subprocess_env, workers="2") as srv:
         yield srv

@@ -30,7 +30,7 @@ from layerfreeze.storage import lock as data_dir_lock
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.jobs import JobStore
-from layerfreeze.storage.models import ModelStore
+from layerfreeze.storage.models import PIN_MAX_AGE_S, ModelStore
 from layerfreeze.worker.broker import CeleryQueue
 from layerfreeze.worker.digests import Digester
 from layerfreeze.worker.pool import LocalWorkerPool
@@ -125,6 +125,7 @@ async def _cleanup_loop(service: Service) -> None:
             continue
         with contextlib.suppress(Exception):  # Idempotency-Keys and unfinished uploads: kept a day
             await anyio.to_thread.run_sync(IdempotencyStore(service.store).expire, time.time() - 86400)
+            await anyio.to_thread.run_sync(service.models.expire_pins, time.time() - PIN_MAX_AGE_S)
             await anyio.to_thread.run_sync(tus.expire_uploads, service, time.time())
         if s.retention_s <= 0:
             continue
@@ -164,8 +165,17 @@ def _start(settings: Settings, metrics: Metrics) -> Service:
 def _open(settings: Settings, metrics: Metrics) -> Service:
     blobs = BlobStore(settings.data_dir)
     blobs.prepare()
-    store = JobStore(blobs.db_path)
+    store = JobStore(blobs.db_path, settings.database_url)
+    try:
+        return _recover(settings, metrics, blobs, store)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _recover(settings: Settings, metrics: Metrics, blobs: BlobStore, store: JobStore) -> Service:
     models = ModelStore(store, blobs)
+    models.forget_pins()  # this service is the only one on its data directory: pins are a dead process's
     moved = models.migrate_files()
     if moved:
         log.info("moved %d stored uploads into the content store", moved)
@@ -206,7 +216,7 @@ def _open_replica(settings: Settings, metrics: Metrics) -> Service:
     comes back through the broker), and re-queues nothing (``redispatch`` does, from the database)."""
     blobs = BlobStore(settings.data_dir, private_tmp=True)
     blobs.prepare()
-    store = JobStore(blobs.db_path)
+    store = JobStore(blobs.db_path, settings.database_url)
     models = ModelStore(store, blobs)
     queue = CeleryQueue(settings, store, blobs, metrics, models)
     service = Service(settings=settings, blobs=blobs, store=store, pool=queue, metrics=metrics, models=models,

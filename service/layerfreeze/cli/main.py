@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: LAYERFREEZE_PORT or 8000)")
     commands.add_parser("worker", help="run jobs of the distributed mode (LAYERFREEZE_QUEUE=celery) until "
                         "SIGTERM; LAYERFREEZE_WORKERS freeze processes")
+
+    commands.add_parser("migrate", help="bring the record database's schema up to date (serve does it too)",
+                        description="Upgrade the schema of LAYERFREEZE_DATABASE_URL (PostgreSQL, by Alembic, "
+                                    "under an advisory lock: safe while other processes start), or of the "
+                                    "SQLite file in LAYERFREEZE_DATA_DIR.")
     return parser
 
 
@@ -113,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args.host, args.port)
         if args.command == "worker":
             return _worker()
+        if args.command == "migrate":
+            return _migrate()
         if args.command == "patch":
             from layerfreeze.cli.patch import apply_patch, create_patch
 
@@ -234,6 +241,33 @@ def _worker() -> int:
                                "layerfreeze[distributed]") from exc
     configure_logging(settings.log_level)
     run_worker(settings)
+    return exit_codes.OK
+
+
+def _migrate() -> int:
+    from layerfreeze.server import load_settings
+    from layerfreeze.storage import lock as data_dir_lock
+    from layerfreeze.storage.blobs import BlobStore
+    from layerfreeze.storage.db import redact
+    from layerfreeze.storage.jobs import JobStore
+    from layerfreeze.storage.schema import upgrade
+
+    settings = load_settings()
+    if settings.database_url:
+        store = JobStore(Path(), settings.database_url)  # opening it upgrades it
+        try:
+            revision = upgrade(store.db)  # nothing left to do; names the revision
+        finally:
+            store.close()
+        print(f"{redact(settings.database_url)}: schema at revision {revision}")
+        return exit_codes.OK
+    blobs = BlobStore(settings.data_dir)
+    data_dir_lock.acquire(blobs.root, "layerfreeze migrate")  # not under a running service
+    try:
+        JobStore(blobs.db_path).close()
+    finally:
+        data_dir_lock.release(blobs.root)
+    print(f"{blobs.db_path}: schema up to date")
     return exit_codes.OK
 
 

@@ -115,7 +115,7 @@ def run_worker(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT (a warm shutdown: running jobs finish, within their time limit)."""
     blobs = BlobStore(settings.data_dir, private_tmp=True)
     blobs.prepare()
-    store = JobStore(blobs.db_path)
+    store = JobStore(blobs.db_path, settings.database_url)
     runner = JobRunner(settings, store, blobs)
     app = celery_app(settings)
 

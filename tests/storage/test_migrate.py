@@ -1,0 +1,42 @@
+"""``layerfreeze migrate``: the schema of a PostgreSQL database by Alembic, safe when several processes
+start at once (advisory lock), and the SQLite file of a data directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from layerfreeze.storage.db import Database
+from layerfreeze.storage.jobs import JobStore
+
+MIGRATE = [sys.executable, "-m", "layerfreeze.cli.main", "migrate"]
+
+
+def test_concurrent_migrations_of_one_database(postgres_url: str, subprocess_env: dict[str, str]) -> None:
+    env = {**subprocess_env, "LAYERFREEZE_DATABASE_URL": postgres_url}
+    procs = [subprocess.Popen(MIGRATE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "schema at revision 0002" in out and ":***@" in out  # the password is not shown
+    db = Database.postgres(postgres_url)
+    try:
+        assert db.query("SELECT version_num FROM alembic_version") == [("0002",)]
+        tables = {r[0] for r in db.query("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+        assert {"jobs", "blobs", "models", "model_files", "idempotency", "pins", "heartbeat"} <= tables
+    finally:
+        db.close()
+    JobStore(Path("unused"), postgres_url).close()  # a store opens the upgraded database as it is
+
+
+def test_migrate_refuses_other_databases_and_takes_sqlite(tmp_path: Path,
+                                                         subprocess_env: dict[str, str]) -> None:
+    env = {**subprocess_env, "LAYERFREEZE_DATABASE_URL": "mysql://root:secret@db/x"}
+    done = subprocess.run(MIGRATE, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 78 and "LAYERFREEZE_DATABASE_URL" in done.stderr and "secret" not in done.stderr
+    env = {**subprocess_env, "LAYERFREEZE_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run(MIGRATE, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "data" / "jobs.sqlite3").is_file()
