@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -99,7 +100,8 @@ def load_upload(service: Service, upload_id: str, tenant: str | None) -> tuple[U
 
 
 def remove_upload(service: Service, upload_id: str) -> None:
-    for path in _paths(service, upload_id):
+    meta, data = _paths(service, upload_id)
+    for path in (meta, data, data.with_suffix(".lock")):
         with contextlib.suppress(OSError):
             path.unlink()
 
@@ -183,7 +185,7 @@ async def append(upload_id: str, request: Request, service: ServiceDep, tenant: 
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/offset+octet-stream":
         raise UnsupportedMediaType("PATCH takes Content-Type: application/offset+octet-stream")
     info, data = load_upload(service, upload_id, tenant)
-    with _claimed(upload_id, "another PATCH of this upload is in progress"):
+    with _claimed(data, upload_id, "another PATCH of this upload is in progress"):
         offset = data.stat().st_size
         if parse_uint(request.headers.get("upload-offset", "")) != offset:
             raise OffsetMismatch(f"Upload-Offset must be {offset}, the bytes held so far", job_id=upload_id)
@@ -192,14 +194,24 @@ async def append(upload_id: str, request: Request, service: ServiceDep, tenant: 
 
 
 @contextlib.contextmanager
-def _claimed(upload_id: str, busy: str) -> Iterator[None]:
-    """One request at a time works on an upload's bytes; another one meanwhile is a 409 saying ``busy``."""
+def _claimed(data: Path, upload_id: str, busy: str) -> Iterator[None]:
+    """One request at a time works on an upload's bytes; another one meanwhile is a 409 saying ``busy``.
+    Within this process a set says so; across processes (API replicas sharing the data directory) an
+    ``flock`` on ``<id>.lock`` beside the bytes, which the kernel drops however its holder ends."""
     with _active_lock:
         if upload_id in _active:
             raise OffsetMismatch(busy, job_id=upload_id)
         _active.add(upload_id)
     try:
-        yield
+        fd = os.open(data.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OffsetMismatch(busy, job_id=upload_id) from None
+            yield
+        finally:
+            os.close(fd)
     finally:
         with _active_lock:
             _active.discard(upload_id)
@@ -239,7 +251,7 @@ def take_complete(service: Service, upload_id: str, tenant: str | None) -> tuple
     import hashlib
 
     info, data = load_upload(service, upload_id, tenant)
-    with _claimed(upload_id, "the upload is still receiving bytes"):
+    with _claimed(data, upload_id, "the upload is still receiving bytes"):
         size = data.stat().st_size
         if size != info.length:
             raise OffsetMismatch(f"the upload holds {size} of its {info.length} bytes", job_id=upload_id)
