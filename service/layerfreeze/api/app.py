@@ -127,6 +127,9 @@ async def _cleanup_loop(service: Service) -> None:
             await anyio.to_thread.run_sync(IdempotencyStore(service.store).expire, time.time() - 86400)
             await anyio.to_thread.run_sync(service.models.expire_pins, time.time() - PIN_MAX_AGE_S)
             await anyio.to_thread.run_sync(tus.expire_uploads, service, time.time())
+        if s.distributed:  # what crashed processes left: directories and blobs without a record
+            with contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(_collect_orphans, service)
         if s.retention_s <= 0:
             continue
         try:
@@ -137,6 +140,16 @@ async def _cleanup_loop(service: Service) -> None:
                 log.info("retention: removed %d jobs", len(ids))
         except Exception:
             log.exception("retention cleanup failed")
+
+
+def _collect_orphans(service: Service) -> None:
+    """Distributed mode: files untouched for an hour (or two job time limits) that no record names are
+    what a crashed process left (the embedded mode removes them at start-up, which a replica must not)."""
+    cutoff = time.time() - max(3600.0, 2 * service.settings.job_timeout_s)
+    removed = service.blobs.sweep(service.store.ids(), service.models.ids(), older_than=cutoff)
+    removed += service.models.collect(older_than=cutoff)
+    if removed:
+        log.info("removed %d directories or blobs without a record", removed)
 
 
 def _purge(service: Service, job_id: str) -> None:

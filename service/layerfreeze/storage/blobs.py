@@ -125,6 +125,13 @@ def _stale(entry: Path) -> bool:
         return False
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")  # gone meanwhile: nothing to remove
+
+
 class BlobStore:
     """Paths of model and job files under one data directory."""
 
@@ -155,22 +162,29 @@ class BlobStore:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
 
-    def sweep(self, known_ids: set[str], known_models: set[str] | None = None) -> int:
+    def sweep(self, known_ids: set[str], known_models: set[str] | None = None,
+              older_than: float | None = None) -> int:
         """At start-up, before any worker runs: remove job and model directories without a record (a
         crash between storing an upload and recording it, or during a deletion) and half-written
-        ``.part`` files. Returns how many directories were removed."""
+        ``.part`` files. Returns how many directories were removed.
+
+        ``older_than`` (a time): while other processes work on the directory (the distributed mode),
+        only directories untouched since then go, and no ``.part`` file does (it may be being written)."""
+        def unknown(entry: Path, known: set[str]) -> bool:
+            return entry.name not in known and (older_than is None or _mtime(entry) < older_than)
+
         removed = 0
         if known_models is not None:
             for entry in self.models_dir.iterdir():
-                if entry.name not in known_models:
+                if unknown(entry, known_models):
                     shutil.rmtree(entry, ignore_errors=True)
                     removed += 1
         for entry in self.jobs_dir.iterdir():
-            if entry.name not in known_ids:
+            if unknown(entry, known_ids):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
-                continue
-            self.discard_partials(entry.name)
+            elif older_than is None and entry.name in known_ids:
+                self.discard_partials(entry.name)
         return removed
 
     def discard_partials(self, job_id: str, keep: tuple[str, ...] = FINAL_NAMES) -> None:

@@ -64,6 +64,13 @@ _REFS = ("SELECT (SELECT COUNT(*) FROM model_files WHERE sha256=:sha) + "
 PIN_MAX_AGE_S = 86400
 
 
+def _mtime(path: Any) -> float:
+    try:
+        return float(path.stat().st_mtime)
+    except OSError:
+        return float("inf")
+
+
 class ModelStore:
     """Model records and blob references, in the JobStore's database."""
 
@@ -144,10 +151,14 @@ class ModelStore:
             self.blobs.content.remove(sha256)
         return True
 
-    def collect(self) -> int:
-        """At start-up: drop blob files without a record, records without a file, unreferenced blobs."""
+    def collect(self, older_than: float | None = None) -> int:
+        """At start-up: drop blob files without a record, records without a file, unreferenced blobs.
+        ``older_than`` (a time; the distributed mode, where another process may have published a file
+        and not yet recorded it): a file without a record goes only when untouched since then."""
         files = self.blobs.content.shas()
         rows = {r[0] for r in self.db.query("SELECT sha256 FROM blobs")}
+        if older_than is not None:
+            files -= {sha for sha in files - rows if _mtime(self.blobs.content.path(sha)) >= older_than}
         for sha in files - rows:
             self.blobs.content.remove(sha)
         with self.db.tx() as db:
