@@ -53,7 +53,7 @@ def small_model() -> bytes:
 
 @contextlib.contextmanager
 def service(mode: str, root: Path, pg: PostgresCluster, workers: int, **settings: Any) -> Iterator[Any]:
-    env = child_env({"LAYERFREEZE_LOG_LEVEL": "WARNING"})
+    env = child_env()  # INFO logs: testing.distributed sees a worker ready in them
     if mode == "embedded":
         with Service(root / "data", {"workers": str(workers), **settings}, env=env,
                      log=root / "server.log") as svc:

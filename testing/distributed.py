@@ -38,7 +38,8 @@ WORKER_COMMAND = [sys.executable, "-c", "import sys; from layerfreeze.cli.main i
 
 
 class WorkerProcess:
-    """One ``layerfreeze worker``; ready once it logs that it is (its freeze processes have started)."""
+    """One ``layerfreeze worker``; ready once it logs that it is (its freeze processes have started, and
+    Celery says it takes messages): log level INFO or DEBUG."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env = env

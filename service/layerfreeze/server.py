@@ -75,6 +75,8 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     elif overrides:
         settings = settings.model_copy(update=overrides)
     configure_logging(settings.log_level)
+    if settings.distributed:
+        require_distributed()
     # Before uvicorn starts the app (whose start-up recovers the data directory): one service per
     # directory, and a port in use is a clear error, not a traceback after the recovery already ran.
     # In the distributed mode replicas share the directory by design, and none recovers it at start.
@@ -105,6 +107,16 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
         sock.close()
         if data_dir is not None:
             data_dir_lock.release(data_dir)
+
+
+def require_distributed() -> None:
+    """The distributed mode's packages are installed, or one line saying how to install them."""
+    try:
+        import celery  # noqa: F401
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise InvalidSettings(f"LAYERFREEZE_QUEUE=celery needs the 'distributed' extra ({exc}): "
+                              "pip install 'layerfreeze[distributed]'") from None
 
 
 def listen_socket(host: str, port: int) -> socket.socket:

@@ -79,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to listen on (default: LAYERFREEZE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: LAYERFREEZE_PORT or 8000)")
     commands.add_parser("worker", help="run jobs of the distributed mode (LAYERFREEZE_QUEUE=celery) until "
-                        "SIGTERM; LAYERFREEZE_WORKERS freeze processes")
+                        "SIGTERM; LAYERFREEZE_WORKERS freeze processes",
+                        description="A Celery worker for the distributed mode, with the settings of the API "
+                                    "replicas (LAYERFREEZE_QUEUE=celery, LAYERFREEZE_BROKER_URL, "
+                                    "LAYERFREEZE_DATABASE_URL, LAYERFREEZE_DATA_DIR on the shared volume): "
+                                    "LAYERFREEZE_WORKERS jobs at a time, each in its own freeze process. "
+                                    "SIGTERM: running jobs finish, then it exits. See docs/distributed.md.")
 
     commands.add_parser("migrate", help="bring the record database's schema up to date (serve does it too)",
                         description="Upgrade the schema of LAYERFREEZE_DATABASE_URL (PostgreSQL, by Alembic, "
@@ -228,17 +233,15 @@ def _serve(host: str | None, port: int | None) -> int:
 def _worker() -> int:
     from layerfreeze.errors import InvalidSettings
     from layerfreeze.logs import configure_logging
-    from layerfreeze.server import load_settings
+    from layerfreeze.server import load_settings, require_distributed
 
     settings = load_settings()
     if not settings.distributed:
         raise InvalidSettings("layerfreeze worker runs jobs of the distributed mode: set "
                               "LAYERFREEZE_QUEUE=celery and LAYERFREEZE_BROKER_URL")
-    try:
-        from layerfreeze.worker.remote import run_worker
-    except ImportError as exc:
-        raise LayerfreezeError(f"the distributed mode is not installed here ({exc}): install "
-                               "layerfreeze[distributed]") from exc
+    require_distributed()
+    from layerfreeze.worker.remote import run_worker
+
     configure_logging(settings.log_level)
     run_worker(settings)
     return exit_codes.OK
