@@ -130,6 +130,7 @@ class RoundRobinProxy:
         self._thread = threading.Thread(target=self._run, name="round-robin-proxy", daemon=True)
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -156,6 +157,12 @@ class RoundRobinProxy:
         self._ready.set()
         async with server:
             await self._stop.wait()
+            server.close()
+            for writer in list(self._writers):  # connections still open: their pipes see EOF and end
+                writer.close()
+            pending = asyncio.all_tasks() - {asyncio.current_task()}
+            if pending:
+                await asyncio.wait(pending, timeout=5)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = self.backends[self._next % len(self.backends)]
@@ -165,6 +172,7 @@ class RoundRobinProxy:
         except OSError:
             writer.close()
             return
+        self._writers.update((writer, up_writer))
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
@@ -180,6 +188,7 @@ class RoundRobinProxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         for w in (writer, up_writer):
+            self._writers.discard(w)
             with contextlib.suppress(OSError, RuntimeError):
                 w.close()
 
