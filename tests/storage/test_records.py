@@ -83,6 +83,11 @@ def test_job_lifecycle_paging_and_conflicts(stores) -> None:
     assert store.delete("j3", "b").id == "j3" and "j3" not in store.ids()
     assert store.count_by_status() == {"queued": 2, "running": 1, "succeeded": 1, "failed": 0}
     assert store.writable() and store.writable()
+    for bad in ("a\x00b", "\x00"):  # a NUL in an id from a request: no such job (PostgreSQL text has none)
+        with pytest.raises(JobNotFound):
+            store.get(bad)
+        with pytest.raises(JobNotFound):
+            store.delete(bad, None)
 
 
 def test_recovery_retention_and_reopening(stores, tmp_path: Path, database_url: str) -> None:
@@ -129,6 +134,11 @@ def test_models_dedupe_per_tenant_and_delete(stores) -> None:
         models.get("m1", tenant="bob")
     with pytest.raises(ModelNotFound):
         models.delete("m1", "bob")
+    for bad in ("m1\x00", "\x00"):
+        with pytest.raises(ModelNotFound):
+            models.get(bad)
+        with pytest.raises(ModelNotFound):
+            models.delete(bad, None)
     deleted = models.delete("m4", "alice")
     assert len(deleted.files) == 2 and models.ids() == {"m1", "m3"}
 

@@ -26,6 +26,7 @@ from sqlalchemy import text
 
 from layerfreeze.errors import ModelNotFound
 from layerfreeze.storage.blobs import BlobStore
+from layerfreeze.storage.db import storable
 from layerfreeze.storage.jobs import JobStore
 
 
@@ -212,7 +213,8 @@ class ModelStore:
         return _record(tuple(row), [tuple(f) for f in files]), False
 
     def get(self, model_id: str, tenant: str | None = None) -> ModelRecord:
-        rows = self.db.query(f"SELECT {_COLUMNS} FROM models WHERE id=:id", {"id": model_id})
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM models WHERE id=:id", {"id": model_id}) \
+            if storable(model_id) else []
         if not rows or (tenant is not None and rows[0][2] != tenant):
             raise ModelNotFound(f"no model {model_id}", model_id=model_id)
         return self._with_files(rows[0])
@@ -231,6 +233,8 @@ class ModelStore:
 
     def delete(self, model_id: str, tenant: str | None) -> ModelRecord:
         """Remove the model's record; its blobs stay while jobs hold them (the caller releases them)."""
+        if not storable(model_id):
+            raise ModelNotFound(f"no model {model_id}", model_id=model_id)
         with self.db.tx() as db:
             row = db.execute(text(f"SELECT {_COLUMNS} FROM models WHERE id=:id{self.db.for_update}"),
                              {"id": model_id}).fetchone()
