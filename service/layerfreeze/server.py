@@ -72,6 +72,8 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     elif overrides:
         settings = settings.model_copy(update=overrides)
     configure_logging(settings.log_level)
+    if settings.database_url:
+        upgrade_database(settings.database_url)
     # Before uvicorn starts the app (whose start-up recovers the data directory): one service per
     # directory, and a port in use is a clear error, not a traceback after the recovery already ran.
     data_dir = data_dir_lock.acquire(settings.data_dir, f"{settings.host}:{settings.port}")
@@ -98,6 +100,23 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     finally:
         sock.close()
         data_dir_lock.release(data_dir)
+
+
+def upgrade_database(url: str) -> None:
+    """PostgreSQL's schema up to date before anything starts (``layerfreeze migrate``); an unreachable
+    database or a failed upgrade is a start-up error with one line, not a traceback."""
+    from layerfreeze.errors import StoreError
+    from layerfreeze.storage.db import Database
+    from layerfreeze.storage.schema import upgrade
+
+    try:
+        db = Database.postgres(url)
+        try:
+            upgrade(db)
+        finally:
+            db.close()
+    except StoreError as exc:
+        raise StartupError(exc.detail) from None
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
