@@ -139,7 +139,7 @@ def _open(settings: Settings, metrics: Metrics) -> Service:
 
 def _recover(settings: Settings, metrics: Metrics, blobs: BlobStore, store: JobStore) -> Service:
     models = ModelStore(store, blobs)
-    models.forget_pins()  # this service is the only one on its data directory: pins are a dead process's
+    models.forget_pins()  # of processes that ended (all of them on SQLite: this service is the only one)
     moved = models.migrate_files()
     if moved:
         log.info("moved %d stored uploads into the content store", moved)
