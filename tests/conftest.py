@@ -2,13 +2,37 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import testing.service
 from testing import ROOT, child_env
 from testing.postgres import PostgresCluster, find_bindir
+
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database", choices=DATABASES, default=os.environ.get("LAYERFREEZE_TEST_DATABASE", "sqlite"),
+        help="where the real service processes of the tests keep their records: sqlite (the data "
+             "directory's file, default) or postgresql (a fresh database per service in a PostgreSQL "
+             "cluster started for the session); default from LAYERFREEZE_TEST_DATABASE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def service_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """--database=postgresql: every ``testing.service.Service`` that names no database gets its own."""
+    backend = str(request.config.getoption("--database"))
+    if backend == "postgresql":
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        testing.service.database_source = lambda: cluster.create_database("service")
+    try:
+        yield backend
+    finally:
+        testing.service.database_source = None
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +77,13 @@ def database_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return ""
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def records_database(request: pytest.FixtureRequest, service_database: str) -> Callable[[], str]:
+    """For stores opened in the test process: a function that gives the database a new store should use
+    under --database: "" (the data directory's SQLite file) or a fresh PostgreSQL database."""
+    if service_database == "sqlite":
+        return lambda: ""
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    return lambda: cluster.create_database("store")

@@ -77,6 +77,8 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     configure_logging(settings.log_level)
     if settings.distributed:
         require_distributed()
+    if settings.database_url:
+        upgrade_database(settings.database_url)
     # Before uvicorn starts the app (whose start-up recovers the data directory): one service per
     # directory, and a port in use is a clear error, not a traceback after the recovery already ran.
     # In the distributed mode replicas share the directory by design, and none recovers it at start.
@@ -117,6 +119,23 @@ def require_distributed() -> None:
     except ImportError as exc:
         raise InvalidSettings(f"LAYERFREEZE_QUEUE=celery needs the 'distributed' extra ({exc}): "
                               "pip install 'layerfreeze[distributed]'") from None
+
+
+def upgrade_database(url: str) -> None:
+    """PostgreSQL's schema up to date before anything starts (``layerfreeze migrate``); an unreachable
+    database or a failed upgrade is a start-up error with one line, not a traceback."""
+    from layerfreeze.errors import StoreError
+    from layerfreeze.storage.db import Database
+    from layerfreeze.storage.schema import upgrade
+
+    try:
+        db = Database.postgres(url)
+        try:
+            upgrade(db)
+        finally:
+            db.close()
+    except StoreError as exc:
+        raise StartupError(exc.detail) from None
 
 
 def listen_socket(host: str, port: int) -> socket.socket:

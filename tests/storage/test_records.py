@@ -4,7 +4,11 @@ directory and a real PostgreSQL database (``database_url`` runs each test on bot
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +19,7 @@ from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.jobs import JobRecord, JobStore
 from layerfreeze.storage.models import ModelFile, ModelRecord, ModelStore
 from layerfreeze.storage.schema import SQLITE_MIGRATE_TO_2, SQLITE_SCHEMA, SQLITE_VERSION
+from sqlalchemy import text
 
 PROBLEM = {"status": 500, "detail": "interrupted by restart"}
 
@@ -83,6 +88,11 @@ def test_job_lifecycle_paging_and_conflicts(stores) -> None:
     assert store.delete("j3", "b").id == "j3" and "j3" not in store.ids()
     assert store.count_by_status() == {"queued": 2, "running": 1, "succeeded": 1, "failed": 0}
     assert store.writable() and store.writable()
+    for bad in ("a\x00b", "\x00"):  # a NUL in an id from a request: no such job (PostgreSQL text has none)
+        with pytest.raises(JobNotFound):
+            store.get(bad)
+        with pytest.raises(JobNotFound):
+            store.delete(bad, None)
 
 
 def test_recovery_retention_and_reopening(stores, tmp_path: Path, database_url: str) -> None:
@@ -129,6 +139,11 @@ def test_models_dedupe_per_tenant_and_delete(stores) -> None:
         models.get("m1", tenant="bob")
     with pytest.raises(ModelNotFound):
         models.delete("m1", "bob")
+    for bad in ("m1\x00", "\x00"):
+        with pytest.raises(ModelNotFound):
+            models.get(bad)
+        with pytest.raises(ModelNotFound):
+            models.delete(bad, None)
     deleted = models.delete("m4", "alice")
     assert len(deleted.files) == 2 and models.ids() == {"m1", "m3"}
 
@@ -170,7 +185,11 @@ def test_start_up_collection(stores) -> None:
     used = stored_blob(models, blobs, b"used")
     store.create(job("j1", sha=used))
     stored_blob(models, blobs, b"unused")
-    assert models.forget_pins() == 2  # as at start-up: the pins of a process that died
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    with models.db.tx() as db:  # as if another process of this host had pinned them, then died
+        db.execute(text("UPDATE pins SET holder=:dead"), {"dead": f"{socket.gethostname()}:{ended.pid}:0"})
+    assert models.forget_pins() == 2  # as at start-up
     stray = hashlib.sha256(b"stray").hexdigest()
     blobs.content.path(stray).parent.mkdir(exist_ok=True)
     blobs.content.path(stray).write_bytes(b"stray")  # a file without a record
@@ -231,3 +250,27 @@ def test_sqlite_file_of_a_newer_release_is_refused(tmp_path: Path) -> None:
     sqlite3.connect(path).execute(f"PRAGMA user_version={SQLITE_VERSION + 1}")
     with pytest.raises(StoreError, match=f"schema version {SQLITE_VERSION + 1}"):
         JobStore(path)
+
+
+def test_start_up_forgets_the_pins_of_ended_processes(stores, database_url: str) -> None:
+    """SQLite: this service is the only process, every pin goes. A shared database: only this host's pins
+    of processes that ended (or of an earlier process with this pid); other hosts' pins age out."""
+    _, models, _ = stores
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    host = socket.gethostname()
+    holders = [f"{host}:{ended.pid}:0001", f"{host}:{os.getpid()}:0002", "elsewhere:1:0003", models.holder]
+    with models.db.tx() as db:
+        for holder in holders:
+            db.execute(text("INSERT INTO pins (sha256, holder, n, created_at) "
+                            "VALUES (:sha, :holder, 1, :now)"),
+                       {"sha": "a" * 64, "holder": holder, "now": time.time() - 10})
+    kept = {r[0] for r in models.db.query("SELECT holder FROM pins")}
+    assert kept == set(holders)
+    if database_url:
+        assert models.forget_pins() == 2
+        assert {r[0] for r in models.db.query("SELECT holder FROM pins")} == set(holders[2:])
+        assert models.expire_pins(time.time() - 3600) == 0
+        assert models.expire_pins(time.time()) == 2
+    else:
+        assert models.forget_pins() == 4

@@ -188,7 +188,7 @@ def _open(settings: Settings, metrics: Metrics) -> Service:
 
 def _recover(settings: Settings, metrics: Metrics, blobs: BlobStore, store: JobStore) -> Service:
     models = ModelStore(store, blobs)
-    models.forget_pins()  # this service is the only one on its data directory: pins are a dead process's
+    models.forget_pins()  # of processes that ended (all of them on SQLite: this service is the only one)
     moved = models.migrate_files()
     if moved:
         log.info("moved %d stored uploads into the content store", moved)
@@ -231,6 +231,7 @@ def _open_replica(settings: Settings, metrics: Metrics) -> Service:
     blobs.prepare()
     store = JobStore(blobs.db_path, settings.database_url)
     models = ModelStore(store, blobs)
+    models.forget_pins()  # only those of ended processes of this host
     queue = CeleryQueue(settings, store, blobs, metrics, models)
     service = Service(settings=settings, blobs=blobs, store=store, pool=queue, metrics=metrics, models=models,
                       digests=Digester(store, blobs), waiters=PollingWaiters(store))

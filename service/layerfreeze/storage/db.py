@@ -63,6 +63,12 @@ def redact(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def storable(value: str) -> bool:
+    """Whether a text can be stored, so looked up: PostgreSQL's text holds no NUL character (a record
+    named with one cannot exist; ids from a request may carry one)."""
+    return "\x00" not in value
+
+
 def _store_error(what: str, exc: BaseException) -> StoreError:
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return StoreError(f"{what}: {detail[0] if detail else type(exc).__name__}")

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, text
 
 from layerfreeze.errors import JobConflict, JobNotFound, StoreError
 from layerfreeze.storage import schema
-from layerfreeze.storage.db import Database
+from layerfreeze.storage.db import Database, storable
 
 STATUSES = ("queued", "running", "succeeded", "failed")
 _ATTEMPT = " AND attempts=:attempt"  # a change only the job's latest attempt may make
@@ -199,6 +199,8 @@ class JobStore:
 
     def delete(self, job_id: str, tenant: str | None) -> JobRecord:
         """Remove a job's record unless it is running (JobConflict). The caller removes its files."""
+        if not storable(job_id):
+            raise JobNotFound(f"no job {job_id}", job_id=job_id)
         with self._tx() as db:
             row = db.execute(text(f"SELECT {_COLUMNS} FROM jobs WHERE id=:id{self.db.for_update}"),
                              {"id": job_id}).fetchone()
@@ -244,7 +246,8 @@ class JobStore:
 
     def get(self, job_id: str, tenant: str | None = None) -> JobRecord:
         """The job, or JobNotFound (also for another tenant's job: its existence is not disclosed)."""
-        rows = self._query(f"SELECT {_COLUMNS} FROM jobs WHERE id=:id", {"id": job_id})
+        rows = self._query(f"SELECT {_COLUMNS} FROM jobs WHERE id=:id", {"id": job_id}) \
+            if storable(job_id) else []
         if not rows or (tenant is not None and rows[0][2] != tenant):
             raise JobNotFound(f"no job {job_id}", job_id=job_id)
         return _row_to_record(rows[0])

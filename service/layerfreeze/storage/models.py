@@ -1,14 +1,14 @@
-"""Stored models and the blobs behind them, in the job database (see storage.jobs for the schema).
+"""Stored models and the blobs behind them, in the record database (schema: storage.schema).
 
 A blob (an uploaded file, by sha256) is referenced by every model file that has its content and by every
 job that holds it as its input (``jobs.holds_blob``: succeeded jobs with an artifact, and jobs not yet
 finished). ``release`` deletes a blob when nothing references it any more; uploads being read are
 ``pin``-ned meanwhile, so a concurrent deletion never takes a blob out from under them.
 
-Pins are rows (``pins``: sha256, holder = this process, count), so that a release in any process that
-shares the database sees them. ``adopt_blob`` and ``pin`` lock the blob's row while they pin it and
-``release`` locks it while it counts references and deletes, so on PostgreSQL the two never interleave;
-a blob's file is published only once its row and pin are committed.
+Pins are rows (``pins``: sha256, holder = this process as ``process_holder`` names it, count), so
+that a release in any process that shares the database sees them. ``adopt_blob`` and ``pin`` lock the
+blob's row while they pin it and ``release`` locks it while it counts references and deletes, so on
+PostgreSQL the two never interleave; a blob's file is published only once its row and pin are committed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sqlalchemy import text
 
 from layerfreeze.errors import ModelNotFound
 from layerfreeze.storage.blobs import BlobStore
+from layerfreeze.storage.db import storable
 from layerfreeze.storage.jobs import JobStore
 
 
@@ -78,7 +79,7 @@ class ModelStore:
         self.jobs = jobs
         self.db = jobs.db
         self.blobs = blobs
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.holder = process_holder()
 
     # -- blobs ---------------------------------------------------------------------------------------
 
@@ -114,7 +115,8 @@ class ModelStore:
 
     def _add_pin(self, db: Any, sha256: str) -> None:
         db.execute(text("INSERT INTO pins (sha256, holder, n, created_at) VALUES (:sha, :holder, 1, :now) "
-                        "ON CONFLICT (sha256, holder) DO UPDATE SET n=pins.n + 1"),
+                        "ON CONFLICT (sha256, holder) DO UPDATE "
+                        "SET n=pins.n + 1, created_at=excluded.created_at"),
                    {"sha": sha256, "holder": self.holder, "now": time.time()})
 
     def unpin(self, sha256: str) -> None:
@@ -128,9 +130,19 @@ class ModelStore:
             db.execute(text("DELETE FROM pins WHERE sha256=:sha AND holder=:holder AND n <= 0"), args)
 
     def forget_pins(self) -> int:
-        """At start-up of the only service on a database: every pin is a dead process's."""
+        """At start-up: drop the pins of dead processes. On SQLite this service is the only process (the
+        data directory's lock): all of them. On a shared database, those of this host whose process is
+        gone, or is this one's pid in an earlier life (a container's pid 1); other hosts' pins age out
+        (``expire_pins``)."""
+        if self.db.sqlite:
+            with self.db.tx() as db:
+                return db.execute(text("DELETE FROM pins")).rowcount
+        host = socket.gethostname()
+        dead = [holder for (holder,) in self.db.query("SELECT DISTINCT holder FROM pins")
+                if holder != self.holder and _dead_here(holder, host)]
         with self.db.tx() as db:
-            return db.execute(text("DELETE FROM pins")).rowcount
+            return sum(db.execute(text("DELETE FROM pins WHERE holder=:holder"), {"holder": h}).rowcount
+                       for h in dead)
 
     def expire_pins(self, before: float) -> int:
         with self.db.tx() as db:
@@ -223,7 +235,8 @@ class ModelStore:
         return _record(tuple(row), [tuple(f) for f in files]), False
 
     def get(self, model_id: str, tenant: str | None = None) -> ModelRecord:
-        rows = self.db.query(f"SELECT {_COLUMNS} FROM models WHERE id=:id", {"id": model_id})
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM models WHERE id=:id", {"id": model_id}) \
+            if storable(model_id) else []
         if not rows or (tenant is not None and rows[0][2] != tenant):
             raise ModelNotFound(f"no model {model_id}", model_id=model_id)
         return self._with_files(rows[0])
@@ -242,6 +255,8 @@ class ModelStore:
 
     def delete(self, model_id: str, tenant: str | None) -> ModelRecord:
         """Remove the model's record; its blobs stay while jobs hold them (the caller releases them)."""
+        if not storable(model_id):
+            raise ModelNotFound(f"no model {model_id}", model_id=model_id)
         with self.db.tx() as db:
             row = db.execute(text(f"SELECT {_COLUMNS} FROM models WHERE id=:id{self.db.for_update}"),
                              {"id": model_id}).fetchone()
@@ -260,6 +275,36 @@ class ModelStore:
         files = self.db.query("SELECT path, bytes, sha256 FROM model_files WHERE model_id=:id ORDER BY idx",
                               {"id": row[1]})
         return _record(row, files)
+
+
+_holder: tuple[int, str] | None = None
+
+
+def process_holder() -> str:
+    """This process's name on its pins: ``host:pid:tag`` (the tag tells it from an earlier process that had
+    the same pid, as a container's pid 1 has)."""
+    global _holder
+    if _holder is None or _holder[0] != os.getpid():
+        _holder = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}")
+    return _holder[1]
+
+
+def _dead_here(holder: str, host: str) -> bool:
+    """Whether the pin holder ``host:pid:tag`` (not this process) was a process of this host that has
+    ended."""
+    name, _, pid_text = holder.rpartition(":")[0].rpartition(":")
+    if name != host or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # an earlier process with our pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _record(row: tuple[Any, ...], files: list[tuple[Any, ...]]) -> ModelRecord:

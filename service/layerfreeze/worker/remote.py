@@ -52,6 +52,7 @@ class JobRunner:
         self._idle: queue.Queue[_Slot] = queue.Queue()
 
     def start(self) -> None:
+        self.models.forget_pins()  # only those of ended processes of this host
         self.pool.start(supervise=False)
         for slot in self.pool.slots:
             self._idle.put(slot)
