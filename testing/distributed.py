@@ -181,10 +181,11 @@ class RoundRobinProxy:
                     await dst.drain()
             except (OSError, asyncio.IncompleteReadError):
                 pass
-            finally:
-                with contextlib.suppress(OSError, RuntimeError):
-                    if dst.can_write_eof():
-                        dst.write_eof()
+            finally:  # one side gone: the other is closed too, so a client that hangs up mid-request
+                # is seen as gone by the replica at once (no half-open connection in between)
+                for w in (dst, writer, up_writer):
+                    with contextlib.suppress(OSError, RuntimeError):
+                        w.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         for w in (writer, up_writer):
