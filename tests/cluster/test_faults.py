@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -145,3 +147,22 @@ def test_replica_killed_mid_upload_leaves_no_model(make_cluster, tmp_path: Path)
         assert r.status_code == 201, r.text
         assert r.json()["sha256"] == hashlib.sha256(data).hexdigest()
         assert json.loads(ca.get(f"/v1/models/{r.json()['id']}").text)["id"] == r.json()["id"]
+
+
+@pytest.mark.heavy
+def test_time_limit_and_a_killed_freeze_process_fail_the_job_as_in_the_embedded_mode(
+        make_cluster, tmp_path: Path, slow_checkpoint: Path) -> None:
+    cluster = make_cluster(workers="1", job_timeout_s="1")
+    src = checkpoint(tmp_path, "seq3")
+    with cluster.client() as c:
+        overdue = wait_for(c, submit(c, slow_checkpoint, SLOW_SPEC).json()["id"], timeout=60)
+        assert overdue["status"] == "failed" and overdue["error"]["type"].endswith("/job-time-limit")
+        job = submit(c, slow_checkpoint, SLOW_SPEC).json()
+        worker = cluster.workers[_worker_running(cluster, job["id"])]
+        os.kill(worker.freeze_pids()[0], signal.SIGKILL)  # the freeze process, not the worker
+        killed = wait_for(c, job["id"], timeout=60)
+        assert killed["status"] == "failed" and killed["error"]["type"].endswith("/worker-lost")
+        assert "signal 9" in killed["error"]["detail"]
+        # Both workers replaced their freeze process and take jobs again.
+        for _ in range(4):
+            assert submit(c, src, FREEZE_0, wait=30).json()["status"] == "succeeded"
