@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("layerfreeze.broker")
 TASK = "layerfreeze.run_job"
+QUEUED_EVERY_S = 0.5
 QUEUE = "layerfreeze.jobs"
 
 
@@ -91,6 +92,7 @@ class CeleryQueue:
         return self.reads.running
 
     def start(self) -> None:
+        self._count_queued()
         self.reads.start()
         self._publisher.start()
 
@@ -125,8 +127,26 @@ class CeleryQueue:
         return published
 
     def _publish_loop(self) -> None:
-        while (job_id := self._outbox.get()) is not None:
+        """Publish submitted jobs; between them, count the cluster's queued jobs twice a second (so that
+        ``health``, called on the event loop, never waits for the database)."""
+        while True:
+            if time.monotonic() - self._queued[0] >= QUEUED_EVERY_S:
+                self._count_queued()
+            try:
+                job_id = self._outbox.get(timeout=QUEUED_EVERY_S)
+            except queue.Empty:
+                continue
+            if job_id is None:
+                return
             self.publish(job_id)
+
+    def _count_queued(self) -> None:
+        try:
+            queued = self.store.count_by_status().get("queued", 0)
+        except Exception:  # the database is away: keep the last count; requests see it themselves
+            log.debug("cannot count queued jobs", exc_info=True)
+            queued = self._queued[1]
+        self._queued = (time.monotonic(), queued)
 
     def call(self, task: ReadTask) -> Outcome:
         return self.reads.call(task)
@@ -135,13 +155,11 @@ class CeleryQueue:
         return self.reads.model_paths(model_id)
 
     def health(self) -> PoolHealth:
-        """The local read pool, and the jobs queued in the database (the whole cluster's queue)."""
-        at, queued = self._queued
-        if time.monotonic() - at > 0.5:  # counted at most twice a second, whatever the request rate
-            queued = self.store.count_by_status().get("queued", 0)
-            self._queued = (time.monotonic(), queued)
+        """The local read pool, and the jobs queued in the database (the whole cluster's queue, as last
+        counted by the publisher thread)."""
         h = self.reads.health()
-        return PoolHealth(workers=h.workers, alive=h.alive, busy=h.busy, queued=queued, restarts=h.restarts)
+        return PoolHealth(workers=h.workers, alive=h.alive, busy=h.busy, queued=self._queued[1],
+                          restarts=h.restarts)
 
     def worker_pids(self) -> list[int]:
         return self.reads.worker_pids()
