@@ -20,10 +20,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so that a code change does not reinstall them.
+# Dependencies first, from pyproject.toml alone, so that a code change does not reinstall them: the
+# service's, and those of the `distributed` extra (Celery on Redis, PostgreSQL), so that one image runs
+# `layerfreeze serve`, `worker` and `migrate` in either mode (compose.yaml).
 COPY pyproject.toml README.md ./
 RUN python3 -m venv /opt/layerfreeze \
-    && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p.get('optional-dependencies', {}).get('distributed', [])))" > requirements.txt \
     && /opt/layerfreeze/bin/pip install --no-cache-dir -r requirements.txt
 
 COPY service ./service

@@ -1,4 +1,5 @@
-"""Regenerate docs/img/web-*.png: the web page in its main states (empty, a tree, an error, done).
+"""Regenerate docs/img/web-*.png: the web page in its main states (empty, a tree, an error, done, a model
+directory).
 
 Starts the service on 127.0.0.1 with a fresh data directory, drives a headless Chromium through the page
 and saves one screenshot per state. Run with ``make screenshots`` (needs scripts/install-browser.sh).
@@ -13,7 +14,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PATHS = [str(ROOT / "service"), str(ROOT / "clients" / "python"), str(ROOT / "tests")]
+PATHS = [str(ROOT / "service"), str(ROOT / "clients" / "python"), str(ROOT / "tests"), str(ROOT)]
 sys.path[:0] = PATHS
 
 from fixtures.server import running_service  # noqa: E402
@@ -95,7 +96,31 @@ def main() -> int:
             path = OUT / "web-done.png"
             driver.save_screenshot(str(path))
             print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KiB)")
+
+            directory_shot(driver, url, work)
     return 0
+
+
+def directory_shot(driver: object, url: str, work: Path) -> None:
+    """A sharded model directory (a tiny random BERT), picked as a folder, frozen, its files listed."""
+    from multifile.hf import save_sharded, tiny_model
+    from selenium.webdriver.common.by import By
+
+    folder = save_sharded(tiny_model("bert"), work / "tiny-bert", "safetensors")
+    driver.set_window_size(SIZE[0], 1500)
+    driver.get(f"{url}/")
+    by_id(driver, "folder").send_keys(str(folder))
+    wait_for(driver, lambda d: tree_row(d, "encoder").is_displayed(), "the directory's tree", timeout=60)
+    preview_settled(driver)
+    for path in ("encoder", "encoder.layer"):
+        tree_row(driver, path).find_element(By.CSS_SELECTOR, ".twisty").click()
+    tree_row(driver, "embeddings").find_element(By.CSS_SELECTOR, ".name").click()
+    preview_settled(driver)
+    tree_row(driver, "encoder.layer.0").find_element(By.CSS_SELECTOR, ".name").click()
+    preview_settled(driver)
+    by_id(driver, "run").click()
+    wait_for(driver, lambda d: by_id(d, "job-files").is_displayed(), "the directory's files", timeout=60)
+    shoot(driver, "directory")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,12 @@ from layerfreeze.formats.segments import Segment, output_size
 from layerfreeze.limits import ReadLimits
 
 if TYPE_CHECKING:
+    from layerfreeze.core.columns import Layout
     from layerfreeze.formats.sharded import ShardedModel
 
 __all__ = ["file_roles", "freeze_directory", "freeze_file", "freeze_stored", "listing_sha256",
-           "new_dir_mode", "new_file_mode", "plan_directory", "preview_stored", "read_model", "sha256_file"]
+           "new_dir_mode", "new_file_mode", "plan_directory", "preview_columns", "preview_stored",
+           "read_model", "sha256_file"]
 
 _CHUNK = 1 << 20
 
@@ -150,12 +152,17 @@ def freeze_directory(
 
 def plan_directory(files: Mapping[str, Path], spec: FreezeSpec,
                    limits: ReadLimits = ReadLimits(),  # noqa: B008
+                   description: Mapping[str, Any] | None = None,
                    ) -> tuple[ShardedModel, Selection, dict[str, list[Segment]]]:
     """Read a model directory's files (relative posix path -> file) and plan its freeze: the model, the
-    selection, and every output file as segments over the input file of the same path."""
+    selection, and every output file as segments over the input file of the same path. With
+    ``description`` (``ShardedModel.describe()`` of these very files) the shards are not read again."""
     from layerfreeze.formats.sharded import ShardedModel
 
-    model = ShardedModel(files, limits)
+    if description is not None:
+        model = ShardedModel.from_description(files, description)
+    else:
+        model = ShardedModel(files, limits)
     selection = _select(spec, model.inventory, model.unrecordable)
     return model, selection, model.plan(selection.final_by_name(), spec_sha256(spec))
 
@@ -219,6 +226,18 @@ def preview_stored(inventory: Inventory, spec: str | bytes | Mapping[str, Any] |
     the parameters whose file records no flag, ``formats.stored.unrecordable_of``)."""
     parsed = parse_spec(spec)
     return build_report(_select(parsed, inventory, unrecordable), parsed, input=input, output=None)
+
+
+
+def preview_columns(inventory: Inventory, spec: str | bytes | Mapping[str, Any] | FreezeSpec, *,
+                    input: FileRef, layout: Layout, unrecordable: frozenset[str] = frozenset(),
+                    ) -> dict[str, Any]:
+    """``preview_stored`` in the columnar view (``core.columns``): what the spec decides, without the
+    per-parameter rows that repeat the model's report; ``layout`` is ``Layout.of(inventory)``, kept."""
+    from layerfreeze.core.columns import columns
+
+    parsed = parse_spec(spec)
+    return columns(_select(parsed, inventory, unrecordable), parsed, layout, input=input)
 
 
 def freeze_stored(doc: Mapping[str, Any], base: Path, spec: str | bytes | Mapping[str, Any] | FreezeSpec, *,

@@ -7,6 +7,7 @@ object. ``docs/configuration.md`` is generated from these fields (``python -m la
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -99,6 +100,13 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
     max_uploads_per_tenant: int = Field(8, ge=1, description=(
         "Uploads one tenant may have under way at once (429 with `Retry-After` above); without tokens, "
         "each client address counts as a tenant."))
+    accel_redirect: str = Field("", description=(
+        "Behind nginx: the internal location prefix that maps to the data directory, e.g. "
+        "`/_layerfreeze/data/` (see `deploy/nginx/`). A GET of a download that is one stored file byte for "
+        "byte is then answered with `X-Accel-Redirect` after the usual checks and headers, and nginx sends "
+        "the bytes (sendfile, byte ranges); computed downloads (patched outputs, tar archives) still stream "
+        "through the service. Set it only when every request comes through that proxy: a client that "
+        "reaches the service directly would get an empty body. Empty = off."))
 
     queue: Literal["local", "celery"] = Field("local", description=(
         "What runs jobs: `local` (worker processes of this service, the embedded default) or `celery` "
@@ -131,6 +139,14 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
         if value and (scheme not in ("postgresql", "postgres", "postgresql+psycopg") or not sep or not rest):
             raise ValueError("database_url must be empty (SQLite in the data directory) or "
                              "postgresql://user:password@host:port/dbname")
+        return value
+
+    @field_validator("accel_redirect")
+    @classmethod
+    def _accel(cls, value: str) -> str:
+        if value and (not re.fullmatch(r"/(?:[A-Za-z0-9._~-]+/)+", value) or "/../" in value):
+            raise ValueError("accel_redirect must be empty or a URI path prefix such as /_layerfreeze/data/ "
+                             "(letters, digits, '._~-', starting and ending with '/')")
         return value
 
     @field_validator("log_level")

@@ -14,7 +14,7 @@ from fixtures.models import build, save
 from layerfreeze_client import Client, Retry
 
 from models.conftest import TOKENS, client
-from testing.transports import DropsFirstPatch
+from testing.transports import DropsFirstPatch, HoldsFirstPatch
 
 TUS = {"tus-resumable": "1.0.0"}
 OCTETS = "application/offset+octet-stream"
@@ -82,6 +82,16 @@ def test_client_resumes_by_itself(service, tmp_path: Path) -> None:
     assert transport.dropped
     assert model["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
 
+
+def test_client_resumes_while_the_broken_patch_is_still_held(service, tmp_path: Path) -> None:
+    """The service answers 409 while it is still inside the broken PATCH; the client waits and resumes."""
+    url, _ = service
+    src = save(build("cnn", seed=33), tmp_path / "c.pt", "checkpoint")
+    transport = HoldsFirstPatch(hold=1.0)
+    with Client(url, token=TOKENS["alice"], transport=transport, retry=Retry(retries=6, backoff=0.2)) as c:
+        model = c.upload_model(src)
+    assert transport.dropped
+    assert model["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
 
 def _raw(url: str, head: str) -> bytes:
     """One request with header bytes as given (latin-1), and the status line of the answer."""

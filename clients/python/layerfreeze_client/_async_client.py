@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
 
 from ._base import MAX_SERVER_WAIT, BaseClient, JobRef, default_output
+from ._directory import check_paths, default_output_dir, directory_files, publish_dir, staging_dir
 from ._download import DownloadSink
 from ._errors import APIError, IntegrityError, TransportError, WaitTimeout
 from ._models import FreezeResult, Job, JobPage, Report
-from ._patch import rebuild, sha256_file, single_file
+from ._patch import rebuild, rebuild_directory, sha256_file, single_file
 from ._progress import Progress, ProgressLike
 from ._retry import Retry
-from ._spec import SpecLike
+from ._spec import SpecLike, spec_json
+from ._upload import MultipartFiles
 
 __all__ = ["AsyncClient"]
 
@@ -157,14 +162,19 @@ class AsyncClient(BaseClient):
             page = JobPage.from_json(self._json(await self._call("GET", page.next)))
 
     async def download(self, job: JobRef, output: str | os.PathLike[str] | None = None, *,
-                       sha256: str | None = None, progress: ProgressLike = False) -> Path:
-        """Stream the job's checkpoint to ``output`` (a file, or a directory for the service's file name).
+                       sha256: str | None = None, progress: ProgressLike = False,
+                       file: str | None = None) -> Path:
+        """Stream the job's checkpoint to ``output`` (a file, or a directory for the service's file name);
+        ``file``: one file of a model directory's output, by its relative path.
 
         Written to a temporary name and renamed once its sha256 matches the ETag, ``Repr-Digest`` and
         ``sha256`` (the report's) as given; a broken connection resumes with a Range request.
         """
         current = job if isinstance(job, Job) else await self.job(job)
         path = self._artifact_path(current)
+        if file is not None:
+            check_paths([file])
+            path = self._job_path(current, "/files/" + quote(file))
         sink: DownloadSink | None = None
         bar: Progress | None = None
         expected: dict[str, str] = {}
@@ -225,6 +235,9 @@ class AsyncClient(BaseClient):
         ``Client.freeze``: unless False, the output is rebuilt from the local file and the job's patch
         when the local file is the job's input (checked by sha256), else downloaded in full.
         """
+        if Path(model_path).is_dir():
+            return await self._freeze_directory(model_path, spec, output, progress=progress,
+                                                timeout=timeout, delta=delta)
         start = time.monotonic()
         wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
         job = await self.submit(model_path, spec, wait=wait, progress=progress)
@@ -245,6 +258,71 @@ class AsyncClient(BaseClient):
         path = await self.download(job, target, sha256=digest, progress=progress)
         return FreezeResult(job=job, report=report, output=path)
 
+    async def _freeze_directory(self, model_dir: str | os.PathLike[str], spec: SpecLike,
+                                output: str | os.PathLike[str] | None, *, progress: ProgressLike,
+                                timeout: float | None, delta: bool | None) -> FreezeResult:
+        """As ``Client.freeze`` on a directory, the upload being one multipart request."""
+        start = time.monotonic()
+        files = directory_files(model_dir)
+        target = Path(output) if output is not None else default_output_dir(model_dir)
+        staging = staging_dir(target)
+        try:
+            model = await self.upload_directory(model_dir, progress=progress)
+            wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
+            job = await self.submit_stored(model["id"], spec, wait=wait)
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+            job = await self.wait(job, left)
+            report = await self.report(job)
+            rebuilt = False
+            if delta is not False:
+                with contextlib.suppress(IntegrityError, APIError):
+                    patch = await self.patch(job)
+                    await anyio.to_thread.run_sync(functools.partial(
+                        rebuild_directory, patch, files, staging, progress=progress))
+                    rebuilt = True
+            if not rebuilt:
+                shutil.rmtree(staging)
+                staging.mkdir()
+                for entry in report.files.files if report.files else ():
+                    dst = staging / entry.path
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    await self.download(job, dst, file=entry.path, sha256=entry.sha256, progress=progress)
+            publish_dir(staging, target)
+            if report.output is not None and report.output.sha256 is None:  # computed after the job
+                job, report = await self.job(job), await self.report(job)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return FreezeResult(job=job, report=report, output=target)
+
+    async def upload_directory(self, directory: str | os.PathLike[str], *,
+                               progress: ProgressLike = False) -> dict[str, Any]:
+        """Store a model directory as one model (one multipart request, a ``file`` part per file, each
+        named by its relative path); the model, new or the one already stored. Unsafe names and links are
+        refused here, before anything is sent."""
+        upload = MultipartFiles(directory_files(directory), file_field="file")
+        with Progress(progress, upload.file_size, f"upload {upload.filename}") as bar:
+            attempts = 0
+
+            def build() -> httpx.Request:
+                nonlocal attempts
+                if attempts:
+                    bar.restart()
+                attempts += 1
+                return self._request("POST", "/v1/models", headers=upload.headers(),
+                                     content=upload.async_body(bar))
+
+            return dict(self._json(await self._send(build)))
+
+    async def submit_stored(self, model_id: str, spec: SpecLike = None, *, dry_run: bool = False,
+                            wait: float = 0) -> Job:
+        """A job on a stored model (nothing uploaded)."""
+        params, read_timeout = self._submit_params(wait)
+        body = json.dumps({"model": model_id, "spec": json.loads(spec_json(spec)), "dry_run": dry_run})
+        return self._job(await self._send(lambda: self._request(
+            "POST", "/v1/jobs", params=params, headers={"content-type": "application/json"},
+            content=body.encode(), read_timeout=read_timeout)))
+
     async def patch(self, job: JobRef) -> dict[str, Any]:
         """The job's output as a ``layerfreeze-patch/1`` delta against its input."""
         return dict(self._json(await self._call("GET", self._job_path(job, "/patch"))))
@@ -254,7 +332,11 @@ class AsyncClient(BaseClient):
         """A dry run: the report of ``model_path`` (under ``spec``, if given); nothing is written."""
         start = time.monotonic()
         wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
-        job = await self.submit(model_path, spec, dry_run=True, wait=wait, progress=progress)
+        if isinstance(model_path, str | os.PathLike) and Path(model_path).is_dir():
+            model = await self.upload_directory(model_path, progress=progress)
+            job = await self.submit_stored(model["id"], spec, dry_run=True, wait=wait)
+        else:
+            job = await self.submit(model_path, spec, dry_run=True, wait=wait, progress=progress)
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
         job = await self.wait(job, left)
         return FreezeResult(job=job, report=await self.report(job), output=None)

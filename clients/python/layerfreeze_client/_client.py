@@ -6,22 +6,26 @@ import base64
 import contextlib
 import json
 import os
+import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from ._base import MAX_SERVER_WAIT, BaseClient, JobRef, default_output
+from ._directory import check_paths, default_output_dir, directory_files, publish_dir, staging_dir
 from ._download import DownloadSink
 from ._errors import APIError, IntegrityError, TransportError, WaitTimeout
 from ._models import FreezeResult, Job, JobPage, Report
-from ._patch import rebuild, sha256_file, single_file
+from ._patch import listing_sha256, rebuild, rebuild_directory, sha256_file, single_file
 from ._progress import Progress, ProgressLike
-from ._retry import Retry
+from ._retry import Retry, parse_retry_after
 from ._spec import SpecLike, spec_json
-from ._upload import MultipartUpload
+from ._upload import MultipartFiles, MultipartUpload
 
 __all__ = ["Client"]
 
@@ -101,7 +105,7 @@ class Client(BaseClient):
         return self._job(self._post_upload("/v1/jobs", upload, progress, params=params,
                                            read_timeout=read_timeout))
 
-    def _post_upload(self, path: str, upload: MultipartUpload, progress: ProgressLike, *,
+    def _post_upload(self, path: str, upload: MultipartUpload | MultipartFiles, progress: ProgressLike, *,
                      params: Mapping[str, Any] | None = None, read_timeout: float | None = None,
                      ) -> httpx.Response:
         """POST a multipart upload with a progress bar; a retry streams it again from the start."""
@@ -166,14 +170,19 @@ class Client(BaseClient):
             page = JobPage.from_json(self._json(self._call("GET", page.next)))
 
     def download(self, job: JobRef, output: str | os.PathLike[str] | None = None, *,
-                 sha256: str | None = None, progress: ProgressLike = False) -> Path:
+                 sha256: str | None = None, progress: ProgressLike = False, file: str | None = None) -> Path:
         """Stream the job's checkpoint to ``output`` (a file, or a directory for the service's file name).
+        ``file``: one file of a model directory's output, by its relative path (without it, a model
+        directory's output comes as one tar archive).
 
         Written to a temporary name and renamed once its sha256 matches the ETag, ``Repr-Digest`` and
         ``sha256`` (the report's) as given; a broken connection resumes with a Range request.
         """
         current = job if isinstance(job, Job) else self.job(job)
         path = self._artifact_path(current)
+        if file is not None:
+            check_paths([file])
+            path = self._job_path(current, "/files/" + quote(file))
         sink: DownloadSink | None = None
         bar: Progress | None = None
         expected: dict[str, str] = {}
@@ -236,6 +245,9 @@ class Client(BaseClient):
         the full download. ``delta=True`` also hashes the file first and, when the service already
         stores it, skips the upload. ``delta=False``: upload and download in full.
         """
+        if Path(model_path).is_dir():
+            return self._freeze_directory(model_path, spec, output, progress=progress, timeout=timeout,
+                                          delta=delta)
         start = time.monotonic()
         wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
         local_sha = sha256_file(model_path) if delta else None
@@ -259,6 +271,52 @@ class Client(BaseClient):
         path = self.download(job, target, sha256=digest, progress=progress)
         return FreezeResult(job=job, report=report, output=path)
 
+    def _freeze_directory(self, model_dir: str | os.PathLike[str], spec: SpecLike,
+                          output: str | os.PathLike[str] | None, *, progress: ProgressLike,
+                          timeout: float | None, delta: bool | None) -> FreezeResult:
+        """A model directory: stored as one model, frozen, and written to the output directory from the
+        local files and the job's patch (only changed bytes travel), each file checked against the
+        sha256 the service promises; ``delta=False``, or a patch that does not fit the local files,
+        downloads every file instead. ``delta=True`` also hashes the files first and skips the upload
+        when the service already stores this directory."""
+        start = time.monotonic()
+        files = directory_files(model_dir)
+        target = Path(output) if output is not None else default_output_dir(model_dir)
+        staging = staging_dir(target)  # refuses a non-empty output before anything is uploaded
+        try:
+            stored = None
+            if delta:
+                stored = self.find_model(listing_sha256({p: sha256_file(f) for p, f in files.items()}))
+            model = stored or self.upload_directory(model_dir, progress=progress)
+            wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
+            job = self.submit_stored(model["id"], spec, wait=wait)
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+            job = self.wait(job, left)
+            report = self.report(job)
+            rebuilt = False
+            if delta is not False:
+                with contextlib.suppress(IntegrityError, APIError):
+                    self._rebuild_directory(job, files, staging, progress)
+                    rebuilt = True
+            if not rebuilt:
+                shutil.rmtree(staging)
+                staging.mkdir()
+                for entry in report.files.files if report.files else ():
+                    dst = staging / entry.path
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    self.download(job, dst, file=entry.path, sha256=entry.sha256, progress=progress)
+            publish_dir(staging, target)
+            if report.output is not None and report.output.sha256 is None:  # computed after the job
+                job, report = self.job(job), self.report(job)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return FreezeResult(job=job, report=report, output=target)
+
+    def _rebuild_directory(self, job: Job, files: Mapping[str, Path], staging: Path,
+                           progress: ProgressLike) -> None:
+        rebuild_directory(self.patch(job), files, staging, progress=progress)
+
     # -- stored models ----------------------------------------------------------------------------------
 
     def find_model(self, sha256: str) -> dict[str, Any] | None:
@@ -278,17 +336,61 @@ class Client(BaseClient):
         A path is sent as a resumable upload (tus 1.0) when the service offers it: a dropped connection
         resumes where the service's bytes end, by itself (``resumable=False``: one multipart request).
         """
+        if isinstance(model, str | os.PathLike) and Path(model).is_dir():
+            return self.upload_directory(model, progress=progress, resumable=resumable)
         if resumable and isinstance(model, str | os.PathLike) and self._speaks_tus():
             upload_id = self.upload_resumable(model, progress=progress)
-            response = self._call("POST", "/v1/models", headers={"content-type": "application/json"},
-                                  content=json.dumps({"upload": upload_id}).encode())
-            return dict(self._json(response))
+            return dict(self._json(self._post_taking("/v1/models", {"upload": upload_id})))
         upload = MultipartUpload(model, {}, file_field="file")
         return dict(self._json(self._post_upload("/v1/models", upload, progress)))
 
+    def upload_directory(self, directory: str | os.PathLike[str], *, progress: ProgressLike = False,
+                         resumable: bool = True) -> dict[str, Any]:
+        """Store a model directory (index, shards, config, tokenizer files, ...) as one model; the model,
+        new or the one already stored. Each file is a resumable upload (tus 1.0) when the service offers
+        them, then one request names them all with their relative paths; otherwise one multipart request
+        with a ``file`` part per file. Unsafe names, links and a directory over the service's limits are
+        refused here, before anything is sent."""
+        tus = self._tus_limits() if resumable else None
+        limits = tus or {}
+        files = directory_files(directory, max_files=limits.get("files"), max_bytes=limits.get("bytes"))
+        if tus is not None:
+            named = [{"path": rel, "upload": self.upload_resumable(path, progress=progress)}
+                     for rel, path in files.items()]
+            return dict(self._json(self._post_taking("/v1/models", {"files": named})))
+        upload = MultipartFiles(files, file_field="file")
+        return dict(self._json(self._post_upload("/v1/models", upload, progress)))
+
+    def _post_taking(self, path: str, body: dict[str, Any], patience: float = 600.0) -> httpx.Response:
+        """POST a JSON body that takes something over (complete uploads become a model). It carries an
+        Idempotency-Key, so a retry after a lost answer gets that answer rather than a 404 for uploads
+        already taken; while the first request still runs (409, key in use) it waits and asks again."""
+        headers = {"content-type": "application/json", "idempotency-key": secrets.token_hex(16)}
+        content = json.dumps(body).encode()
+        deadline = time.monotonic() + patience
+        while True:
+            response = self._call("POST", path, headers=headers, content=content)
+            problem = self._decode(response) if response.status_code == 409 else None
+            busy = isinstance(problem, dict) and str(problem.get("type")).endswith("idempotency-key-in-use")
+            if not busy or time.monotonic() > deadline:
+                return response
+            time.sleep(min(5.0, parse_retry_after(response.headers.get("retry-after")) or 1.0))
+
     def _speaks_tus(self) -> bool:
+        return self._tus_limits() is not None
+
+    def _tus_limits(self) -> dict[str, int] | None:
+        """None when the service takes no resumable uploads; else its limits as it states them (the
+        total bytes of a model, and the files of a model directory)."""
         response = self._call("OPTIONS", "/v1/uploads")
-        return response.status_code == 204 and response.headers.get("tus-resumable") == TUS_VERSION
+        if response.status_code != 204 or response.headers.get("tus-resumable") != TUS_VERSION:
+            return None
+        limits = {}
+        for key, header in (("bytes", "tus-max-size"), ("files", "layerfreeze-max-model-files")):
+            value = response.headers.get(header, "")
+            if value.isdigit():
+                limits[key] = int(value)
+        return limits
 
     def upload_resumable(self, path: str | os.PathLike[str], *, progress: ProgressLike = False,
                          chunk_size: int = 1 << 20) -> str:
@@ -317,11 +419,15 @@ class Client(BaseClient):
                         "PATCH", location, content=body(), headers={
                             "tus-resumable": TUS_VERSION, "upload-offset": str(offset),
                             "content-type": "application/offset+octet-stream"}))
-                    self._raise_for_status(response)
-                    offset = int(response.headers["upload-offset"])
-                    if offset != bar.done:  # the service kept fewer bytes than were read: count those
-                        bar.restart(offset)
-                    continue
+                    if not (response.status_code == 409 and 0 < attempt < self.retry.retries):
+                        self._raise_for_status(response)
+                        offset = int(response.headers["upload-offset"])
+                        if offset != bar.done:  # the service kept fewer bytes than were read: count those
+                            bar.restart(offset)
+                        continue
+                    # After a break the service may still hold the broken PATCH until it notices the
+                    # hang-up, and it may keep more bytes than we knew: wait, then ask for the offset.
+                    delay = self.retry.backoff_delay(attempt)
                 except httpx.TransportError as exc:
                     delay = self.retry.delay_for_error(exc, attempt)
                     if delay is None:
@@ -354,7 +460,11 @@ class Client(BaseClient):
         """A dry run: the report of ``model_path`` (under ``spec``, if given); nothing is written."""
         start = time.monotonic()
         wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
-        job = self.submit(model_path, spec, dry_run=True, wait=wait, progress=progress)
+        if isinstance(model_path, str | os.PathLike) and Path(model_path).is_dir():
+            model = self.upload_directory(model_path, progress=progress)
+            job = self.submit_stored(model["id"], spec, dry_run=True, wait=wait)
+        else:
+            job = self.submit(model_path, spec, dry_run=True, wait=wait, progress=progress)
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
         job = self.wait(job, left)
         return FreezeResult(job=job, report=self.report(job), output=None)

@@ -22,7 +22,7 @@ from ._download import DownloadSink
 from ._errors import IntegrityError
 from ._progress import Progress, ProgressLike
 
-__all__ = ["PATCH_FORMAT", "rebuild", "sha256_file", "single_file"]
+__all__ = ["PATCH_FORMAT", "listing_sha256", "rebuild", "rebuild_directory", "sha256_file", "single_file"]
 
 PATCH_FORMAT = "layerfreeze-patch/1"
 CHUNK = 4 * 1024 * 1024
@@ -34,6 +34,13 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def listing_sha256(digests: dict[str, str]) -> str:
+    """A model directory's digest as the service takes it: the sha256 of its ``sha256sum``-style listing,
+    ``"<sha256>  <path>\\n"`` for every file, sorted by path."""
+    text = "".join(f"{digests[p]}  {p}\n" for p in sorted(digests))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def single_file(patch: Any) -> dict[str, Any]:
@@ -65,9 +72,10 @@ def rebuild(base: str | os.PathLike[str], entry: dict[str, Any], target: str | o
     sink = DownloadSink(target)
     try:
         with open(base, "rb") as src, Progress(progress, size, f"download {target.name} (delta)") as bar:
-            for data in _segments(src, entry.get("segments"), base_size):
+            for data in _segments(src, entry.get("segments"), base_size, sink):
                 sink.write(data)
                 bar.update(len(data))
+            bar.update(max(0, sink.written - bar.done))
         sink.commit(expected, size)
     except BaseException:
         sink.discard()
@@ -75,8 +83,31 @@ def rebuild(base: str | os.PathLike[str], entry: dict[str, Any], target: str | o
     return target
 
 
-def _segments(src: BinaryIO, segments: Any, base_size: int) -> Iterator[bytes]:
-    """The output's bytes in order: literal data, or ranges read from the base."""
+def rebuild_directory(patch: Any, files: dict[str, Path] | Any, staging: Path, *,
+                      progress: ProgressLike = False) -> None:
+    """Write every file of a model directory's patch into ``staging`` (an empty directory), each rebuilt
+    from the local file of the same path (``files``: relative path -> file) and verified by ``rebuild``."""
+    from ._directory import check_paths
+
+    entries = patch.get("files") if isinstance(patch, dict) else None
+    if not isinstance(patch, dict) or patch.get("format") != PATCH_FORMAT or not isinstance(entries, list):
+        raise IntegrityError(f"not a {PATCH_FORMAT} document")
+    if not all(isinstance(e, dict) and isinstance(e.get("path"), str) for e in entries):
+        raise IntegrityError("a patch entry names no path")
+    check_paths([e["path"] for e in entries])
+    for entry in entries:
+        base = files.get(entry["path"])
+        if base is None:
+            raise IntegrityError(f"the patch names {entry['path']!r}, which the local directory lacks")
+        dst = staging / entry["path"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        rebuild(base, entry, dst, progress=progress)
+
+
+def _segments(src: BinaryIO, segments: Any, base_size: int, sink: DownloadSink | None = None
+              ) -> Iterator[bytes]:
+    """The output's bytes in order: literal data, or ranges read from the base. With ``sink``, a range
+    of the base is copied into it in the kernel where the system can (the bytes are then not yielded)."""
     if not isinstance(segments, list):
         raise IntegrityError("the patch's segments are not a list")
     for seg in segments:
@@ -90,6 +121,8 @@ def _segments(src: BinaryIO, segments: Any, base_size: int) -> Iterator[bytes]:
         if not (isinstance(span, list) and len(span) == 2 and all(type(v) is int for v in span)
                 and 0 <= span[0] <= span[1] <= base_size):
             raise IntegrityError(f"patch segment {str(seg)[:100]} is not a range of the base")
+        if sink is not None and sink.copy_range(src, span[0], span[1]):
+            continue
         src.seek(span[0])
         left = span[1] - span[0]
         while left:

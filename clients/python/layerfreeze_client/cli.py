@@ -132,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("freeze", parents=[common], help="freeze a checkpoint by rule and download the result")
-    p.add_argument("model", type=Path, help="the checkpoint to upload")
+    p.add_argument("model", type=Path, help="the checkpoint to upload: a file, or a model directory "
+                                            "(index, shards, config, ...) frozen as one model")
     p.add_argument("--spec", type=Path, help="a freeze spec JSON file ('-' for stdin)")
     p.add_argument("--freeze", dest="rules", nargs="+", action=_RuleAction, const="freeze",
                        metavar="PATTERN", help="freeze what PATTERN selects (prefix params:, types:, regex:, "
@@ -140,8 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--unfreeze", dest="rules", nargs="+", action=_RuleAction, const="unfreeze",
                    metavar="PATTERN", help="make trainable what PATTERN selects (same forms as --freeze)")
     p.add_argument("--no-strict", action="store_true", help="a rule that selects nothing is only a warning")
-    p.add_argument("-o", "--output", type=Path, help="where to write the frozen checkpoint "
-                                                   "(default: <stem>.frozen<suffix> beside MODEL)")
+    p.add_argument("-o", "--output", type=Path, help="where to write the frozen checkpoint (default: "
+                                                   "<stem>.frozen<suffix> beside MODEL; for a directory, "
+                                                   "a new directory <name>.frozen)")
     p.add_argument("--dry-run", action="store_true", help="report only; download nothing")
     p.add_argument("--delta", action=argparse.BooleanOptionalAction, default=None,
                    help="rebuild the output from the local file and a patch instead of downloading it "
@@ -152,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     _depth_option(p)
 
     p = sub.add_parser("inspect", parents=[common], help="report a checkpoint's parameters (nothing changes)")
-    p.add_argument("model", type=Path)
+    p.add_argument("model", type=Path, help="a checkpoint file or a model directory")
     p.add_argument("--params", action="store_true", help="list every parameter instead of modules")
     _depth_option(p)
 
@@ -201,8 +203,8 @@ def _run(args: argparse.Namespace) -> int:
     retry = Retry(retries=args.retries)
     with Client(args.url, token=args.token, timeout=args.timeout, retry=retry) as client:
         if args.command in ("freeze", "inspect"):
-            if not args.model.is_file():
-                raise _UsageError(f"{args.model}: no such file")
+            if not args.model.is_file() and not args.model.is_dir():
+                raise _UsageError(f"{args.model}: no such file or directory")
             if args.command == "inspect" or args.dry_run:
                 spec: Any = _spec_arg(args) if args.command == "freeze" else None
                 result = client.inspect(args.model, spec, progress=progress)

@@ -158,8 +158,8 @@ def _purge(service: Service, job_id: str) -> None:
     # Files first: once the job answers 404 its files are gone, and a crash in between leaves a record
     # that the next pass removes rather than files that belong to no record.
     service.blobs.remove_job(job_id)
-    service.store.purge(job_id)
-    service.models.release(record.input_sha256)
+    files = service.store.purge(job_id)
+    service.models.release_all((record.input_sha256, *(sha for _p, _n, sha in files)))
 
 
 def _start(settings: Settings, metrics: Metrics) -> Service:

@@ -1,5 +1,9 @@
 """Serving a stored artifact: strong ETag and Repr-Digest from its sha256, conditional requests,
-byte ranges, and large reads (4 MiB, off the event loop) instead of Starlette's 64 KiB chunks."""
+byte ranges, and large reads (4 MiB, off the event loop) instead of Starlette's 64 KiB chunks.
+
+Behind nginx (setting ``accel_redirect``), a download that is one stored file byte for byte is handed to
+the proxy with ``X-Accel-Redirect``: the service still decides who may read it and what its headers are,
+and nginx sends the bytes from the shared data volume with sendfile (see ``deploy/nginx/``)."""
 
 from __future__ import annotations
 
@@ -39,6 +43,19 @@ def _offset(digits: str) -> int:
 
 
 _BEYOND = 10**MAX_DIGITS
+
+
+def accel_uri(prefix: str, data_dir: Path, path: Path) -> str | None:
+    """The internal URI under ``prefix`` at which the proxy serves ``path`` of the data directory; None
+    when the setting is off or the file lies elsewhere. ``data_dir`` and ``path`` are both absolute paths
+    built from the data directory's root (no symlinks to resolve)."""
+    if not prefix:
+        return None
+    try:
+        relative = path.relative_to(data_dir)
+    except ValueError:
+        return None
+    return prefix + quote(relative.as_posix())
 
 
 def parse_range(header: str, size: int) -> list[tuple[int, int]] | None:
@@ -82,7 +99,9 @@ class ArtifactResponse(Response):
     def __init__(self, path: Path, *, size: int, sha256: str | None, filename: str, method: str,
                  request_headers: dict[str, str], on_sent: object = None,
                  opener: Callable[[], Any] | None = None, etag: str | None = None,
-                 media_type: str = "application/octet-stream") -> None:
+                 media_type: str = "application/octet-stream", accel: str | None = None) -> None:
+        """``accel``: the internal URI of ``path`` (:func:`accel_uri`), when the bytes to send are that
+        file's, whole: a GET is then answered with ``X-Accel-Redirect`` and the proxy sends them."""
         super().__init__(content=None, status_code=200, media_type=media_type)
         self.path = path
         # Something with pread(n, pos) and close(): the file itself, or a stored model plus a patch.
@@ -100,6 +119,7 @@ class ArtifactResponse(Response):
             self.headers["repr-digest"] = repr_digest(sha256)
         self.ranges: list[tuple[int, int]] | None = None
         self.boundary = ""
+        self.accel_bytes = 0  # what the proxy is told to send, when it sends the file
         inm = request_headers.get("if-none-match")
         if inm is not None and (inm.strip() == "*" or etag in [t.strip().removeprefix("W/")
                                                                 for t in inm.split(",")]):
@@ -110,7 +130,17 @@ class ArtifactResponse(Response):
         rng = request_headers.get("range")
         if_range = request_headers.get("if-range")
         if rng is not None and (if_range is None or if_range.strip() == etag):
-            self.ranges = parse_range(rng, size)
+            self.ranges = parse_range(rng, size)  # 416 here, as without the proxy
+        if accel is not None and method == "GET":
+            # The proxy serves the file at ``accel`` under these headers (its range filter answers the
+            # request's Range: 206, multipart, If-Range against this ETag); no body from here.
+            self.accel_bytes = sum(e - s + 1 for s, e in self.ranges) if self.ranges else size
+            self.ranges = None
+            self.send_body = False
+            self.headers["x-accel-redirect"] = accel
+            self.headers["content-length"] = "0"
+            del self.headers["accept-ranges"]  # nginx's static handler sends its own
+            return
         if not self.ranges:
             self.ranges = None
             self.headers["content-length"] = str(size)
@@ -142,6 +172,8 @@ class ArtifactResponse(Response):
                     "headers": self.raw_headers})
         if not self.send_body:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if self.accel_bytes and callable(self.on_sent):
+                self.on_sent(self.accel_bytes)  # what the proxy was told to send
             return
         async with anyio.create_task_group() as tg:
             async def watch_disconnect() -> None:

@@ -106,7 +106,7 @@ def _all_paths(ctx: _Context) -> set[str]:
 
 def _names(values: list[str], ctx: _Context, pointer: Pointer, result: RuleMatch) -> list[bool]:
     matcher = NameMatcher(values)
-    sel = [any(matcher.matches(name) for name in names) for names in ctx.names]
+    sel = matcher.select(ctx.names)
     for j, compiled in enumerate(matcher.compiled):
         if not _any_hit(compiled.fullmatch, ("." + nm for names in ctx.names for nm in names)):
             empty = [p for p in ctx.modules if p and compiled.fullmatch("." + p)]

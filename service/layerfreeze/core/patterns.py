@@ -159,6 +159,13 @@ class NameMatcher:
     def matches(self, name: str) -> bool:
         return self._any.fullmatch("." + name) is not None
 
+    def select(self, names: Iterable[tuple[str, ...]]) -> list[bool]:
+        """Per parameter (its name and its aliases): does any glob match one of them? The loop every
+        preview runs over every parameter, so one regex call for a parameter without aliases."""
+        full = self._any.fullmatch
+        return [full("." + ns[0]) is not None if len(ns) == 1 else any(full("." + n) is not None for n in ns)
+                for ns in names]
+
     def which(self, name: str) -> list[int]:
         """Indices of the globs that match ``name`` (for per-value diagnostics)."""
         dotted = "." + name

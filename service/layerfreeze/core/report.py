@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from layerfreeze.core.model import ITEMSIZE
+from layerfreeze.core.model import ITEMSIZE, Inventory
 from layerfreeze.core.ordering import natural_key, order_known
 from layerfreeze.core.patterns import containing_modules, owner
 from layerfreeze.core.selection import Selection
@@ -175,34 +176,9 @@ def build_report(
         dict(name=t.name, module=owner(t.name), shape=list(t.shape), dtype=t.dtype, numel=t.numel)
         for t in inv.tensors if t.kind == "buffer"
     ]
-    numel_total = sum(p.numel for p in params)
-    numel_trainable = sum(p.numel for p, s in zip(params, final, strict=True) if s)
-    bytes_total = sum(tensor_bytes(p.dtype, p.numel) for p in params)
-    bytes_trainable = sum(tensor_bytes(p.dtype, p.numel) for p, s in zip(params, final, strict=True) if s)
-    bytes_frozen = bytes_total - bytes_trainable
-    trainable = sum(final)
-    summary = Summary(
-        parameters=len(params), trainable=trainable, frozen=len(params) - trainable,
-        numel_total=numel_total, numel_trainable=numel_trainable, numel_frozen=numel_total - numel_trainable,
-        trainable_fraction=(numel_trainable / numel_total) if numel_total else 0.0,
-        bytes_total=bytes_total, bytes_trainable=bytes_trainable, bytes_frozen=bytes_frozen,
-        buffers=len(buffers), bytes_buffers=sum(tensor_bytes(b["dtype"], b["numel"]) for b in buffers),
-        changed=sum(a != b for a, b in zip(selection.start, final, strict=True)),
-        training_memory_saved_bytes=bytes_frozen * SAVING_FACTOR,
-    )
-    rules = [
-        RuleReport(
-            index=r.index, action=r.action, selectors=list(r.selectors), selected=r.selected,
-            selected_numel=r.selected_numel, decided=r.decided, decided_numel=r.decided_numel,
-            children_counted=list(r.children_counted) if r.children_counted is not None else None,
-        )
-        for r in selection.rules
-    ]
-    warnings = [
-        WarningReport(code=f.code, message=f.message, names=list(f.names), rule=f.rule, pointer=f.pointer,
-                      suggestions=list(f.suggestions))
-        for f in selection.findings
-    ]
+    summary = summarize(selection, buffers=len(buffers),
+                        bytes_buffers=sum(tensor_bytes(b["dtype"], b["numel"]) for b in buffers))
+    rules, warnings = rule_reports(selection), warning_reports(selection)
     return Report(
         format=inv.format, input=input, output=output, dry_run=output is None,
         spec=spec.model_dump(mode="json", exclude_none=True), spec_sha256=spec_sha256(spec),
@@ -210,6 +186,45 @@ def build_report(
         summary=summary, rules=rules, parameters=parameters, buffers=buffers,
         modules=_module_tree(selection), warnings=warnings,
     )
+
+
+def summarize(selection: Selection, *, buffers: int, bytes_buffers: int) -> Summary:
+    """The report's totals over the selection's final states."""
+    params, final = selection.parameters, selection.final
+    numel_total = sum(p.numel for p in params)
+    numel_trainable = sum(p.numel for p, s in zip(params, final, strict=True) if s)
+    bytes_total = sum(tensor_bytes(p.dtype, p.numel) for p in params)
+    bytes_trainable = sum(tensor_bytes(p.dtype, p.numel) for p, s in zip(params, final, strict=True) if s)
+    bytes_frozen = bytes_total - bytes_trainable
+    trainable = sum(final)
+    return Summary(
+        parameters=len(params), trainable=trainable, frozen=len(params) - trainable,
+        numel_total=numel_total, numel_trainable=numel_trainable, numel_frozen=numel_total - numel_trainable,
+        trainable_fraction=(numel_trainable / numel_total) if numel_total else 0.0,
+        bytes_total=bytes_total, bytes_trainable=bytes_trainable, bytes_frozen=bytes_frozen,
+        buffers=buffers, bytes_buffers=bytes_buffers,
+        changed=sum(a != b for a, b in zip(selection.start, final, strict=True)),
+        training_memory_saved_bytes=bytes_frozen * SAVING_FACTOR,
+    )
+
+
+def rule_reports(selection: Selection) -> list[RuleReport]:
+    return [
+        RuleReport(
+            index=r.index, action=r.action, selectors=list(r.selectors), selected=r.selected,
+            selected_numel=r.selected_numel, decided=r.decided, decided_numel=r.decided_numel,
+            children_counted=list(r.children_counted) if r.children_counted is not None else None,
+        )
+        for r in selection.rules
+    ]
+
+
+def warning_reports(selection: Selection) -> list[WarningReport]:
+    return [
+        WarningReport(code=f.code, message=f.message, names=list(f.names), rule=f.rule, pointer=f.pointer,
+                      suggestions=list(f.suggestions))
+        for f in selection.findings
+    ]
 
 
 def _module_tree(selection: Selection) -> list[dict[str, Any]]:
@@ -236,14 +251,9 @@ def _module_tree(selection: Selection) -> list[dict[str, Any]]:
             t[1] += state
             t[2] += p.numel
             t[3] += numel_trainable
-    order = [m.path for m in selection.inventory.modules]
     types = {m.path: m.type for m in selection.inventory.modules}
-    known = set(order)
-    order += sorted(p for p in totals if p not in known)  # modules the reader did not list
-    if not order_known(selection.inventory.format):
-        order.sort(key=natural_key)
     out = []
-    for path in order:
+    for path in module_order(selection.inventory, totals):
         count, trainable, numel, numel_tr = totals.get(path, (0, 0, 0, 0))
         module_state: State | None = None
         if count:
@@ -254,3 +264,14 @@ def _module_tree(selection: Selection) -> list[dict[str, Any]]:
             numel_trainable=numel_tr, numel_frozen=numel - numel_tr, state=module_state,
         ))
     return out
+
+
+def module_order(inventory: Inventory, holding: Iterable[str]) -> list[str]:
+    """The report's module order: the inventory's modules, then those only parameter names reveal
+    (``holding``: every module that holds a parameter), sorted; natural order where the file keeps none."""
+    order = [m.path for m in inventory.modules]
+    known = set(order)
+    order += sorted(p for p in holding if p not in known)  # modules the reader did not list
+    if not order_known(inventory.format):
+        order.sort(key=natural_key)
+    return order

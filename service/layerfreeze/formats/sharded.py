@@ -85,7 +85,7 @@ class ShardSet:
     index: str | None  # None: an unsharded directory's one weights file, no index
     doc: dict[str, Any]
     weight_map: dict[str, str]  # tensor name -> shard's relative path
-    shards: dict[str, Archive]
+    shards: Mapping[str, Archive | _StoredShard]
 
     @property
     def label(self) -> str:
@@ -93,19 +93,14 @@ class ShardSet:
 
 
 class ShardedModel:
-    def __init__(self, files: Mapping[str, Path], limits: ReadLimits = ReadLimits()) -> None:  # noqa: B008
+    def __init__(self, files: Mapping[str, Path], limits: ReadLimits = ReadLimits(),  # noqa: B008
+                 sets: list[ShardSet] | None = None) -> None:
         check_paths(files)
         self.files = {str(k): Path(v) for k, v in files.items()}
-        indexes = sorted((p for p in self.files if is_index(p)), key=lambda p: (not p.endswith(
-            INDEX_SUFFIXES[0]), p))  # safetensors first: it is what from_pretrained loads by default
-        if indexes:
-            self.sets = [_read_set(idx, self.files, limits) for idx in indexes]
-        else:  # an unsharded directory: its one weights file, or both forms of it
-            singles = [p for p in SINGLE_FILES if p in self.files]
-            if not singles:
-                raise FormatError("the model directory has no index (*.safetensors.index.json or "
-                                  "*.bin.index.json) naming its shards, and no " + " or ".join(SINGLE_FILES))
-            self.sets = [_single_set(p, self.files, limits) for p in singles]
+        if sets is not None:  # from a stored description (``from_description``): nothing is read
+            self.sets = sets
+        else:
+            self.sets = _read_sets(self.files, limits)
         primary = self.sets[0]
         for other in self.sets[1:]:
             if set(other.weight_map) != set(primary.weight_map):
@@ -115,6 +110,29 @@ class ShardedModel:
         self.inventory = _merged_inventory(primary)
         self.unrecordable = frozenset().union(*(getattr(a, "unrecordable", frozenset())
                                                 for s in self.sets for a in s.shards.values()))
+
+    def describe(self) -> dict[str, Any] | None:
+        """What a later freeze needs without reading the shards again, as JSON: each set's index document
+        and each shard's stored description (``formats.stored``); None when a shard's reader keeps none."""
+        from layerfreeze.formats.stored import describe
+
+        try:
+            return {"sets": [{"index": s.index, "doc": s.doc, "weight_map": s.weight_map,
+                              "shards": {p: dict(a.doc) if isinstance(a, _StoredShard) else describe(a)
+                                         for p, a in s.shards.items()}} for s in self.sets]}
+        except (AttributeError, NotImplementedError, TypeError):
+            return None
+
+    @classmethod
+    def from_description(cls, files: Mapping[str, Path], description: Mapping[str, Any]) -> ShardedModel:
+        """The model ``describe`` described, over the same files (stored blobs, which never change)."""
+        sets_ = description.get("sets")
+        if not sets_ or any(p not in files for s in sets_ for p in s["shards"]):
+            raise FormatError("the stored description does not fit the model directory's files")
+        sets = [ShardSet(index=s["index"], doc=s["doc"], weight_map=dict(s["weight_map"]),
+                         shards={p: _StoredShard(d, Path(files[p])) for p, d in s["shards"].items()})
+                for s in description["sets"]]
+        return cls(files, sets=sets)
 
     @property
     def index(self) -> str | None:
@@ -145,6 +163,35 @@ class ShardedModel:
             doc["metadata"] = metadata
             plans[shard_set.index] = [(json.dumps(doc, indent=2) + "\n").encode("utf-8")]
         return plans
+
+
+class _StoredShard:
+    """A shard as its stored description gives it: the inventory and the plan, read from no file but the
+    few bytes a plan checks (``formats.stored.plan``)."""
+
+    def __init__(self, doc: Mapping[str, Any], path: Path) -> None:
+        from layerfreeze.formats.stored import inventory_from, unrecordable_of
+
+        self.doc, self.path = doc, path
+        self.inventory = inventory_from(doc)
+        self.unrecordable = unrecordable_of(doc)
+
+    def plan(self, final: Mapping[str, bool], spec_sha256: str) -> list[Segment]:
+        from layerfreeze.formats.stored import plan
+
+        return plan(self.doc, self.path, final, spec_sha256, self.inventory)
+
+
+def _read_sets(files: Mapping[str, Path], limits: ReadLimits) -> list[ShardSet]:
+    indexes = sorted((p for p in files if is_index(p)), key=lambda p: (not p.endswith(
+        INDEX_SUFFIXES[0]), p))  # safetensors first: it is what from_pretrained loads by default
+    if indexes:
+        return [_read_set(idx, files, limits) for idx in indexes]
+    singles = [p for p in SINGLE_FILES if p in files]  # an unsharded directory: one weights file, or both
+    if not singles:
+        raise FormatError("the model directory has no index (*.safetensors.index.json or "
+                          "*.bin.index.json) naming its shards, and no " + " or ".join(SINGLE_FILES))
+    return [_single_set(p, files, limits) for p in singles]
 
 
 def _read_set(index: str, files: Mapping[str, Path], limits: ReadLimits) -> ShardSet:

@@ -45,6 +45,12 @@ class JobRecord:
     model_id: str | None = None
     inline_digest: bool = True  # the output sha256 is part of the job (multipart jobs, as in v1)
     attempts: int = 0  # times the job was started; only the latest attempt may finish it
+    files: tuple[tuple[str, int, str], ...] = ()  # a model directory's (path, bytes, sha256): job_files
+
+    @property
+    def blobs(self) -> tuple[str, ...]:
+        """Every blob the job holds: its input, or its model directory's files."""
+        return (self.input_sha256, *(sha for _p, _n, sha in self.files))
 
     @property
     def finished(self) -> bool:
@@ -68,6 +74,27 @@ def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
         error=json.loads(error) if error else None, model_id=model_id, inline_digest=bool(inline_digest),
         attempts=attempts,
     )
+
+
+_FILES = "SELECT path, bytes, sha256 FROM job_files WHERE job_id=:id ORDER BY path"
+
+
+def _files(db: Connection, job_id: str) -> tuple[tuple[str, int, str], ...]:
+    return tuple((str(p), int(n), str(s)) for p, n, s in db.execute(text(_FILES), {"id": job_id}))
+
+
+def _with_files(db: Connection, row: Any) -> JobRecord | None:
+    """The record of a row just claimed, with its model directory's files (None for no row)."""
+    if row is None:
+        return None
+    record = _row_to_record(tuple(row))
+    return replace(record, files=_files(db, record.id))
+
+
+def _drop_files(db: Connection, job_id: str) -> tuple[tuple[str, int, str], ...]:
+    files = _files(db, job_id)
+    db.execute(text("DELETE FROM job_files WHERE job_id=:id"), {"id": job_id})
+    return files
 
 
 class JobStore:
@@ -110,16 +137,20 @@ class JobStore:
                  "input_sha256": job.input_sha256, "output_filename": job.output_filename,
                  "model_id": job.model_id, "inline_digest": int(job.inline_digest)},
             ).scalar_one()
+            if job.files:
+                db.execute(text("INSERT INTO job_files (job_id, path, bytes, sha256) "
+                                "VALUES (:id, :path, :bytes, :sha)"),
+                           [{"id": job.id, "path": p, "bytes": n, "sha": s} for p, n, s in job.files])
         return replace(job, seq=seq, status="queued")
 
     def claim(self, job_id: str) -> JobRecord | None:
-        """queued -> running (attempt 1); None when the job is gone or no longer queued (deleted, or claimed
-        by another process meanwhile)."""
+        """queued -> running (attempt 1), with the job's directory files; None when the job is gone or no
+        longer queued (deleted, or claimed by another process meanwhile)."""
         with self._tx(durable=False) as db:
             row = db.execute(text(f"UPDATE jobs SET status='running', started_at=:now, attempts=attempts+1 "
                                   f"WHERE id=:id AND status='queued' RETURNING {_COLUMNS}"),
                              {"now": time.time(), "id": job_id}).fetchone()
-        return _row_to_record(tuple(row)) if row is not None else None
+            return _with_files(db, row)
 
     def take_over(self, job_id: str, attempt: int) -> JobRecord | None:
         """Start attempt ``attempt + 1`` of a job left running by a lost worker; None when another
@@ -128,7 +159,7 @@ class JobStore:
             row = db.execute(text(f"UPDATE jobs SET started_at=:now, attempts=attempts+1 WHERE id=:id "
                                   f"AND status='running' AND attempts=:attempt RETURNING {_COLUMNS}"),
                              {"now": time.time(), "id": job_id, "attempt": attempt}).fetchone()
-        return _row_to_record(tuple(row)) if row is not None else None
+            return _with_files(db, row)
 
     def succeed(self, job_id: str, *, output_bytes: int | None, output_sha256: str | None,
                 output_filename: str | None = None, attempt: int | None = None) -> bool:
@@ -211,7 +242,8 @@ class JobStore:
                 raise JobConflict(f"job {job_id} is running; delete it once it has finished",
                                   job_id=job_id, status=record.status)
             db.execute(text("DELETE FROM jobs WHERE id=:id"), {"id": job_id})
-        return record
+            files = _drop_files(db, job_id)
+        return replace(record, files=files)
 
     def recover(self, problem: dict[str, Any]) -> list[str]:
         """After a restart: fail jobs that were running (with ``problem``), return the queued ones
@@ -228,10 +260,17 @@ class JobStore:
                            "AND finished_at < :before", {"before": before})
         return [r[0] for r in rows]
 
-    def purge(self, job_id: str) -> None:
+    def purge(self, job_id: str) -> tuple[tuple[str, int, str], ...]:
+        """Remove a finished job's record; the files it held (the caller releases them)."""
         with self._tx() as db:
-            db.execute(text("DELETE FROM jobs WHERE id=:id AND status IN ('succeeded', 'failed')"),
-                       {"id": job_id})
+            deleted = db.execute(text("DELETE FROM jobs WHERE id=:id AND status IN ('succeeded', 'failed')"),
+                                 {"id": job_id}).rowcount
+            return _drop_files(db, job_id) if deleted else ()
+
+    def job_files(self, job_id: str) -> tuple[tuple[str, int, str], ...]:
+        """The model directory's files a job freezes, by path; () for a single-file job."""
+        rows = self._query(_FILES, {"id": job_id})
+        return tuple((str(p), int(n), str(s)) for p, n, s in rows)
 
     def writable(self) -> bool:
         try:

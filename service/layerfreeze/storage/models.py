@@ -1,9 +1,10 @@
 """Stored models and the blobs behind them, in the record database (schema: storage.schema).
 
 A blob (an uploaded file, by sha256) is referenced by every model file that has its content and by every
-job that holds it as its input (``jobs.holds_blob``: succeeded jobs with an artifact, and jobs not yet
-finished). ``release`` deletes a blob when nothing references it any more; uploads being read are
-``pin``-ned meanwhile, so a concurrent deletion never takes a blob out from under them.
+job that holds it as its input or as a file of its model directory (``job_files``), while
+``jobs.holds_blob`` (succeeded jobs with an artifact, and jobs not yet finished). ``release`` deletes
+a blob when nothing references it any more; uploads being read are ``pin``-ned meanwhile, so a
+concurrent deletion never takes a blob out from under them.
 
 Pins are rows (``pins``: sha256, holder = this process as ``process_holder`` names it, count), so
 that a release in any process that shares the database sees them. ``adopt_blob`` and ``pin`` lock the
@@ -58,6 +59,8 @@ _COLUMNS = "seq, id, tenant, sha256, bytes, format, created_at, summary"
 
 _REFS = ("SELECT (SELECT COUNT(*) FROM model_files WHERE sha256=:sha) + "
          "(SELECT COUNT(*) FROM jobs WHERE input_sha256=:sha AND holds_blob=1) + "
+         "(SELECT COUNT(*) FROM job_files f JOIN jobs j ON j.id=f.job_id "
+         "WHERE f.sha256=:sha AND j.holds_blob=1) + "
          "(SELECT COUNT(*) FROM pins WHERE sha256=:sha)")
 
 # Pins older than this belong to a process that died holding them (a pin lasts while one request records
@@ -162,6 +165,11 @@ class ModelStore:
             # in the transaction, the row still locked: an adopt of the same content waits for it
             self.blobs.content.remove(sha256)
         return True
+
+    def release_all(self, shas: Any) -> None:
+        """``release`` each blob (a job's input, or every file of its model directory)."""
+        for sha in dict.fromkeys(shas):
+            self.release(sha)
 
     def collect(self, older_than: float | None = None) -> int:
         """At start-up: drop blob files without a record, records without a file, unreferenced blobs.

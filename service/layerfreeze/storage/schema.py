@@ -2,9 +2,10 @@
 
 SQLite (the data directory's ``jobs.sqlite3``) keeps its own scheme, so that every data directory ever
 written keeps opening without Alembic: ``PRAGMA user_version`` 0/1 (jobs only) is migrated to 2 in one
-transaction; tables added later without a change an older release would mind (``pins``) are created
-``IF NOT EXISTS``. PostgreSQL's schema is the Alembic history in ``storage/migrations`` (the same tables),
-upgraded to its head under an advisory lock, so that replicas and workers starting together take turns.
+transaction; tables added later without a change an older release would mind (``pins``, ``job_files``)
+are created ``IF NOT EXISTS``. PostgreSQL's schema is the Alembic history in ``storage/migrations`` (the
+same tables), upgraded to its head under an advisory lock, so that replicas and workers starting together
+take turns.
 """
 
 from __future__ import annotations
@@ -108,9 +109,11 @@ CREATE TABLE IF NOT EXISTS chores (
 """
 SQLITE_MIGRATIONS = ((2, SQLITE_MIGRATE_TO_2), (3, SQLITE_MIGRATE_TO_3))
 
-# Pins (blobs in use by a request that has not recorded its reference yet) live in the database so that
-# every process sees them; an older release of schema 2 ignores the table.
-SQLITE_PINS = """
+# Tables an older release of schema 2 ignores, created on every open. Pins: blobs in use by a request that
+# has not recorded its reference yet, in the database so that every process sees them. job_files: the files
+# of the model directory a job freezes, each a blob the job holds as a single-file job holds its input
+# (while jobs.holds_blob), so deleting the model never breaks the job's downloads. (PostgreSQL: 0003.)
+SQLITE_ADDED_TABLES = """
 CREATE TABLE IF NOT EXISTS pins (
     sha256      TEXT NOT NULL,
     holder      TEXT NOT NULL,
@@ -118,6 +121,14 @@ CREATE TABLE IF NOT EXISTS pins (
     created_at  REAL NOT NULL,
     PRIMARY KEY (sha256, holder)
 );
+CREATE TABLE IF NOT EXISTS job_files (
+    job_id      TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    bytes       INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    PRIMARY KEY (job_id, path)
+);
+CREATE INDEX IF NOT EXISTS job_files_sha256 ON job_files (sha256);
 """
 
 
@@ -146,7 +157,7 @@ def _prepare_sqlite(db: Database) -> None:
                         if statement.strip():
                             conn.exec_driver_sql(statement)
             conn.exec_driver_sql(f"PRAGMA user_version={SQLITE_VERSION}")
-    db.run_script(SQLITE_PINS)
+    db.run_script(SQLITE_ADDED_TABLES)
 
 
 def upgrade(db: Database) -> str:

@@ -14,6 +14,8 @@ import os
 import queue
 import secrets
 import threading
+from pathlib import Path
+from typing import Any
 
 from layerfreeze.formats.segments import from_patch_segments, sha256_of
 from layerfreeze.storage.blobs import BlobStore, publish, write_file
@@ -73,15 +75,41 @@ class Digester:
             if not patch_path.is_file():
                 return None
             patch = json.loads(patch_path.read_bytes())
-            segments = from_patch_segments(patch["segments"])
-            _size, sha = sha256_of(self.blobs.content.path(record.input_sha256), segments)
-            self._update_report(job_id, sha)  # first: once the record has the digest, so has the report
+            if isinstance(patch.get("files"), list):
+                sha = self._directory(job_id, patch)
+            else:
+                segments = from_patch_segments(patch["segments"])
+                _size, sha = sha256_of(self.blobs.content.path(record.input_sha256), segments)
+                self._update_report(job_id, sha)  # first: once the record has the digest, so has the report
             self.store.set_output_digest(job_id, sha)
             return sha
         finally:
             with self._lock:
                 del self._inflight[job_id]
             event.set()
+
+    def _directory(self, job_id: str, patch: dict[str, Any]) -> str:
+        """A model directory's job: hash each changed output file (segments over its stored input file),
+        write them into the patch and the report, and return the output listing's digest."""
+        from layerfreeze.freeze import listing_sha256
+
+        digests: dict[str, str] = {}
+        for entry in patch["files"]:
+            if entry["output"]["sha256"] is None:
+                base = self.blobs.content.path(entry["base"]["sha256"])
+                entry["output"]["sha256"] = sha256_of(base, from_patch_segments(entry["segments"]))[1]
+            digests[entry["path"]] = entry["output"]["sha256"]
+        sha = listing_sha256(digests)
+        assert sha is not None
+        path = self.blobs.patch_path(job_id)
+        _replace_json(path, patch)
+        report = json.loads(self.blobs.report_path(job_id).read_bytes())
+        for item in (report.get("files") or {}).get("files") or []:
+            item["sha256"] = digests.get(item["path"], item["sha256"])
+        if report.get("output"):
+            report["output"]["sha256"] = sha
+        _replace_json(self.blobs.report_path(job_id), report)
+        return sha
 
     def _update_report(self, job_id: str, sha: str) -> None:
         path = self.blobs.report_path(job_id)
@@ -92,3 +120,10 @@ class Digester:
             part = path.with_name(f"report.json.digest.{os.getpid()}.{secrets.token_hex(4)}.part")
             write_file(part, json.dumps(report, separators=(",", ":")).encode())
             publish(part, path)
+
+
+def _replace_json(path: Path, doc: Any) -> None:
+    part = path.with_name(path.name + ".digest.part")
+    part.unlink(missing_ok=True)
+    write_file(part, json.dumps(doc, separators=(",", ":")).encode())
+    publish(part, path)

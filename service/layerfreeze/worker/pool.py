@@ -229,6 +229,8 @@ class _Slot:
         """The files of the model directory a job freezes; None for a single-file model. A directory's
         ``input_sha256`` is its listing's, never a blob's."""
         blobs = self.pool.blobs
+        if record.files:  # the job holds its directory's files: they outlive a deleted model
+            return tuple((p, blobs.content.path(sha), sha) for p, _n, sha in record.files)
         if not record.model_id or blobs.content.exists(record.input_sha256):
             return None
         try:
@@ -372,7 +374,7 @@ class LocalWorkerPool:
                 model_id = record.model_id or record.id
                 if model_id not in self.models.ids():  # a first read that failed: no model appears
                     self.blobs.remove_model(model_id)
-            self.models.release(record.input_sha256)  # a failed job or a dry run no longer holds it
+            self.models.release_all(record.blobs)  # a failed job or a dry run no longer holds them
         except StoreError:
             log.exception("cannot record the outcome of job %s", record.id)
         status = "succeeded" if outcome.ok else "failed"

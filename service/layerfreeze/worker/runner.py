@@ -209,9 +209,25 @@ def _read_directory(files: DirectoryFiles, name: str, sha256: str, model: ModelP
     directory, selection, _plans = plan_directory({p: f for p, f, _s in files}, spec, limits)
     doc: dict[str, Any] = {"version": 1, "kind": "directory", "inventory": asdict(directory.inventory),
            "unrecordable": sorted(directory.unrecordable)}
+    if (described := directory.describe()) is not None:  # jobs then plan without reading the shards
+        doc["directory"] = {"files": {p: sha for p, _f, sha in files}, **described}
     body = _report_dict(_directory_report(directory, selection, spec, files, name, sha256))
     _publish([(model.stored, doc), (model.report, body)])
     return {"format": doc["inventory"]["format"], "summary": body["summary"]}
+
+
+def _stored_description(stored: Path, files: DirectoryFiles) -> dict[str, Any] | None:
+    """The shards' stored description, when the model's stored document has one for exactly these files
+    (by path and sha256); None otherwise (the model was deleted meanwhile, or read by an older release):
+    then the shards are read again."""
+    try:
+        doc = json.loads(stored.read_bytes())
+    except (OSError, ValueError):
+        return None
+    described = doc.get("directory") if isinstance(doc, dict) else None
+    if not isinstance(described, dict) or described.get("files") != {p: sha for p, _f, sha in files}:
+        return None
+    return described
 
 
 def _freeze_directory(task: Task, files: DirectoryFiles) -> Outcome:
@@ -226,7 +242,8 @@ def _freeze_directory(task: Task, files: DirectoryFiles) -> Outcome:
     if not task.model.stored.exists():
         model = _read_directory(files, task.input_name, task.input_sha256 or "", task.model, task.limits)
     spec = parse_spec(task.spec)
-    directory, selection, plans = plan_directory({p: f for p, f, _s in files}, spec, task.limits)
+    directory, selection, plans = plan_directory({p: f for p, f, _s in files}, spec, task.limits,
+                                                 _stored_description(task.model.stored, files))
     items: list[tuple[Path, Any]] = []
     if task.patch is None:
         report = _directory_report(directory, selection, spec, files, task.input_name, task.input_sha256)
@@ -237,7 +254,9 @@ def _freeze_directory(task: Task, files: DirectoryFiles) -> Outcome:
         for path, stored, sha in files:
             segments, size = plans[path], stored.stat().st_size
             changed = segments != ([(0, size)] if size else [])
-            out_sha = sha256_of(stored, segments)[1] if changed else sha  # only changed files are read
+            # Only changed files are read, and only with ``digest``: a job on a stored model leaves them
+            # to the API's background pass, so its time does not grow with the model's size.
+            out_sha = (sha256_of(stored, segments)[1] if task.digest else None) if changed else sha
             digests[path] = out_sha
             listing.append((path, output_size(segments), out_sha, changed))
             entries.append(to_patch_file(path, segments, base_sha256=sha, base_bytes=size,

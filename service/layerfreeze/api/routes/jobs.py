@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from layerfreeze.api.deps import ServiceDep, TenantDep
-from layerfreeze.api.downloads import ArtifactResponse
+from layerfreeze.api.downloads import ArtifactResponse, accel_uri
 from layerfreeze.api.idempotency import begin as begin_idempotent
 from layerfreeze.api.idempotency import fingerprint
 from layerfreeze.api.numbers import parse_uint
@@ -38,7 +39,13 @@ from layerfreeze.errors import (
     QueueFull,
     storage_error,
 )
-from layerfreeze.formats.segments import PATCH_FORMAT, Segment, SegmentReader, from_patch_segments
+from layerfreeze.formats.segments import (
+    PATCH_FORMAT,
+    Segment,
+    SegmentReader,
+    from_patch_segments,
+    normalize,
+)
 from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.jobs import JobRecord
 
@@ -190,7 +197,7 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
             print_ = fingerprint("job-upload", record.input_sha256, record.input_filename, record.spec,
                                  record.dry_run)
         if (replay := idem.replay(print_)) is not None:  # a retry: the first answer, and no second job
-            await anyio.to_thread.run_sync(service.models.unpin, record.input_sha256)
+            await anyio.to_thread.run_sync(_unpin, service, record)
             return replay
         response = await _create_job(request, service, record, wait)
     except BaseException:
@@ -203,14 +210,13 @@ async def submit_job(request: Request, service: ServiceDep, tenant: TenantDep,
 async def _create_job(request: Request, service: Any, record: JobRecord, wait: float) -> Response:
     s = service.settings
     job_id = record.id
-    pinned = record.input_sha256
     wait_s = min(max(wait, 0.0), s.wait_max_s, 60.0)
     event = service.waiters.register(job_id) if wait_s > 0 else None
     try:
         try:
             record = await anyio.to_thread.run_sync(service.store.create, record)
         finally:
-            await anyio.to_thread.run_sync(service.models.unpin, pinned)  # the job holds it now
+            await anyio.to_thread.run_sync(_unpin, service, record)  # the job holds them now
         service.pool.submit(job_id)
         if event is not None:
             deadline = time.monotonic() + wait_s
@@ -228,8 +234,13 @@ async def _create_job(request: Request, service: Any, record: JobRecord, wait: f
     return _job_response(record, request)
 
 
+def _unpin(service: Any, record: JobRecord) -> None:
+    for sha in dict.fromkeys(record.blobs):
+        service.models.unpin(sha)
+
+
 async def _stored_job_record(request: Request, service: Any, tenant: str, job_id: str) -> JobRecord:
-    """A job on a stored model; the model's blob is pinned until the job is recorded."""
+    """A job on a stored model; the model's blobs are pinned until the job is recorded."""
     raw = await request.body()
     if len(raw) > service.settings.max_form_field_bytes:
         raise BadRequest(f"the request body is larger than {service.settings.max_form_field_bytes} bytes")
@@ -241,12 +252,21 @@ async def _stored_job_record(request: Request, service: Any, tenant: str, job_id
     await check_spec(spec_text.strip() or "{}")  # 422 with pointers before anything is queued
     model = service.models.get(body.model, tenant if service.settings.tokens else None)
     directory = len(model.files) > 1
-    service.models.pin(model.sha256, blob=not directory)
+    files = tuple((f.path, f.bytes, f.sha256) for f in model.files) if directory else ()
+    pinned: list[str] = []
+    try:  # a directory's job holds each of its files, as a single file's job holds its blob
+        for sha in dict.fromkeys((model.sha256, *(sha for _p, _n, sha in files))):
+            service.models.pin(sha, blob=not directory or sha != model.sha256)
+            pinned.append(sha)
+    except BaseException:
+        for sha in pinned:
+            service.models.unpin(sha)
+        raise
     return JobRecord(
         id=job_id, tenant=tenant, status="queued", created_at=time.time(), dry_run=body.dry_run,
         spec=spec_text.strip() or "{}", input_filename="model" if directory else model.filename,
         input_bytes=model.bytes,
-        input_sha256=model.sha256, model_id=model.id, inline_digest=False,
+        input_sha256=model.sha256, model_id=model.id, inline_digest=False, files=files,
     )
 
 
@@ -346,10 +366,11 @@ async def get_artifact(job_id: str, request: Request, service: ServiceDep, tenan
     if record.dry_run:
         raise JobNotFound(f"job {job_id} was a dry run: it has no artifact", job_id=job_id)
     record = _finished(service, job_id, tenant)
-    patch = await anyio.to_thread.run_sync(_directory_patch, service, record)
-    if patch is not None:  # a model directory: one uncompressed tar of the output directory
-        return _tar_response(service, record, patch, request)
+    directory = await anyio.to_thread.run_sync(_directory_patch, service, record)
+    if directory is not None:  # a model directory: one uncompressed tar of the output directory
+        return _tar_response(service, *directory, request)
     path = service.blobs.output_path(job_id)
+    segments: list[Segment] | None = None
     if path.exists():  # a full copy, from before stored models
         opener = None
     else:
@@ -364,16 +385,36 @@ async def get_artifact(job_id: str, request: Request, service: ServiceDep, tenan
     return ArtifactResponse(path, size=record.output_bytes, sha256=record.output_sha256,
                             filename=record.output_filename or "model.frozen", method=request.method,
                             request_headers=dict(request.headers),
-                            on_sent=service.metrics.bytes_out.inc, opener=opener)
+                            on_sent=service.metrics.bytes_out.inc, opener=opener,
+                            accel=_accel(service, path, segments, record.output_bytes))
 
 
-def _directory_patch(service: Any, record: JobRecord) -> dict[str, Any] | None:
-    """The patch of a job on a model directory (one entry per file); None for a single file."""
+def _accel(service: Any, path: Path, segments: list[Segment] | None, size: int) -> str | None:
+    """The proxy's internal URI for ``path`` when the download is that file whole (``segments`` None, or
+    one range that covers it all: an output the freeze left unchanged); None to stream it from here."""
+    prefix = service.settings.accel_redirect
+    if not prefix or (segments is not None and normalize(segments) != [(0, size)]):
+        return None
+    try:
+        if path.stat().st_size != size:
+            return None
+    except OSError:
+        return None
+    return accel_uri(prefix, service.blobs.root, path)
+
+
+def _directory_patch(service: Any, record: JobRecord) -> tuple[JobRecord, dict[str, Any]] | None:
+    """Blocking: the patch of a job on a model directory (one entry per file), every output digest known
+    (computed now unless the background pass did already), with the record as it then is; None for a
+    single file."""
     path = service.blobs.patch_path(record.id)
     if record.dry_run or service.blobs.content.exists(record.input_sha256) or not path.is_file():
         return None
+    if record.output_sha256 is None:
+        service.digests.ensure(record.id)
+        record = service.store.get(record.id)
     doc = json.loads(path.read_bytes())
-    return doc if isinstance(doc.get("files"), list) else None
+    return (record, doc) if isinstance(doc.get("files"), list) else None
 
 
 def _tar_response(service: Any, record: JobRecord, patch: dict[str, Any], request: Request) -> Response:
@@ -405,10 +446,11 @@ async def get_file(job_id: str, path: str, request: Request, service: ServiceDep
     if record.dry_run:
         raise JobNotFound(f"job {job_id} was a dry run: it has no output", job_id=job_id)
     record = _finished(service, job_id, tenant)
-    patch = await anyio.to_thread.run_sync(_directory_patch, service, record)
-    if patch is None:
+    directory = await anyio.to_thread.run_sync(_directory_patch, service, record)
+    if directory is None:
         raise JobNotFound(f"job {job_id} froze a single file: download it from /v1/jobs/{job_id}/artifact",
                           job_id=job_id)
+    _record, patch = directory
     entry = next((e for e in patch["files"] if e["path"] == path), None)
     if entry is None:
         raise JobNotFound(f"the output of job {job_id} has no file {path[:200]!r}", job_id=job_id)
@@ -419,7 +461,8 @@ async def get_file(job_id: str, path: str, request: Request, service: ServiceDep
     return ArtifactResponse(base, size=entry["output"]["bytes"], sha256=entry["output"]["sha256"],
                             filename=path.rsplit("/", 1)[-1], method=request.method,
                             request_headers=dict(request.headers), on_sent=service.metrics.bytes_out.inc,
-                            opener=partial(SegmentReader, base, segments))
+                            opener=partial(SegmentReader, base, segments),
+                            accel=_accel(service, base, segments, entry["output"]["bytes"]))
 
 
 def _segments(service: Any, record: JobRecord) -> list[Segment]:
@@ -442,10 +485,12 @@ async def get_patch(job_id: str, service: ServiceDep, tenant: TenantDep) -> Resp
     path = service.blobs.patch_path(job_id)
     if not path.is_file():
         raise JobNotFound(f"job {job_id} has no patch (its artifact predates stored models)", job_id=job_id)
+    directory = await anyio.to_thread.run_sync(_directory_patch, service, record)
+    if directory is not None:  # a model directory: one entry per file, digests known
+        record, doc = directory
+        return JSONResponse(doc, headers={"etag": f'"patch-{record.output_sha256}"',
+                                          "cache-control": "private, no-cache"})
     entry = json.loads(await anyio.to_thread.run_sync(path.read_bytes))
-    if isinstance(entry.get("files"), list):  # a model directory: one entry per file, digests known
-        return JSONResponse(entry, headers={"etag": f'"patch-{record.output_sha256}"',
-                                            "cache-control": "private, no-cache"})
     sha = record.output_sha256 or await anyio.to_thread.run_sync(service.digests.ensure, job_id)
     entry["output"]["sha256"] = sha
     entry["path"] = record.output_filename or entry["path"]
@@ -459,7 +504,7 @@ def delete_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
     still holds it."""
     record = service.store.delete(job_id, tenant)
     service.blobs.remove_job(job_id)
-    service.models.release(record.input_sha256)
+    service.models.release_all(record.blobs)
     return Response(status_code=204)
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import secrets
 import threading
 import time
-from collections import OrderedDict
-from typing import Any
+from collections import Counter, OrderedDict
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
@@ -23,16 +24,26 @@ from fastapi.responses import FileResponse, JSONResponse
 from layerfreeze.api.deps import ServiceDep, TenantDep
 from layerfreeze.api.idempotency import begin as begin_idempotent
 from layerfreeze.api.idempotency import fingerprint
-from layerfreeze.api.routes.tus import take_complete
+from layerfreeze.api.routes.tus import take_complete, take_many
 from layerfreeze.api.schemas import ModelPublic, ModelsPublic, model_public
 from layerfreeze.api.service import Service
-from layerfreeze.api.uploads import UploadedFile, receive_upload
+from layerfreeze.api.uploads import UploadedFile, clean_filename, receive_upload
 from layerfreeze.core.model import Inventory
 from layerfreeze.core.report import FileRef
-from layerfreeze.errors import BadRequest, LayerfreezeError, ModelNotFound, NotReady, storage_error
+from layerfreeze.errors import (
+    BadRequest,
+    LayerfreezeError,
+    ModelNotFound,
+    NotReady,
+    UploadTooLarge,
+    storage_error,
+)
 from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.models import ModelFile, ModelRecord
 from layerfreeze.worker.runner import DirectoryFiles, ReadTask
+
+if TYPE_CHECKING:
+    from layerfreeze.core.columns import Layout
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -149,13 +160,24 @@ def store_directory(service: Service, tenant: str, files: list[UploadedFile]) ->
                         422: {"description": "Not a checkpoint we read"},
                         429: {"description": "Too busy"}, 503: {"description": "Not ready"},
                         507: {"description": "Storage full"}},
-             openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
-                 "schema": {"type": "object", "required": ["file"], "properties": {
-                     "file": {"type": "string", "format": "binary"}}}}}}})
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                     "file": {"type": "string", "format": "binary",
+                              "description": "one or more parts; filenames are relative paths"}}}},
+                 "application/json": {"schema": {"oneOf": [
+                     {"type": "object", "required": ["upload"], "additionalProperties": False,
+                      "properties": {"upload": {"type": "string", "description": "a complete upload's id"}}},
+                     {"type": "object", "required": ["files"], "additionalProperties": False, "properties": {
+                         "files": {"type": "array", "minItems": 1, "items": {
+                             "type": "object", "required": ["path", "upload"], "additionalProperties": False,
+                             "properties": {"path": {"type": "string", "description": "relative path"},
+                                            "upload": {"type": "string",
+                                                       "description": "a complete upload's id"}}}}}}]}}}}})
 async def upload_model(request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
     """Store and read a model: multipart with one ``file`` part, or several whose filenames are the
-    relative paths of a model directory's files (one model, CONTRACT section 9), or JSON
-    ``{"upload": "<id>"}`` naming a complete resumable upload (``/v1/uploads``). 201 with the model, or
+    relative paths of a model directory's files (one model, CONTRACT section 9), or JSON naming complete
+    resumable uploads (``/v1/uploads``): ``{"upload": "<id>"}`` for one file, ``{"files": [{"path":
+    "<relative path>", "upload": "<id>"}, ...]}`` for a model directory. 201 with the model, or
     200 with the existing model when this tenant already uploaded the same content (nothing stored twice)."""
     if not service.pool.running:
         raise NotReady("the service is shutting down; retry shortly", retry_after=5)
@@ -165,12 +187,19 @@ async def upload_model(request: Request, service: ServiceDep, tenant: TenantDep)
     received: list[UploadedFile] = []
     try:
         if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
-            upload_id = await _upload_id(request)  # a complete resumable upload becomes the model
-            print_ = fingerprint("model-upload", upload_id)
+            named = await _uploads_named(request, s.max_model_files)  # complete resumable uploads
+            print_ = (fingerprint("model-upload", named[0][1]) if named[0][0] is None else
+                      fingerprint("model-files", *[x for pair in named for x in pair]))
             if (replay := idem.replay(print_)) is not None:
                 return replay
-            tmp, filename, size, sha = await anyio.to_thread.run_sync(take_complete, service, upload_id,
-                                                                      tenant)
+            if len(named) == 1 and named[0][0] is None:  # {"upload": id}: one file, named as uploaded
+                tmp, filename, size, sha = await anyio.to_thread.run_sync(take_complete, service,
+                                                                          named[0][1], tenant)
+            else:
+                received = await anyio.to_thread.run_sync(_take_directory, service, named, tenant)
+                filename, size, sha = clean_filename(received[0].name), received[0].bytes, received[0].sha256
+                if len(received) == 1:  # one file: a single-file model, as one multipart part makes
+                    tmp, received = received[0].path, []
         else:
             upload = await receive_upload(request, tmp, max_file_bytes=s.max_upload_bytes,
                                           max_field_bytes=s.max_form_field_bytes, file_field="file",
@@ -208,15 +237,68 @@ async def upload_model(request: Request, service: ServiceDep, tenant: TenantDep)
     return response
 
 
-async def _upload_id(request: Request) -> str:
+_JSON_FORMS = ('a JSON body names complete resumable uploads: {"upload": "<id>"}, or '
+               '{"files": [{"path": "<relative path>", "upload": "<id>"}, ...]} for a model directory')
+
+
+async def _uploads_named(request: Request, max_files: int) -> list[tuple[str | None, str]]:
+    """The JSON body's uploads as (relative path or None, upload id): ``{"upload": id}`` (one file, named
+    as it was uploaded) or ``{"files": [{"path", "upload"}, ...]}`` (a model directory's files; the paths
+    are checked here, before any upload is taken)."""
+    from layerfreeze.formats.sharded import check_paths
+
+    most = 64 * 1024 + 8 * 1024 * max_files  # a path is at most 4096 characters, an id a URL
+    raw = bytearray()
+    async for chunk in request.stream():  # bounded while it arrives, never read whole first
+        raw += chunk
+        if len(raw) > most:
+            raise UploadTooLarge(f"the JSON body is larger than {most} bytes, more than a list of "
+                                 f"{max_files} files needs", limit="max_model_files", maximum=max_files)
     try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("the JSON body is not valid JSON", pointer="") from exc
-    if not isinstance(body, dict) or set(body) != {"upload"} or not isinstance(body["upload"], str):
-        raise BadRequest('a JSON body names one complete resumable upload: {"upload": "<id>"}',
-                         pointer="/upload")
-    return body["upload"].rsplit("/", 1)[-1]  # the id, or the upload's URL
+    if isinstance(body, dict) and set(body) == {"upload"} and isinstance(body["upload"], str):
+        return [(None, _upload_id(body["upload"]))]
+    files = body.get("files") if isinstance(body, dict) and set(body) == {"files"} else None
+    if not isinstance(files, list) or not files:
+        raise BadRequest(_JSON_FORMS, pointer="/files" if isinstance(body, dict) and "files" in body else "")
+    if len(files) > max_files:
+        raise UploadTooLarge(f"the model has {len(files)} files, more than the limit of {max_files}",
+                             limit="max_model_files", value=len(files), maximum=max_files)
+    named: list[tuple[str | None, str]] = []
+    for i, entry in enumerate(files):
+        if (not isinstance(entry, dict) or set(entry) != {"path", "upload"}
+                or not all(isinstance(v, str) for v in entry.values())):
+            raise BadRequest(f'files[{i}] must be {{"path": "<relative path>", "upload": "<id>"}}',
+                             pointer=f"/files/{i}")
+        named.append((entry["path"], _upload_id(entry["upload"])))
+    check_paths(p for p, _u in named if p is not None)
+    counts = Counter(u for _p, u in named)
+    if len(counts) != len(named):
+        twice = next(u for u, n in counts.items() if n > 1)
+        raise BadRequest(f"upload {twice[:40]!r} is named twice; each file is its own upload",
+                         pointer="/files")
+    return named
+
+
+def _upload_id(value: str) -> str:
+    return value.rsplit("/", 1)[-1]  # the id, or the upload's URL
+
+
+def _take_directory(service: Service, named: list[tuple[str | None, str]], tenant: str | None
+                    ) -> list[UploadedFile]:
+    """Blocking: the named complete uploads as received files, within the total size limit."""
+    from layerfreeze.api.routes.tus import load_upload
+
+    limit = service.settings.max_upload_bytes
+    total = sum(load_upload(service, u, tenant)[0].length for _p, u in named)
+    if total > limit:
+        raise UploadTooLarge(f"the model's files hold {total} bytes, more than the limit of {limit}",
+                             limit="max_upload_bytes", value=total, maximum=limit)
+    taken = take_many(service, [u for _p, u in named], tenant)
+    return [UploadedFile(path=tmp, name=str(path), bytes=size, sha256=sha)
+            for (path, _u), (tmp, size, sha) in zip(named, taken, strict=True)]
 
 
 @router.get("", response_model=ModelsPublic, responses=_RESPONSES)
@@ -261,16 +343,25 @@ def delete_model(model_id: str, service: ServiceDep, tenant: TenantDep) -> Respo
     return Response(status_code=204)
 
 
+@dataclasses.dataclass
+class _Parsed:
+    """A stored model as previews use it: its inventory, the parameters whose file records no flag, and
+    (made on the first columnar preview) its report layout."""
+
+    inventory: Inventory
+    unrecordable: frozenset[str]
+    layout: Layout | None = None
+
+
 class _InventoryCache:
-    """Parsed inventories of recently previewed models, with the parameters whose file records no flag
-    (a preview per keystroke reads no file)."""
+    """Parsed inventories of recently previewed models (a preview per keystroke reads no file)."""
 
     def __init__(self, size: int = 32) -> None:
-        self._items: OrderedDict[str, tuple[Inventory, frozenset[str]]] = OrderedDict()
+        self._items: OrderedDict[str, _Parsed] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def get(self, service: Service, model_id: str) -> tuple[Inventory, frozenset[str]]:
+    def get(self, service: Service, model_id: str) -> _Parsed:
         from layerfreeze.formats.stored import inventory_from, unrecordable_of
 
         with self._lock:
@@ -282,7 +373,7 @@ class _InventoryCache:
             doc = json.loads(path.read_bytes())
         except FileNotFoundError as exc:
             raise ModelNotFound(f"no model {model_id}", model_id=model_id) from exc
-        entry = inventory_from(doc), unrecordable_of(doc)
+        entry = _Parsed(inventory_from(doc), unrecordable_of(doc))
         with self._lock:
             self._items[model_id] = entry
             while len(self._items) > self._size:
@@ -297,24 +388,37 @@ class _InventoryCache:
 _inventories = _InventoryCache()
 
 
-def _preview(service: Service, model: ModelRecord, spec: Any) -> bytes:
-    from layerfreeze.freeze import preview_stored
+def _preview(service: Service, model: ModelRecord, spec: Any, view: str) -> bytes:
+    from layerfreeze.core.columns import Layout
+    from layerfreeze.freeze import preview_columns, preview_stored
 
-    inventory, unrecordable = _inventories.get(service, model.id)
+    parsed = _inventories.get(service, model.id)
     name = "model" if len(model.files) > 1 else model.filename  # a directory: named as its jobs name it
     source = FileRef(filename=name, bytes=model.bytes, sha256=model.sha256)
-    return preview_stored(inventory, spec, input=source, unrecordable=unrecordable).model_dump_json().encode()
+    if view == "columns":  # built from typed data, so not validated again; the layout is kept
+        if parsed.layout is None:
+            parsed.layout = Layout.of(parsed.inventory)
+        body = preview_columns(parsed.inventory, spec, input=source, layout=parsed.layout,
+                               unrecordable=parsed.unrecordable)
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return preview_stored(parsed.inventory, spec, input=source,
+                          unrecordable=parsed.unrecordable).model_dump_json().encode()
 
 
 @router.post("/{model_id}/preview", responses={**_RESPONSES, 422: {"description": "Invalid spec"}},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": {"type": "object", "description": "a freeze spec"}}}}})
-async def preview(model_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
+async def preview(model_id: str, request: Request, service: ServiceDep, tenant: TenantDep,
+                  view: Literal["report", "columns"] = Query(
+                      "report", description="report: the full report (default). columns: only what the "
+                      "spec decides, as columns aligned to the model's report (summary, rules, warnings, "
+                      "one requires_grad character per parameter, per-module trainable counts); for a "
+                      "front end that previews on every edit")) -> Response:
     """The report a freeze by this spec would give: no job, nothing written. Computed from the stored
     inventory in a thread, so the event loop keeps serving."""
     model = service.models.get(model_id, tenant)
     raw = await request.body()
     if len(raw) > service.settings.max_form_field_bytes:
         raise BadRequest(f"the spec is larger than {service.settings.max_form_field_bytes} bytes")
-    body = await anyio.to_thread.run_sync(_preview, service, model, raw or b"{}")
+    body = await anyio.to_thread.run_sync(_preview, service, model, raw or b"{}", view)
     return Response(body, media_type="application/json")

@@ -6,6 +6,8 @@ extensions), for models of many GB over connections that drop.
     PATCH  /v1/uploads/{id}       Upload-Offset, application/offset+octet-stream -> 204, Upload-Offset
     DELETE /v1/uploads/{id}       -> 204
     POST   /v1/models             {"upload": "<id>"}: the complete upload becomes a model
+    POST   /v1/models             {"files": [{"path": "<relative path>", "upload": "<id>"}, ...]}:
+                                  complete uploads become one model directory
 
 Bytes received before a connection drops are kept (fsynced), so ``HEAD`` tells the client where to go on.
 Uploads live in ``<data_dir>/uploads/`` (kept across restarts), belong to the tenant that created them,
@@ -141,7 +143,8 @@ def _filename(metadata: str | None) -> str:
 def discover(service: ServiceDep) -> Response:
     return Response(status_code=204, headers=_tus_headers(**{
         "tus-version": TUS_VERSION, "tus-extension": "creation,termination",
-        "tus-max-size": str(service.settings.max_upload_bytes)}))
+        "tus-max-size": str(service.settings.max_upload_bytes),
+        "layerfreeze-max-model-files": str(service.settings.max_model_files)}))
 
 
 @router.post("", status_code=201, responses=_problems(400, 401, 412, 413))
@@ -245,22 +248,46 @@ def terminate(upload_id: str, request: Request, service: ServiceDep, tenant: Ten
     return Response(status_code=204, headers=_tus_headers())
 
 
+def take_many(service: Service, upload_ids: list[str], tenant: str | None) -> list[tuple[Path, int, str]]:
+    """For ``POST /v1/models {"files": [...]}`` (blocking): several complete uploads, each moved to a
+    temporary file and hashed; [(path, bytes, sha256)] in the order given. All are claimed and checked
+    complete before any is taken, so a 409 (or 404) leaves every upload as it was."""
+    import hashlib
+
+    loaded = [load_upload(service, upload_id, tenant) for upload_id in upload_ids]
+    with contextlib.ExitStack() as claims:
+        for upload_id, (_info, data) in zip(upload_ids, loaded, strict=True):
+            claims.enter_context(_claimed(data, upload_id, "the upload is still receiving bytes"))
+        for upload_id, (info, data) in zip(upload_ids, loaded, strict=True):
+            size = data.stat().st_size if data.exists() else -1
+            if size != info.length:
+                raise OffsetMismatch(f"upload {upload_id} holds {max(size, 0)} of its {info.length} bytes",
+                                     job_id=upload_id)
+        taken: list[tuple[Path, int]] = []
+        for upload_id, (info, data) in zip(upload_ids, loaded, strict=True):
+            tmp = service.blobs.temp_path("tus")
+            os.replace(data, tmp)
+            remove_upload(service, upload_id)
+            taken.append((tmp, info.length))
+    out = []
+    try:
+        for tmp, size in taken:
+            digest = hashlib.sha256()
+            with open(tmp, "rb") as f:
+                while chunk := f.read(4 << 20):
+                    digest.update(chunk)
+            out.append((tmp, size, digest.hexdigest()))
+    except BaseException:
+        for tmp, _size in taken:
+            tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
 def take_complete(service: Service, upload_id: str, tenant: str | None) -> tuple[Path, str, int, str]:
     """For ``POST /v1/models {"upload": id}`` (blocking): the complete upload moved to a temporary file
     and hashed; (path, filename, bytes, sha256). 409 while bytes are missing or a PATCH runs."""
-    import hashlib
-
-    info, data = load_upload(service, upload_id, tenant)
-    with _claimed(data, upload_id, "the upload is still receiving bytes"):
-        size = data.stat().st_size
-        if size != info.length:
-            raise OffsetMismatch(f"the upload holds {size} of its {info.length} bytes", job_id=upload_id)
-        tmp = service.blobs.temp_path("tus")
-        os.replace(data, tmp)
-        remove_upload(service, upload_id)
-    digest = hashlib.sha256()
-    with open(tmp, "rb") as f:
-        while chunk := f.read(4 << 20):
-            digest.update(chunk)
-    return tmp, info.filename, size, digest.hexdigest()
+    info, _data = load_upload(service, upload_id, tenant)
+    ((tmp, size, sha256),) = take_many(service, [upload_id], tenant)
+    return tmp, info.filename, size, sha256
 

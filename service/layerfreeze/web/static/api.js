@@ -163,6 +163,31 @@ export function uploadModel(file, onProgress) {
   return { promise, abort };
 }
 
+/** How a model directory's files travel: one multipart POST /v1/models whose `file` parts are named by
+ * their relative paths (the service makes them one model). The only function that knows it: a resumable
+ * transport (one tus upload per file, then one request that makes the model of them) takes its place
+ * with the same arguments and result. `onProgress(loaded)` counts bytes over all the files. */
+async function sendDirectory(files, { track, onProgress }) {
+  const form = new FormData();
+  for (const { path, file } of files) form.append("file", file, path);
+  const xhr = await send("POST", "/v1/models", { track, body: form, onProgress });
+  return JSON.parse(xhr.responseText);
+}
+
+/** Store a model directory as one model, with progress. `files`: [{path, file}], `path` relative to the
+ * model's root ("config.json", "model-00001-of-00002.safetensors"). Returns {promise, abort}. */
+export function uploadDirectory(files, onProgress) {
+  let current = null;
+  const total = files.reduce((n, f) => n + f.file.size, 0);
+  const promise = sendDirectory(files, {
+    track: (xhr) => {
+      current = xhr;
+    },
+    onProgress: (loaded) => onProgress(Math.min(loaded, total), total),
+  });
+  return { promise, abort: () => current?.abort() };
+}
+
 function filenameFrom(disposition, fallback) {
   const star = /filename\*=UTF-8''([^;]+)/i.exec(disposition || "");
   if (star) return decodeURIComponent(star[1]);

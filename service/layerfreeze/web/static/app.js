@@ -1,10 +1,12 @@
 // The page: load or pick a model, show its tree, preview the spec on every edit, run the job.
-import { ApiError, api, auth, saveFile, uploadModel } from "./api.js";
+import { ApiError, api, auth, saveFile, uploadDirectory, uploadModel } from "./api.js";
+import { fromDrop, fromPicked } from "./files.js";
+import { PagedList, deleteButton, el } from "./lists.js";
 import { SpecEditor, formatSpec } from "./spec.js";
 import { Tree, number, percent } from "./tree.js";
 
 const $ = (id) => document.getElementById(id);
-const PREVIEW_DELAY_MS = 120;
+const TYPING_PAUSE_MS = 120;  // a preview per pause in typing; clicks and buttons preview at once
 const POLL_MS = 500;
 const POLL_LIMIT_MS = 15 * 60 * 1000;
 
@@ -50,31 +52,36 @@ $("token-forget").addEventListener("click", () => {
 
 let upload = null;
 
-function startUpload(file) {
+/** Send a model with the progress bar: one file (resumable where the service offers it) or a model
+ * directory's files as one model. `files`: [{path, file}]; `name`: what the messages call it. */
+function startUpload(files, name, aside = "") {
   if (upload) upload.abort();
   const bar = $("upload-progress");
   bar.value = 0;
   $("upload").hidden = false;
-  $("upload-label").textContent = `Uploading ${file.name}`;
-  say(`Uploading ${file.name} (${number(file.size)} bytes)…`);
-  const mine = uploadModel(file, (loaded, total, note) => {
+  $("upload-label").textContent = `Uploading ${name}`;
+  const size = files.reduce((n, f) => n + f.file.size, 0);
+  const count = files.length > 1 ? `${number(files.length)} files, ` : "";
+  say(`Uploading ${name} (${count}${number(size)} bytes${aside})…`);
+  const onProgress = (loaded, total, note) => {
     if (upload !== mine) return;
     bar.value = total ? Math.round((100 * loaded) / total) : 100;
-    if (note) say(`${file.name}: ${note}…`);
-    if (loaded >= total) $("upload-label").textContent = `Reading ${file.name} on the service`;
-  });
+    if (note) say(`${name}: ${note}…`);
+    if (loaded >= total) $("upload-label").textContent = `Reading ${name} on the service`;
+  };
+  const mine = files.length === 1 ? uploadModel(files[0].file, onProgress) : uploadDirectory(files, onProgress);
   upload = mine;
   mine.promise
     .then(async (model) => {
       if (upload !== mine) return;
-      say(`Stored ${file.name} (${model.format}).`);
-      await refreshModels(model.id);
+      say(`Stored ${name} (${model.format}${files.length > 1 ? `, ${files.length} files` : ""}).`);
+      await refreshModels();
       await loadModel(model);
     })
     .catch((err) => {
       if (upload !== mine && err.problem?.cancelled) return;  // replaced by a newer upload
-      if (err.problem?.cancelled) say(`Upload of ${file.name} cancelled.`);
-      else failed(err, `Upload of ${file.name} failed`);
+      if (err.problem?.cancelled) say(`Upload of ${name} cancelled.`);
+      else failed(err, `Upload of ${name} failed`);
     })
     .finally(() => {
       if (upload !== mine) return;
@@ -83,25 +90,31 @@ function startUpload(file) {
     });
 }
 
+function startModel({ files, skipped, folder }) {
+  const left = skipped ? `${skipped} hidden file${skipped > 1 ? "s" : ""} left out` : "";
+  if (!files.length) {
+    say(`Nothing to upload: no files${left ? ` (${left})` : ""}.`, { error: true });
+    return;
+  }
+  const name = folder || (files.length === 1 ? files[0].path : `${files.length} files`);
+  startUpload(files, name, left ? `; ${left}` : "");
+}
+
 $("upload-cancel").addEventListener("click", () => upload && upload.abort());
 $("file").addEventListener("change", (e) => {
   const file = e.target.files[0];
-  if (file) startUpload(file);
+  if (file) startUpload([{ path: file.name, file }], file.name);
+  e.target.value = "";
+});
+$("folder").addEventListener("change", (e) => {
+  if (e.target.files.length) startModel(fromPicked(e.target.files));
   e.target.value = "";
 });
 
 function dropped(e) {
   e.preventDefault();
   $("drop").classList.remove("over");
-  const items = [...(e.dataTransfer.items || [])].filter((i) => i.kind === "file");
-  const entries = items.map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null));
-  if (entries.some((entry) => entry && entry.isDirectory) || e.dataTransfer.files.length > 1) {
-    say("This service takes one checkpoint file at a time; model directories (multi-file models) are not " +
-      "accepted yet.", { error: true });
-    return;
-  }
-  const file = e.dataTransfer.files[0];
-  if (file) startUpload(file);
+  fromDrop(e.dataTransfer).then(startModel).catch((err) => failed(err, "Reading the dropped files failed"));
 }
 
 document.addEventListener("dragover", (e) => {
@@ -113,41 +126,74 @@ document.addEventListener("dragleave", (e) => {
 });
 document.addEventListener("drop", dropped);
 
-function modelLabel(m) {
-  const name = m.files && m.files.length ? m.files[0].path : m.id;
-  return `${name} · ${m.format} · ${number(m.bytes)} bytes · ${m.created_at.slice(0, 16).replace("T", " ")}`;
+/** A model's name: its file, or for a directory its index (else its first file) and how many more. */
+function modelName(m) {
+  const files = m.files || [];
+  if (files.length <= 1) return files.length ? files[0].path : m.id;
+  const index = files.find((f) => /\.index\.json$/.test(f.path));
+  return `${(index || files[0]).path} + ${files.length - 1} files`;
 }
 
-async function refreshModels(select) {
-  try {
-    const page = await api("GET", "/v1/models?limit=200");
-    const options = page.items.map((m) => {
-      const o = document.createElement("option");
-      o.value = m.id;
-      o.textContent = modelLabel(m);
-      o.model = m;
-      return o;
-    });
-    const none = document.createElement("option");
-    none.value = "";
-    none.textContent = options.length ? "(pick a stored model)" : "(none yet)";
-    $("models").replaceChildren(none, ...options);
-    $("models").value = select || state.model?.id || "";
-  } catch (err) {
-    failed(err, "Listing the stored models failed");
-  }
+function modelLabel(m) {
+  return `${modelName(m)} · ${m.format} · ${number(m.bytes)} bytes · ${m.created_at.slice(0, 16).replace("T", " ")}`;
+}
+
+function modelRow(m) {
+  const name = modelName(m);
+  const open = el("button", { type: "button", class: "link", "aria-label": `Open model ${name}`,
+    title: (m.files || []).map((f) => f.path).join("\n") }, name);
+  open.addEventListener("click", () => loadModel(m));
+  const row = el("li", { class: "model-item", "data-id": m.id },
+    open, el("span", { class: "hint" }, ` ${m.format} · ${number(m.bytes)} bytes · ${m.created_at.slice(0, 16).replace("T", " ")} `));
+  if (state.model?.id === m.id) row.setAttribute("aria-current", "true");
+  deleteButton({ name, what: "model", slot: row, run: async () => {
+    await api("DELETE", `/v1/models/${m.id}`);
+    const next = row.nextElementSibling || row.previousElementSibling;
+    models.remove(row);
+    $("models-empty").hidden = models.items.length > 0;
+    if (state.model?.id === m.id) unloadModel();
+    say(`Deleted model ${name}; its jobs keep their files.`);
+    (next?.querySelector("button") || $("models-refresh")).focus();
+  } });
+  return row;
+}
+
+const models = new PagedList({
+  body: $("models"), more: $("models-more"), first: "/v1/models?limit=50", row: modelRow,
+  onError: (err) => failed(err, "Listing the stored models failed"),
+});
+async function refreshModels() {
+  await models.refresh();
+  $("models-empty").hidden = models.items.length > 0;
 }
 
 $("models-refresh").addEventListener("click", () => refreshModels());
-$("models").addEventListener("change", (e) => {
-  const option = e.target.selectedOptions[0];
-  if (option && option.model) loadModel(option.model);
-});
+
+function markCurrent() {
+  for (const li of $("models").children) {
+    if (li.dataset.id === state.model?.id) li.setAttribute("aria-current", "true");
+    else li.removeAttribute("aria-current");
+  }
+}
+
+function unloadModel() {
+  state.model = null;
+  state.report = null;
+  tree.clear();
+  $("tree-empty").hidden = false;
+  $("summary").hidden = true;
+  $("model-info").textContent = "";
+  $("run").disabled = true;
+  document.body.dataset.preview = "idle";
+  updateCommands();
+}
 
 async function loadModel(model) {
   state.model = model;
   state.job = null;
+  markCurrent();
   $("downloads").hidden = true;
+  $("job-files").hidden = true;
   $("run-state").textContent = "";
   $("model-info").textContent = `${modelLabel(model)} · sha256 ${model.sha256.slice(0, 16)}…`;
   try {
@@ -174,16 +220,24 @@ function bytes(n) {
   return `${i ? n.toFixed(1) : n} ${units[i]}`;
 }
 
-function showReport(report) {
-  state.report = report;
-  const s = report.summary;
+function flaggedBy(warnings) {
   const flagged = new Map();
-  for (const w of report.warnings || []) {
+  for (const w of warnings || []) {
     if (w.code === "batchnorm_in_frozen_region") {
       for (const name of w.names) flagged.set(name, "normalization layer in a frozen region: its running statistics still change in train() mode");
     }
   }
-  tree.setReport(report, flagged);
+  return flagged;
+}
+
+/** A full report (the model's own, or a full preview): the tree built or refreshed, then the counts. */
+function showReport(report) {
+  state.report = report;
+  tree.setReport(report, flaggedBy(report.warnings));
+  showCounts(report.summary, report.warnings);
+}
+
+function showCounts(s, warnings) {
   $("tree-empty").hidden = true;
   $("summary").hidden = false;
   const frozenShare = s.numel_total ? s.numel_frozen / s.numel_total : 0;
@@ -194,7 +248,7 @@ function showReport(report) {
   $("count-fraction").textContent = `${percent(s.trainable_fraction)} of ${number(s.numel_total)} elements trainable`;
   $("memory-saved").textContent = `training memory saved: ${bytes(s.training_memory_saved_bytes)}`;
   $("memory-saved").title = s.training_memory_assumption || "";
-  editor.showWarnings(report.warnings);
+  editor.showWarnings(warnings);
   $("run").disabled = !state.model || !editor.jsonValid;
 }
 
@@ -203,14 +257,15 @@ function showReport(report) {
 let previewTimer = null;
 let previewSeq = 0;
 let previewAbort = null;
+let editAt = 0;  // when the edit the newest preview answers was made
 
 const editor = new SpecEditor({
   rules: $("rules"), json: $("spec-json"), jsonError: $("json-error"), strict: $("strict"),
   errors: $("spec-errors"), warnings: $("warnings"),
-  onChange: ({ valid }) => {
+  onChange: ({ valid, typing }) => {
     $("run").disabled = !state.model || !valid;
     updateCommands();
-    if (valid) schedulePreview(PREVIEW_DELAY_MS);
+    if (valid) schedulePreview(typing ? TYPING_PAUSE_MS : 0);
   },
 });
 
@@ -229,6 +284,7 @@ function schedulePreview(delay) {
     return;
   }
   document.body.dataset.preview = "pending";  // tests and tools wait on this
+  editAt = performance.now();
   previewTimer = setTimeout(preview, delay);
 }
 
@@ -238,13 +294,24 @@ async function preview() {
   previewAbort?.abort();
   previewAbort = new AbortController();
   const model = state.model;
+  const ask = (view) => api("POST", `/v1/models/${model.id}/preview${view}`, { json: editor.spec,
+    signal: previewAbort.signal });
   try {
-    const report = await api("POST", `/v1/models/${model.id}/preview`, { json: editor.spec, signal: previewAbort.signal });
+    // The columnar view: only what the spec decides, laid over the model's report the tree was built from.
+    const view = await ask("?view=columns");
     if (seq !== previewSeq || model !== state.model) return;
     const start = performance.now();
     editor.showProblems([]);
-    showReport(report);
-    document.body.dataset.renderMs = String(Math.round(performance.now() - start));  // for bench/
+    if (tree.applyColumns(view, flaggedBy(view.warnings))) {
+      showCounts(view.summary, view.warnings);
+    } else {  // columns that do not fit the tree shown: the full report, which rebuilds it
+      const report = await ask("");
+      if (seq !== previewSeq || model !== state.model) return;
+      showReport(report);
+    }
+    const end = performance.now();  // for bench/: the page's own work, and the edit's whole round trip
+    document.body.dataset.renderMs = String(Math.round(end - start));
+    document.body.dataset.editMs = String(Math.round(end - editAt));
     document.body.dataset.preview = "ok";
   } catch (err) {
     if (seq !== previewSeq || err.name === "AbortError") return;
@@ -316,58 +383,96 @@ function downloadLink(a, path, filename) {
 
 function setDownloads(job) {
   const name = job.output?.filename || job.input?.filename || "checkpoint";
-  downloadLink($("download-artifact"), job.links.artifact, name);
+  const directory = (state.model?.files || []).length > 1;
+  const artifact = $("download-artifact");
+  artifact.textContent = directory ? "Download the directory (tar)" : "Download the checkpoint";
+  downloadLink(artifact, job.links.artifact, directory ? `${name}.tar` : name);
   downloadLink($("download-report"), job.links.report, `${baseName(job)}.report.json`);
   $("downloads").hidden = !job.links.artifact;
+  $("job-files").hidden = true;
+  if (directory) showJobFiles(job);
+}
+
+const encodePath = (path) => path.split("/").map(encodeURIComponent).join("/");
+
+/** A model directory's job: each output file on its own (GET /v1/jobs/{id}/files/{path}), from its report. */
+async function showJobFiles(job) {
+  let report;
+  try {
+    report = await api("GET", job.links.report);
+  } catch (err) {
+    failed(err, "Reading the job's report failed");
+    return;
+  }
+  if (state.job?.id !== job.id || !report.files) return;
+  const items = report.files.files.map((f) => {
+    const a = el("a", { class: "mono" }, f.path);
+    downloadLink(a, `${job.links.self}/files/${encodePath(f.path)}`, f.path.split("/").pop());
+    a.setAttribute("aria-label", `Download ${f.path}`);
+    return el("li", {}, a, el("span", { class: "hint" },
+      ` ${number(f.bytes)} bytes · ${f.role} · ${f.changed ? "changed" : "unchanged"}`));
+  });
+  $("job-files-list").replaceChildren(...items);
+  $("job-files").hidden = false;
 }
 
 // -- jobs ------------------------------------------------------------------------------------------------
 
 let jobsTimer = null;
 
+function jobRow(job) {
+  const short = job.id.slice(0, 10);
+  const code = el("code", { title: job.id }, short);
+  const status = el("td", { class: `status-${job.status}`, title: job.error?.detail || "" }, job.status);
+  const files = el("td");
+  if (job.status === "succeeded") {
+    const report = el("a", {}, "report");
+    downloadLink(report, job.links.report, `${baseName(job)}.report.json`);
+    report.setAttribute("aria-label", `report of job ${short}`);
+    files.append(report);
+    if (job.links.artifact) {
+      const artifact = el("a", {}, "checkpoint");
+      downloadLink(artifact, job.links.artifact, job.output?.filename || "checkpoint");
+      artifact.setAttribute("aria-label", `checkpoint of job ${short}`);
+      files.append(artifact);
+    }
+  }
+  const actions = el("td");
+  const tr = el("tr", { "data-id": job.id }, el("td", {}, code), status,
+    el("td", {}, job.created_at.slice(0, 19).replace("T", " ")), files, actions);
+  deleteButton({ name: short, what: "job", slot: actions, run: async () => {
+    await api("DELETE", job.links.self);
+    const next = tr.nextElementSibling || tr.previousElementSibling;
+    jobs.remove(tr);
+    if (state.job?.id === job.id) {
+      state.job = null;
+      $("downloads").hidden = true;
+      $("job-files").hidden = true;
+      $("run-state").textContent = "";
+      updateCommands();
+    }
+    say(`Deleted job ${short} and its files.`);
+    (next?.querySelector("button") || $("jobs-refresh")).focus();
+  } });
+  return tr;
+}
+
+const jobs = new PagedList({
+  body: $("jobs"), more: $("jobs-more"), first: "/v1/jobs?limit=20", row: jobRow,
+  onError: (err) => {
+    if (err instanceof ApiError && err.status === 401) showAuth();
+  },
+});
+
+/** The first page of jobs; again every 2 s while one of them runs (not while a deletion is asked). */
 async function refreshJobs() {
   clearTimeout(jobsTimer);
-  let page;
-  try {
-    page = await api("GET", "/v1/jobs?limit=20");
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 401) showAuth();
+  if (jobs.confirming) {
+    jobsTimer = setTimeout(refreshJobs, 2000);
     return;
   }
-  const rows = page.items.map((job) => {
-    const tr = document.createElement("tr");
-    const cell = (content, cls) => {
-      const td = document.createElement("td");
-      if (cls) td.className = cls;
-      td.append(content);
-      tr.append(td);
-      return td;
-    };
-    const code = document.createElement("code");
-    code.textContent = job.id.slice(0, 10);
-    code.title = job.id;
-    cell(code);
-    cell(job.status, `status-${job.status}`).title = job.error?.detail || "";
-    cell(job.created_at.slice(0, 19).replace("T", " "));
-    const files = cell("");
-    if (job.status === "succeeded") {
-      const report = document.createElement("a");
-      report.textContent = "report";
-      downloadLink(report, job.links.report, `${baseName(job)}.report.json`);
-      report.setAttribute("aria-label", `report of job ${job.id.slice(0, 10)}`);
-      files.append(report);
-      if (job.links.artifact) {
-        const artifact = document.createElement("a");
-        artifact.textContent = "checkpoint";
-        downloadLink(artifact, job.links.artifact, job.output?.filename || "checkpoint");
-        artifact.setAttribute("aria-label", `checkpoint of job ${job.id.slice(0, 10)}`);
-        files.append(artifact);
-      }
-    }
-    return tr;
-  });
-  $("jobs").replaceChildren(...rows);
-  if (page.items.some((j) => j.status === "queued" || j.status === "running")) {
+  const page = await jobs.refresh();
+  if (page && page.items.some((j) => j.status === "queued" || j.status === "running")) {
     jobsTimer = setTimeout(refreshJobs, 2000);
   }
 }

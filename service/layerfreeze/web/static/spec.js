@@ -111,7 +111,7 @@ export class SpecEditor {
     this.spec = parsed;
     this.strictEl.checked = !(parsed && parsed.strict === false);
     this.#render();
-    this.onChange({ valid: true });
+    this.onChange({ valid: true, typing: true });
   }
 
   #writeJson() {
@@ -121,10 +121,10 @@ export class SpecEditor {
     this.jsonErrorEl.textContent = "";
   }
 
-  #changed({ rows, focus }) {
+  #changed({ rows, focus, typing = false }) {
     if (rows) this.#render(focus);
     this.#writeJson();
-    this.onChange({ valid: true });
+    this.onChange({ valid: true, typing });
   }
 
   // -- rows ----------------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ export class SpecEditor {
       input.addEventListener("input", () => {
         if (kind === "until") rule.until = input.value;
         else rule[kind][j] = input.value;
-        this.#changed({ rows: false });
+        this.#changed({ rows: false, typing: true });
       });
       const line = el("div", { class: "value" }, input);
       if (kind !== "until") {

@@ -22,9 +22,21 @@ function parentOf(path) {
   return dot < 0 ? "" : path.slice(0, dot);
 }
 
-/** Index a report: modules by path with their children and parameters, in definition order. */
+function rootState(root, s) {
+  Object.assign(root, { numel: s.numel_total, numelTrainable: s.numel_trainable, parameters: s.parameters,
+    state: s.parameters === 0 ? null : s.frozen === 0 ? "trainable" : s.trainable === 0 ? "frozen" : "partial" });
+}
+
+const moduleState = (count, trainable) => (count === 0 ? null : trainable === count ? "trainable"
+  : trainable === 0 ? "frozen" : "partial");
+
+/** Index a report: modules by path with their children and parameters, in definition order; `modules`
+ * and `params` list the nodes in the report's order, which a columnar preview's columns follow. */
 export function indexReport(report) {
   const nodes = new Map();
+  const modules = [];
+  const params = [];
+  const leaves = new Map();
   const ensure = (path) => {
     let n = nodes.get(path);
     if (!n) {
@@ -40,23 +52,24 @@ export function indexReport(report) {
     const n = ensure(m.path);
     Object.assign(n, { type: m.type, state: m.state, numel: m.numel, numelTrainable: m.numel_trainable,
       parameters: m.parameters });
+    modules.push(n);
   }
   const root = nodes.get("");
-  if (!(report.modules || []).some((m) => m.path === "")) {
-    const s = report.summary;
-    Object.assign(root, { numel: s.numel_total, numelTrainable: s.numel_trainable, parameters: s.parameters,
-      state: s.parameters === 0 ? null : s.frozen === 0 ? "trainable" : s.trainable === 0 ? "frozen" : "partial" });
-  }
+  const rootListed = (report.modules || []).some((m) => m.path === "");
+  if (!rootListed) rootState(root, report.summary);
   for (const p of report.parameters || []) {
     const owner = ensure(p.module || "");
-    owner.params.push({
+    const leaf = {
       key: `p:${p.name}`, path: p.name, name: p.name.slice(p.name.lastIndexOf(".") + 1), param: true,
       type: `${p.dtype} [${p.shape.join("×")}]`, state: p.requires_grad ? "trainable" : "frozen",
       numel: p.numel, numelTrainable: p.requires_grad ? p.numel : 0, parameters: 1, children: [], params: [],
       rule: p.rule, was: p.was,
-    });
+    };
+    owner.params.push(leaf);
+    params.push(leaf);
+    leaves.set(leaf.key, leaf);
   }
-  return { root, nodes };
+  return { root, nodes, modules, params, leaves, rootListed };
 }
 
 const kids = (n) => [...n.children, ...n.params];
@@ -80,10 +93,7 @@ export class Tree {
     if (same) {  // the same model under another spec: only states changed; keep every element
       this.index = indexReport(report);
       this.flagged = flagged;
-      for (const li of this.#items()) {
-        const n = this.#find(li.dataset.key);
-        if (n) this.#fill(li, n);
-      }
+      this.#refill();
       return;
     }
     this.expanded = new Set(["m:"]);  // another model: start from its first level again
@@ -101,6 +111,40 @@ export class Tree {
     }
   }
 
+  /** A columnar preview (`?view=columns`) of the model shown: its states written into the nodes, then
+   * into the rows on screen. False when its columns do not fit this model's report (then ask for the
+   * full preview). */
+  applyColumns(view, flagged = new Map()) {
+    const index = this.index;
+    const { parameters: p, modules: m } = view;
+    if (!index || p.count !== index.params.length || m.count !== index.modules.length
+        || p.requires_grad.length !== p.count) return false;
+    index.params.forEach((leaf, i) => {
+      const on = p.requires_grad.charCodeAt(i) === 49;  // "1"
+      leaf.state = on ? "trainable" : "frozen";
+      leaf.numelTrainable = on ? leaf.numel : 0;
+      leaf.rule = null;
+    });
+    for (const [first, count, rule] of p.decided_by) {
+      for (let i = first; i < first + count; i += 1) index.params[i].rule = rule;
+    }
+    index.modules.forEach((n, j) => {
+      n.numelTrainable = m.numel_trainable[j];
+      n.state = moduleState(n.parameters, m.trainable[j]);
+    });
+    if (!index.rootListed) rootState(index.root, view.summary);
+    this.flagged = flagged;
+    this.#refill();
+    return true;
+  }
+
+  #refill() {
+    for (const li of this.#items()) {
+      const n = this.#find(li.dataset.key);
+      if (n) this.#fill(li, n);
+    }
+  }
+
   clear() {
     this.index = null;
     this.source = null;
@@ -111,18 +155,8 @@ export class Tree {
 
   #find(key) {
     if (!this.index) return null;
-    const [kind, path] = [key.slice(0, 1), key.slice(2)];
-    if (kind === "m") return this.index.nodes.get(path) || null;
-    const owner = this.index.nodes.get(this.#ownerOfParam(path));
-    return owner ? owner.params.find((p) => p.key === key) || null : null;
-  }
-
-  #ownerOfParam(name) {
-    for (let path = parentOf(name); path !== null; path = parentOf(path)) {
-      const n = this.index.nodes.get(path);
-      if (n && n.params.some((p) => p.path === name)) return path;
-    }
-    return "";
+    if (key.startsWith("m:")) return this.index.nodes.get(key.slice(2)) || null;
+    return this.index.leaves.get(key) || null;
   }
 
   #item(n, level, pos, size) {
