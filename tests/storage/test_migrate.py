@@ -10,6 +10,8 @@ from pathlib import Path
 from layerfreeze.storage.db import Database
 from layerfreeze.storage.jobs import JobStore
 
+from testing.service import free_port
+
 MIGRATE = [sys.executable, "-m", "layerfreeze.cli.main", "migrate"]
 
 
@@ -40,3 +42,36 @@ def test_migrate_refuses_other_databases_and_takes_sqlite(tmp_path: Path,
     done = subprocess.run(MIGRATE, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "data" / "jobs.sqlite3").is_file()
+
+
+def test_both_dialects_have_the_same_tables_and_columns(tmp_path: Path, postgres_url: str) -> None:
+    """The Alembic history and the SQLite statements describe one schema (storage.schema keeps them in
+    step): the stores' SQL is the same on both."""
+    sqlite = JobStore(tmp_path / "jobs.sqlite3")
+    postgres = JobStore(tmp_path / "unused", postgres_url)
+    try:
+        tables = [r[0] for r in sqlite.db.query("SELECT name FROM sqlite_master WHERE type='table' "
+                                                "AND name NOT LIKE 'sqlite_%'")]
+        lite = {t: {r[1] for r in sqlite.db.query(f"PRAGMA table_info({t})")} for t in tables}
+        pg: dict[str, set[str]] = {}
+        columns = postgres.db.query("SELECT table_name, column_name FROM information_schema.columns "
+                                    "WHERE table_schema='public' AND table_name <> 'alembic_version'")
+        for table, column in columns:
+            pg.setdefault(table, set()).add(column)
+        assert lite == pg
+    finally:
+        sqlite.close()
+        postgres.close()
+
+
+def test_serve_with_an_unreachable_database_stops_with_one_line(tmp_path: Path,
+                                                                subprocess_env: dict[str, str]) -> None:
+    url = f"postgresql://layerfreeze:hunter2@127.0.0.1:{free_port()}/records"  # nothing listens there
+    env = {**subprocess_env, "LAYERFREEZE_DATABASE_URL": url, "LAYERFREEZE_DATA_DIR": str(tmp_path / "data"),
+           "LAYERFREEZE_PORT": str(free_port())}
+    done = subprocess.run([sys.executable, "-m", "layerfreeze.cli.main", "serve"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 12
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot upgrade the schema of the database" in lines[0]
+    assert "layerfreeze:***@127.0.0.1" in lines[0] and "hunter2" not in done.stderr

@@ -69,7 +69,8 @@ def storable(value: str) -> bool:
     return "\x00" not in value
 
 
-def _store_error(what: str, exc: BaseException) -> StoreError:
+def store_error(what: str, exc: BaseException) -> StoreError:
+    """``what: <the driver's first line>`` (SQLAlchemy's own text adds the SQL and its parameters)."""
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return StoreError(f"{what}: {detail[0] if detail else type(exc).__name__}")
 
@@ -108,7 +109,7 @@ class Database:
         try:
             db._conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except SQLAlchemyError as exc:
-            raise _store_error(f"cannot open {db.description}", exc) from exc
+            raise store_error(f"cannot open {db.description}", exc) from exc
         return db
 
     @classmethod
@@ -122,7 +123,7 @@ class Database:
             raise StoreError("LAYERFREEZE_DATABASE_URL names PostgreSQL, which needs the 'distributed' "
                              f"extra (pip install 'layerfreeze[distributed]'): {exc}") from exc
         except SQLAlchemyError as exc:
-            raise _store_error(f"cannot use the database {redact(url)}", exc) from exc
+            raise store_error(f"cannot use the database {redact(url)}", exc) from exc
         return cls(engine, f"the database {redact(url)}")
 
     def close(self) -> None:
@@ -151,7 +152,7 @@ class Database:
                         raise
                     conn.exec_driver_sql("COMMIT")
                 except SQLAlchemyError as exc:
-                    raise _store_error("job database error", exc) from exc
+                    raise store_error("job database error", exc) from exc
             return
         try:
             with self.engine.begin() as conn:
@@ -159,7 +160,7 @@ class Database:
                     conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield conn
         except SQLAlchemyError as exc:
-            raise _store_error("job database error", exc) from exc
+            raise store_error("job database error", exc) from exc
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """The rows of one read (autocommit on SQLite, a short transaction on PostgreSQL)."""
@@ -170,7 +171,7 @@ class Database:
             with self.engine.connect() as conn:
                 return [tuple(r) for r in conn.execute(text(sql), params or {})]
         except SQLAlchemyError as exc:
-            raise _store_error("job database error", exc) from exc
+            raise store_error("job database error", exc) from exc
 
     def run_script(self, script: str) -> None:
         """SQLite only: statements separated by ``;`` in one transaction (schema set-up)."""

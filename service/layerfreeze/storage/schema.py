@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from layerfreeze.errors import StoreError
-from layerfreeze.storage.db import Database
+from layerfreeze.storage.db import Database, store_error
 
 log = logging.getLogger("layerfreeze.storage")
 
@@ -180,8 +180,7 @@ def upgrade(db: Database) -> str:
             command.upgrade(config, "head")
             after = MigrationContext.configure(conn).get_current_revision()
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot upgrade the schema of {db.description}: "
-                         f"{getattr(exc, 'orig', None) or exc}") from exc
+        raise store_error(f"cannot upgrade the schema of {db.description}", exc) from exc
     if before != after:
         log.info("database schema upgraded", extra={"from": before, "to": after})
     return after or ""
