@@ -24,8 +24,14 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# The API suites once more, every service process and in-process store keeping its records in PostgreSQL
+# (a throw-away cluster on 127.0.0.1 from the distribution's binaries: docs/database.md).
+POSTGRES_SUITES := tests/api tests/worker tests/models tests/multifile tests/service tests/client \
+                   --ignore=tests/service/test_service_docker.py
+
 test: lint
 	$(PY) -m pytest
+	$(PY) -m pytest --database=postgresql $(POSTGRES_SUITES)
 
 bench: setup
 	$(PY) bench/freeze_large.py

@@ -291,7 +291,7 @@ def corrupt_database(root: Path, small: bytes) -> Result:
     """Garbage over the SQLite file between runs: start-up must either recover or exit saying why; the
     artifacts on disk are untouched."""
     t0 = time.perf_counter()
-    svc = Service(root / "corrupt" / "data", log=root / "corrupt.log")
+    svc = Service(root / "corrupt" / "data", {"database_url": ""}, log=root / "corrupt.log")  # the file
     problems: list[str] = []
     svc.start()
     ledger = Ledger()

@@ -2,6 +2,10 @@
 
 - ``testing.service``: a real ``python -m layerfreeze.server`` process on 127.0.0.1 (``Service``,
   ``running_service``, ``free_port``);
+- ``testing.redis``: a real ``redis-server`` on 127.0.0.1 (``RedisServer``, ``require_redis``);
+- ``testing.distributed``: the distributed mode as real processes: API replicas behind a round-robin
+  proxy and ``layerfreeze worker`` processes over one data directory, Redis and PostgreSQL (``Cluster``,
+  ``distributed_service``);
 - ``testing.procs``: ``/proc`` walkers (descendants, pool workers, RSS, peak RSS);
 - ``testing.hostile``: builders of hostile files (the pickle assembler ``Asm``, code-running payloads,
   torch-layout and forged zips, safetensors headers);

@@ -6,7 +6,8 @@
         svc.start()                                     # same data directory, same port
 
 Settings go through the environment, as an operator sets them: ``{"workers": "1"}`` and
-``{"LAYERFREEZE_WORKERS": "1"}`` mean the same.
+``{"LAYERFREEZE_WORKERS": "1"}`` mean the same. A service that names no ``database_url`` gets a fresh
+database from ``database_source`` when one is set (the tests' ``--database=postgresql``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ import httpx
 
 from testing import child_env
 from testing.procs import descendants, pool_workers, rss_mib
+
+# Where services that name no database keep their records: None = the SQLite file of their data directory;
+# else a function that makes a fresh database and returns its URL (the tests' --database=postgresql).
+database_source: Callable[[], str] | None = None
 
 
 def free_port() -> int:
@@ -53,6 +58,8 @@ class Service:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.settings = {setting_name(k): str(v) for k, v in (settings or {}).items()}
+        if "LAYERFREEZE_DATABASE_URL" not in self.settings and database_source is not None:
+            self.settings["LAYERFREEZE_DATABASE_URL"] = database_source()  # its own, kept across restarts
         self.env = {**(env if env is not None else child_env()), **self.settings,
                     "LAYERFREEZE_HOST": "127.0.0.1", "LAYERFREEZE_PORT": str(self.port),
                     "LAYERFREEZE_DATA_DIR": str(self.data_dir)}

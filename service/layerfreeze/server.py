@@ -37,13 +37,16 @@ def load_settings(**overrides: Any) -> Settings:
 
 def describe_invalid(exc: ValidationError, overrides: Mapping[str, Any]) -> str:
     """``invalid setting LAYERFREEZE_WORKERS='abc': Input should be a valid integer, ...`` (``; `` between
-    several). Values of secret settings (tokens) are not repeated."""
+    several). Values of secret settings (tokens, the database URL) are not repeated."""
     prefix = str(Settings.model_config.get("env_prefix", ""))
     parts = []
     for error in exc.errors(include_url=False):
         field = str(error["loc"][0]) if error["loc"] else ""
+        if not field:  # a rule over several settings: its message names them
+            parts.append(error["msg"].removeprefix("Value error, "))
+            continue
         name = f"--{field.replace('_', '-')}" if field in overrides else prefix + field.upper()
-        value = "" if "token" in field else f"={_short(error.get('input'))}"
+        value = "" if "token" in field or field == "database_url" else f"={_short(error.get('input'))}"
         parts.append(f"{name}{value}: {error['msg'].removeprefix('Value error, ')}")
     return "invalid setting " + "; ".join(parts)
 
@@ -72,13 +75,20 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
     elif overrides:
         settings = settings.model_copy(update=overrides)
     configure_logging(settings.log_level)
+    if settings.distributed:
+        require_distributed()
+    if settings.database_url:
+        upgrade_database(settings.database_url)
     # Before uvicorn starts the app (whose start-up recovers the data directory): one service per
     # directory, and a port in use is a clear error, not a traceback after the recovery already ran.
-    data_dir = data_dir_lock.acquire(settings.data_dir, f"{settings.host}:{settings.port}")
+    # In the distributed mode replicas share the directory by design, and none recovers it at start.
+    data_dir = (None if settings.distributed
+                else data_dir_lock.acquire(settings.data_dir, f"{settings.host}:{settings.port}"))
     try:
         sock = listen_socket(settings.host, settings.port)
     except BaseException:
-        data_dir_lock.release(data_dir)
+        if data_dir is not None:
+            data_dir_lock.release(data_dir)
         raise
     limits = settings.transport_limits()
     cap = connection_cap(limits.max_connections)
@@ -97,7 +107,35 @@ def serve(host: str | None = None, port: int | None = None, settings: Settings |
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
-        data_dir_lock.release(data_dir)
+        if data_dir is not None:
+            data_dir_lock.release(data_dir)
+
+
+def require_distributed() -> None:
+    """The distributed mode's packages are installed, or one line saying how to install them."""
+    try:
+        import celery  # noqa: F401
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise InvalidSettings(f"LAYERFREEZE_QUEUE=celery needs the 'distributed' extra ({exc}): "
+                              "pip install 'layerfreeze[distributed]'") from None
+
+
+def upgrade_database(url: str) -> None:
+    """PostgreSQL's schema up to date before anything starts (``layerfreeze migrate``); an unreachable
+    database or a failed upgrade is a start-up error with one line, not a traceback."""
+    from layerfreeze.errors import StoreError
+    from layerfreeze.storage.db import Database
+    from layerfreeze.storage.schema import upgrade
+
+    try:
+        db = Database.postgres(url)
+        try:
+            upgrade(db)
+        finally:
+            db.close()
+    except StoreError as exc:
+        raise StartupError(exc.detail) from None
 
 
 def listen_socket(host: str, port: int) -> socket.socket:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from layerfreeze.limits import ReadLimits
@@ -59,7 +59,14 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
         "Port to listen on. `layerfreeze serve --port` overrides it."))
     data_dir: Path = Field(Path("data"), description=(
         "Job database (`jobs.sqlite3`) and files (`jobs/<id>/`, `tmp/`); relative to the working directory."))
-    workers: int = Field(2, ge=1, le=64, description="Worker processes that run jobs (1-64).")
+    database_url: str = Field("", description=(
+        "Where job and model records live. Empty: the SQLite file `jobs.sqlite3` in the data directory "
+        "(one service per directory). `postgresql://user:password@host:5432/dbname`: that PostgreSQL "
+        "database (needs the `distributed` extra), shared by every replica; its schema is upgraded at "
+        "start-up (and by `layerfreeze migrate`). Options such as `?sslmode=require` are passed on."))
+    workers: int = Field(2, ge=1, le=64, description=(
+        "Worker processes that run jobs (1-64): of the service, or in the distributed mode of each "
+        "`layerfreeze worker`."))
     max_upload_bytes: int = Field(8 * 1024**3, ge=1, description=(
         "Largest model file accepted (413 above: refused from `Content-Length` before reading, "
         "or while streaming)."))
@@ -101,10 +108,38 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
         "through the service. Set it only when every request comes through that proxy: a client that "
         "reaches the service directly would get an empty body. Empty = off."))
 
+    queue: Literal["local", "celery"] = Field("local", description=(
+        "What runs jobs: `local` (worker processes of this service, the embedded default) or `celery` "
+        "(the distributed mode: jobs go through `broker_url` to `layerfreeze worker` processes on any "
+        "host, and every API replica is stateless; see docs/distributed.md)."))
+    broker_url: str = Field("", description=(
+        "The Celery broker when `queue` is `celery`: `redis://host:6379/0`."))
+    broker_visibility_timeout_s: float = Field(0.0, ge=0, description=(
+        "Seconds after which a job message that a worker took but never acknowledged (its host was "
+        "lost) is delivered again; 0 = `job_timeout_s` + 60. It must exceed `job_timeout_s`, so that a "
+        "job that is still running is never delivered twice."))
+    job_attempts: int = Field(2, ge=1, le=10, description=(
+        "Distributed mode: how many times a job is started when the worker running it is lost; past "
+        "that it fails with `worker-lost`. A job that fails on its own (bad file, time or memory limit) "
+        "is never retried."))
+    read_workers: int = Field(1, ge=1, le=64, description=(
+        "Distributed mode: processes of each API replica that read uploaded models while the upload's "
+        "request waits (`POST /v1/models`); jobs run on the workers."))
+
     @field_validator("tokens", mode="before")
     @classmethod
     def _tokens(cls, value: Any) -> dict[str, str]:
         return parse_tokens(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        value = value.strip()
+        scheme, sep, rest = value.partition("://")
+        if value and (scheme not in ("postgresql", "postgres", "postgresql+psycopg") or not sep or not rest):
+            raise ValueError("database_url must be empty (SQLite in the data directory) or "
+                             "postgresql://user:password@host:port/dbname")
+        return value
 
     @field_validator("accel_redirect")
     @classmethod
@@ -121,6 +156,31 @@ class Settings(BaseSettings, ReadLimits, TransportLimits):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
         return level
+
+    @model_validator(mode="after")
+    def _distributed(self) -> Settings:
+        if self.queue == "celery":
+            if not self.broker_url.startswith(("redis://", "rediss://")):
+                raise ValueError("queue=celery needs LAYERFREEZE_BROKER_URL=redis://host:6379/0")
+            if not self.database_url:  # the SQLite file is one host's: replicas need a shared database
+                raise ValueError("queue=celery needs LAYERFREEZE_DATABASE_URL=postgresql://user:password@"
+                                 "host:5432/dbname (every replica and worker shares the records)")
+            if self.visibility_timeout_s() <= self.job_timeout_s:
+                raise ValueError("broker_visibility_timeout_s must exceed job_timeout_s")
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        return self.queue == "celery"
+
+    def visibility_timeout_s(self) -> float:
+        return self.broker_visibility_timeout_s or self.job_timeout_s + 60.0
+
+    def job_lease_s(self) -> float:
+        """How long a running attempt may live: its time limit and half the margin before redelivery. A
+        job found running past it belongs to a lost worker."""
+        vt = self.visibility_timeout_s()
+        return self.job_timeout_s + max(0.0, vt - self.job_timeout_s) / 2
 
     def transport_limits(self) -> TransportLimits:
         return TransportLimits(**{name: getattr(self, name) for name in TransportLimits.model_fields})

@@ -5,7 +5,7 @@ the pool is busy, full or down) without worker processes."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,11 +45,11 @@ class FakePool:
 
 
 @pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[Service]:
-    settings = Settings(data_dir=tmp_path / "data", queue_max=3)
+def runtime(tmp_path: Path, records_database: Callable[[], str]) -> Iterator[Service]:
+    settings = Settings(data_dir=tmp_path / "data", queue_max=3, database_url=records_database())
     blobs = BlobStore(settings.data_dir)
     blobs.prepare()
-    store = JobStore(blobs.db_path)
+    store = JobStore(blobs.db_path, settings.database_url)
     digests = Digester(store, blobs)
     digests.start()
     yield Service(settings=settings, blobs=blobs, store=store, pool=FakePool(),

@@ -7,18 +7,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fixtures.server import running_service
+from fixtures.modes import MODES, service_in_mode
 
 TOKENS = {"alice": "t-alice", "bob": "t-bob"}
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory,
+@pytest.fixture(scope="module", params=MODES)
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
             subprocess_env: dict[str, str]) -> Iterator[tuple[str, Path]]:
-    root = tmp_path_factory.mktemp("stored-models")
+    """The embedded mode, then the same tests in the distributed mode (fixtures.modes)."""
+    root = tmp_path_factory.mktemp(f"stored-models-{request.param}")
     tokens = ",".join(f"{token}:{tenant}" for tenant, token in TOKENS.items())
-    with running_service(root, subprocess_env, workers="1", tokens=tokens) as url:
-        yield url, root / "data"
+    with service_in_mode(request, root, subprocess_env, workers="1", tokens=tokens) as svc:
+        yield svc.url, svc.data_dir
 
 
 def client(url: str, tenant: str = "alice") -> httpx.Client:

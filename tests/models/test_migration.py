@@ -14,7 +14,8 @@ import httpx
 from fixtures.models import build, save
 from fixtures.server import running_service
 from layerfreeze.freeze import freeze_file
-from layerfreeze.storage.jobs import SCHEMA, SCHEMA_VERSION
+from layerfreeze.storage.schema import SQLITE_SCHEMA as SCHEMA
+from layerfreeze.storage.schema import SQLITE_VERSION as SCHEMA_VERSION
 
 
 def _old_job(db: sqlite3.Connection, data: Path, job_id: str, src: Path, status: str) -> None:
@@ -47,7 +48,8 @@ def test_schema_one_data_directory_is_migrated(tmp_path: Path, subprocess_env: d
     db.close()
     old_artifact = (data / "jobs" / "old-done" / "output").read_bytes()
 
-    with running_service(tmp_path / "svc", subprocess_env, workers="1") as url, \
+    # database_url="": the SQLite file of the data directory, whatever database the other tests use
+    with running_service(tmp_path / "svc", subprocess_env, workers="1", database_url="") as url, \
             httpx.Client(base_url=url, timeout=60) as c:
         done = c.get("/v1/jobs/old-done").json()
         assert done["status"] == "succeeded"

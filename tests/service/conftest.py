@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.modes import MODES, service_in_mode
 
+from testing.distributed import Cluster
 from testing.service import Service
 
 
@@ -29,4 +31,13 @@ def make_server(tmp_path: Path, subprocess_env: dict[str, str]) -> Iterator[Call
 def server(tmp_path_factory: pytest.TempPathFactory, subprocess_env: dict[str, str]) -> Iterator[Service]:
     """A shared server for tests that do not disturb it."""
     with Service(tmp_path_factory.mktemp("service") / "data", {"workers": "2"}, env=subprocess_env) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module", params=MODES)
+def server_any_mode(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                    subprocess_env: dict[str, str]) -> Iterator[Service | Cluster]:
+    """A shared server in the embedded mode, then the same tests in the distributed mode."""
+    root = tmp_path_factory.mktemp(f"service-{request.param}")
+    with service_in_mode(request, root, subprocess_env, workers="2") as srv:
         yield srv

@@ -79,7 +79,8 @@ def test_cmd_and_healthcheck_work(tmp_path: Path, subprocess_env: dict[str, str]
     assert cmd[:2] == ["layerfreeze", "serve"]
     # The image's CMD, with the console script spelled as a module and a loopback port for the test.
     argv = [sys.executable, "-m", "layerfreeze.cli.main", "serve", "--host", "127.0.0.1", "--port", "{port}"]
-    with Service(tmp_path / "data", {"workers": "1"}, env=subprocess_env, command=argv) as svc:
+    with Service(tmp_path / "data", {"workers": "1", "database_url": ""}, env=subprocess_env,
+                 command=argv) as svc:
         check = json.loads(re.sub(r"^.*?CMD\s+", "", _instruction("HEALTHCHECK")))
         check = [sys.executable if a == "python" else a.replace(":8000/", f":{svc.port}/") for a in check]
         assert subprocess.run(check, env=svc.env, timeout=30).returncode == 0

@@ -12,6 +12,12 @@ from svc_helpers import checkpoint, load_flags, report_flags, submit, wait_for
 pytestmark = pytest.mark.server
 
 
+@pytest.fixture(scope="module")
+def server(server_any_mode):
+    """Every test here runs against the embedded and the distributed mode (fixtures.modes)."""
+    return server_any_mode
+
+
 def test_freeze_roundtrip_artifact_has_report_flags(server, tmp_path: Path) -> None:
     src = checkpoint(tmp_path, "seq3")
     with server.client() as c:
@@ -138,7 +144,7 @@ def test_bad_spec_is_422_with_pointer_and_nothing_queued(server, tmp_path: Path)
         assert body["status"] == 422 and body["errors"][0]["pointer"].startswith("/rules/0")
         assert len(c.get("/v1/jobs", params={"limit": 200}).json()["items"]) == before
         assert submit(c, src, "{not json").status_code == 422
-    assert list((server.data_dir / "tmp").iterdir()) == []
+    assert [p for p in (server.data_dir / "tmp").rglob("*") if p.is_file()] == []
 
 
 def test_download_survives_a_client_that_leaves_midway(server, tmp_path: Path) -> None:

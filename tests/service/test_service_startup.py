@@ -37,7 +37,9 @@ def test_a_second_service_on_the_same_data_dir_refuses_and_changes_nothing(
         wait_for(c, running["id"], until=("running",))
         queued = submit(c, src, {"rules": [{"action": "freeze", "names": ["0"]}]}).json()
 
-    second = Service(first.data_dir, {"workers": "1"}, env=subprocess_env)  # same directory, another port
+    # same directory (and database, when not the directory's file), another port
+    shared = {k: v for k, v in first.settings.items() if k == "LAYERFREEZE_DATABASE_URL"}
+    second = Service(first.data_dir, {"workers": "1", **shared}, env=subprocess_env)
     for module, args in (("layerfreeze.server", ()), ("layerfreeze.cli.main", ("serve",))):
         err = start_and_fail(second.env, module, args).stderr
         assert f"the data directory {first.data_dir.resolve()} is in use" in err

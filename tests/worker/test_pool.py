@@ -44,7 +44,7 @@ class Harness:
         self.settings = Settings(data_dir=data_dir, **settings)  # type: ignore[arg-type]
         self.blobs = BlobStore(self.settings.data_dir)
         self.blobs.prepare()
-        self.store = JobStore(self.blobs.db_path)
+        self.store = JobStore(self.blobs.db_path, self.settings.database_url)
         self.models = ModelStore(self.store, self.blobs)
         self.metrics = Metrics()
         self.finished: queue.Queue[str] = queue.Queue()
@@ -96,11 +96,12 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+def harness(tmp_path: Path, records_database: Callable[[], str]) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
     def make(**settings: object) -> Harness:
-        made.append(Harness(tmp_path / f"data{len(made)}", **{"workers": 1, **settings}))
+        made.append(Harness(tmp_path / f"data{len(made)}",
+                            **{"workers": 1, "database_url": records_database(), **settings}))
         return made[-1]
 
     yield make

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from layerfreeze import __version__
 from layerfreeze.api.middleware import RequestIdMiddleware
 from layerfreeze.api.routes import health, jobs, models, tus, web
-from layerfreeze.api.service import Service
+from layerfreeze.api.service import PollingWaiters, Service
 from layerfreeze.errors import LayerfreezeError, WorkerLost
 from layerfreeze.metrics import Metrics
 from layerfreeze.problems import problem, problem_for
@@ -27,7 +30,8 @@ from layerfreeze.storage import lock as data_dir_lock
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.idempotency import IdempotencyStore
 from layerfreeze.storage.jobs import JobStore
-from layerfreeze.storage.models import ModelStore
+from layerfreeze.storage.models import PIN_MAX_AGE_S, ModelStore
+from layerfreeze.worker.broker import CeleryQueue
 from layerfreeze.worker.digests import Digester
 from layerfreeze.worker.pool import LocalWorkerPool
 
@@ -84,14 +88,48 @@ _TITLES = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 413:
            415: "Unsupported media type", 422: "Invalid request"}
 
 
+OWNER = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}"  # this process, in chore leases
+
+
+async def _chore_due(service: Service, name: str, every_s: float) -> bool:
+    """In the distributed mode one replica does each chore per period (a lease in the database);
+    alone, this process always does."""
+    if not service.settings.distributed:
+        return True
+    try:
+        return bool(await anyio.to_thread.run_sync(service.store.take_chore, name, OWNER, every_s * 0.9))
+    except Exception:
+        log.exception("cannot take the lease of chore %s", name)
+        return False
+
+
+async def _redispatch_loop(service: Service, queue: CeleryQueue) -> None:
+    """Distributed mode: publish again the jobs a broker lost (restarted without its data, say)."""
+    every = max(1.0, min(30.0, service.settings.visibility_timeout_s() / 4))
+    while True:
+        await asyncio.sleep(every)
+        if not await _chore_due(service, "redispatch", every):
+            continue
+        try:
+            await anyio.to_thread.run_sync(queue.redispatch)
+        except Exception:
+            log.exception("re-publishing jobs failed")
+
+
 async def _cleanup_loop(service: Service) -> None:
     """Every ``cleanup_interval_s``: delete finished jobs older than ``retention_s`` and their files."""
     s = service.settings
     while True:
         await asyncio.sleep(s.cleanup_interval_s)
+        if not await _chore_due(service, "cleanup", s.cleanup_interval_s):
+            continue
         with contextlib.suppress(Exception):  # Idempotency-Keys and unfinished uploads: kept a day
             await anyio.to_thread.run_sync(IdempotencyStore(service.store).expire, time.time() - 86400)
+            await anyio.to_thread.run_sync(service.models.expire_pins, time.time() - PIN_MAX_AGE_S)
             await anyio.to_thread.run_sync(tus.expire_uploads, service, time.time())
+        if s.distributed:  # what crashed processes left: directories and blobs without a record
+            with contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(_collect_orphans, service)
         if s.retention_s <= 0:
             continue
         try:
@@ -102,6 +140,16 @@ async def _cleanup_loop(service: Service) -> None:
                 log.info("retention: removed %d jobs", len(ids))
         except Exception:
             log.exception("retention cleanup failed")
+
+
+def _collect_orphans(service: Service) -> None:
+    """Distributed mode: files untouched for an hour (or two job time limits) that no record names are
+    what a crashed process left (the embedded mode removes them at start-up, which a replica must not)."""
+    cutoff = time.time() - max(3600.0, 2 * service.settings.job_timeout_s)
+    removed = service.blobs.sweep(service.store.ids(), service.models.ids(), older_than=cutoff)
+    removed += service.models.collect(older_than=cutoff)
+    if removed:
+        log.info("removed %d directories or blobs without a record", removed)
 
 
 def _purge(service: Service, job_id: str) -> None:
@@ -115,6 +163,8 @@ def _purge(service: Service, job_id: str) -> None:
 
 
 def _start(settings: Settings, metrics: Metrics) -> Service:
+    if settings.distributed:  # one of many replicas: no lock, no recovery of what others run
+        return _open_replica(settings, metrics)
     # The lock comes before anything that touches the directory: recovery and the tmp sweep would break
     # the jobs and uploads of a service already running on it.
     data_dir = data_dir_lock.acquire(settings.data_dir, f"{settings.host}:{settings.port}")
@@ -128,8 +178,17 @@ def _start(settings: Settings, metrics: Metrics) -> Service:
 def _open(settings: Settings, metrics: Metrics) -> Service:
     blobs = BlobStore(settings.data_dir)
     blobs.prepare()
-    store = JobStore(blobs.db_path)
+    store = JobStore(blobs.db_path, settings.database_url)
+    try:
+        return _recover(settings, metrics, blobs, store)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _recover(settings: Settings, metrics: Metrics, blobs: BlobStore, store: JobStore) -> Service:
     models = ModelStore(store, blobs)
+    models.forget_pins()  # of processes that ended (all of them on SQLite: this service is the only one)
     moved = models.migrate_files()
     if moved:
         log.info("moved %d stored uploads into the content store", moved)
@@ -164,6 +223,23 @@ def _open(settings: Settings, metrics: Metrics) -> Service:
     return service
 
 
+def _open_replica(settings: Settings, metrics: Metrics) -> Service:
+    """An API replica of the distributed mode. It sweeps only its own temporary files and those of dead
+    processes on its host (``BlobStore(private_tmp=True)``), fails no job (a job whose worker was lost
+    comes back through the broker), and re-queues nothing (``redispatch`` does, from the database)."""
+    blobs = BlobStore(settings.data_dir, private_tmp=True)
+    blobs.prepare()
+    store = JobStore(blobs.db_path, settings.database_url)
+    models = ModelStore(store, blobs)
+    models.forget_pins()  # only those of ended processes of this host
+    queue = CeleryQueue(settings, store, blobs, metrics, models)
+    service = Service(settings=settings, blobs=blobs, store=store, pool=queue, metrics=metrics, models=models,
+                      digests=Digester(store, blobs), waiters=PollingWaiters(store))
+    queue.start()
+    service.digests.start(catch_up=False)
+    return service
+
+
 def create_app(settings: Settings, runtime: Service | None = None) -> FastAPI:
     """The application. ``runtime`` (store, blobs, pool, metrics), when given, is served as it is
     instead of being started from ``settings`` (a test's fake pool, say): its owner starts and stops it."""
@@ -177,14 +253,18 @@ def create_app(settings: Settings, runtime: Service | None = None) -> FastAPI:
         metrics.watch(service.store.count_by_status, service.pool.health)
         app.state.service = service
         cleaner = asyncio.create_task(_cleanup_loop(service))
+        chores = [cleaner]
+        if isinstance(service.pool, CeleryQueue):
+            chores.append(asyncio.create_task(_redispatch_loop(service, service.pool)))
         log.info("layerfreeze ready", extra={"data_dir": str(service.blobs.root),
                                               "workers": settings.workers})
         try:
             yield
         finally:
-            cleaner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cleaner
+            for chore in chores:
+                chore.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await chore
             if runtime is None:
                 await anyio.to_thread.run_sync(service.pool.stop)
                 await anyio.to_thread.run_sync(service.digests.stop)

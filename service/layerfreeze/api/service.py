@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import anyio
 
 from layerfreeze.errors import TooManyUploads
 from layerfreeze.metrics import Metrics
@@ -15,6 +18,7 @@ from layerfreeze.settings import Settings
 from layerfreeze.storage.blobs import BlobStore
 from layerfreeze.storage.jobs import JobStore
 from layerfreeze.storage.models import ModelStore
+from layerfreeze.worker.broker import CeleryQueue
 from layerfreeze.worker.digests import Digester
 from layerfreeze.worker.pool import LocalWorkerPool
 
@@ -49,6 +53,32 @@ class Waiters:
                 self.loop.call_soon_threadsafe(event.set)
 
 
+    async def wait(self, job_id: str, event: asyncio.Event, timeout: float) -> None:
+        """Until the job has finished or ``timeout`` has passed (an event set by ``notify``)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+
+class PollingWaiters(Waiters):
+    """The distributed mode: a job ends in a worker on another host, so a waiting request reads the
+    job's record, more rarely the longer it waits (50 ms, growing to 0.5 s). Any replica answers."""
+
+    def __init__(self, store: JobStore) -> None:
+        super().__init__()
+        self.store = store
+
+    async def wait(self, job_id: str, event: asyncio.Event, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pause = 0.05
+        while True:
+            record = await anyio.to_thread.run_sync(self.store.get, job_id)
+            left = deadline - time.monotonic()
+            if record.finished or left <= 0:
+                return
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 1.5, 0.5)
+
+
 class UploadSlots:
     """Uploads being received at once, per tenant: over its share a tenant gets a 429 with Retry-After,
     and the other tenants are unaffected. Used from the event loop only, so it needs no lock."""
@@ -76,7 +106,7 @@ class Service:
     settings: Settings
     blobs: BlobStore
     store: JobStore
-    pool: LocalWorkerPool
+    pool: LocalWorkerPool | CeleryQueue
     metrics: Metrics
     models: ModelStore
     digests: Digester

@@ -6,6 +6,7 @@
     layerfreeze patch create MODEL --spec SPEC.json -o PATCH.json
     layerfreeze patch apply PATCH.json MODEL -o OUT
     layerfreeze serve [--host 127.0.0.1] [--port 8000]
+    layerfreeze worker                     (the distributed mode: LAYERFREEZE_QUEUE=celery)
 
 Errors print one line on stderr and exit with the code of their class (``cli/exit_codes.py``).
 """
@@ -77,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="start the HTTP service")
     serve.add_argument("--host", help="interface to listen on (default: LAYERFREEZE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: LAYERFREEZE_PORT or 8000)")
+    commands.add_parser("worker", help="run jobs of the distributed mode (LAYERFREEZE_QUEUE=celery) until "
+                        "SIGTERM; LAYERFREEZE_WORKERS freeze processes",
+                        description="A Celery worker for the distributed mode, with the settings of the API "
+                                    "replicas (LAYERFREEZE_QUEUE=celery, LAYERFREEZE_BROKER_URL, "
+                                    "LAYERFREEZE_DATABASE_URL, LAYERFREEZE_DATA_DIR on the shared volume): "
+                                    "LAYERFREEZE_WORKERS jobs at a time, each in its own freeze process. "
+                                    "SIGTERM: running jobs finish, then it exits. See docs/distributed.md.")
+
+    commands.add_parser("migrate", help="bring the record database's schema up to date (serve does it too)",
+                        description="Upgrade the schema of LAYERFREEZE_DATABASE_URL (PostgreSQL, by Alembic, "
+                                    "under an advisory lock: safe while other processes start), or of the "
+                                    "SQLite file in LAYERFREEZE_DATA_DIR.")
     return parser
 
 
@@ -108,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args.host, args.port)
+        if args.command == "worker":
+            return _worker()
+        if args.command == "migrate":
+            return _migrate()
         if args.command == "patch":
             from layerfreeze.cli.patch import apply_patch, create_patch
 
@@ -210,6 +227,50 @@ def _serve(host: str | None, port: int | None) -> int:
     except ImportError as exc:
         raise LayerfreezeError(f"the HTTP service is not available in this installation ({exc})") from exc
     serve(host, port)  # a bad setting, a data directory or port in use: one line and its exit code
+    return exit_codes.OK
+
+
+def _worker() -> int:
+    from layerfreeze.errors import InvalidSettings
+    from layerfreeze.logs import configure_logging
+    from layerfreeze.server import load_settings, require_distributed
+
+    settings = load_settings()
+    if not settings.distributed:
+        raise InvalidSettings("layerfreeze worker runs jobs of the distributed mode: set "
+                              "LAYERFREEZE_QUEUE=celery and LAYERFREEZE_BROKER_URL")
+    require_distributed()
+    from layerfreeze.worker.remote import run_worker
+
+    configure_logging(settings.log_level)
+    run_worker(settings)
+    return exit_codes.OK
+
+
+def _migrate() -> int:
+    from layerfreeze.server import load_settings
+    from layerfreeze.storage import lock as data_dir_lock
+    from layerfreeze.storage.blobs import BlobStore
+    from layerfreeze.storage.db import redact
+    from layerfreeze.storage.jobs import JobStore
+    from layerfreeze.storage.schema import upgrade
+
+    settings = load_settings()
+    if settings.database_url:
+        store = JobStore(Path(), settings.database_url)  # opening it upgrades it
+        try:
+            revision = upgrade(store.db)  # nothing left to do; names the revision
+        finally:
+            store.close()
+        print(f"{redact(settings.database_url)}: schema at revision {revision}")
+        return exit_codes.OK
+    blobs = BlobStore(settings.data_dir)
+    data_dir_lock.acquire(blobs.root, "layerfreeze migrate")  # not under a running service
+    try:
+        JobStore(blobs.db_path).close()
+    finally:
+        data_dir_lock.release(blobs.root)
+    print(f"{blobs.db_path}: schema up to date")
     return exit_codes.OK
 
 

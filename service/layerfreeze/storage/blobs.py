@@ -19,6 +19,8 @@ import contextlib
 import os
 import secrets
 import shutil
+import socket
+import time
 from pathlib import Path
 
 
@@ -102,44 +104,87 @@ class ContentStore:
         return {p.name for d in self.root.iterdir() if d.is_dir() for p in d.iterdir() if len(p.name) == 64}
 
 
+STALE_TMP_S = 24 * 3600  # a temporary folder of another host untouched this long belongs to no one
+
+
+def _stale(entry: Path) -> bool:
+    """A temporary folder ``<host>.<pid>.<random>`` whose process is gone: on this host, no such pid;
+    elsewhere (or a name of another shape), untouched for STALE_TMP_S."""
+    parts = entry.name.split(".")
+    if len(parts) >= 3 and parts[-2].isdigit() and ".".join(parts[:-2]) == socket.gethostname():
+        try:
+            os.kill(int(parts[-2]), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+    try:
+        return time.time() - entry.stat().st_mtime > STALE_TMP_S
+    except OSError:
+        return False
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")  # gone meanwhile: nothing to remove
+
+
 class BlobStore:
     """Paths of model and job files under one data directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, private_tmp: bool = False) -> None:
+        """``private_tmp``: several processes share the directory (the distributed mode); this one
+        writes its temporary files into a folder of its own, ``tmp/<host>.<pid>.<random>/``."""
         self.root = Path(root).resolve()
         self.jobs_dir = self.root / "jobs"
         self.models_dir = self.root / "models"
-        self.tmp_dir = self.root / "tmp"
+        self.shared_tmp = self.root / "tmp"
+        self.private_tmp = private_tmp
+        self.tmp_dir = (self.shared_tmp / f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}"
+                        if private_tmp else self.shared_tmp)
         self.content = ContentStore(self.root / "blobs")
 
     def prepare(self) -> None:
-        """Create the layout and drop leftovers of interrupted writes."""
+        """Create the layout and drop leftovers of interrupted writes: all of ``tmp/``, or with a private
+        temporary folder, only those of processes known to be gone (``_stale``)."""
         self.content.prepare()
-        for d in (self.root, self.jobs_dir, self.models_dir, self.tmp_dir):
+        for d in (self.root, self.jobs_dir, self.models_dir, self.shared_tmp, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
-        for leftover in self.tmp_dir.iterdir():
+        for leftover in self.shared_tmp.iterdir():
+            if self.private_tmp and (leftover == self.tmp_dir or not _stale(leftover)):
+                continue
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
 
-    def sweep(self, known_ids: set[str], known_models: set[str] | None = None) -> int:
+    def sweep(self, known_ids: set[str], known_models: set[str] | None = None,
+              older_than: float | None = None) -> int:
         """At start-up, before any worker runs: remove job and model directories without a record (a
         crash between storing an upload and recording it, or during a deletion) and half-written
-        ``.part`` files. Returns how many directories were removed."""
+        ``.part`` files. Returns how many directories were removed.
+
+        ``older_than`` (a time): while other processes work on the directory (the distributed mode),
+        only directories untouched since then go, and no ``.part`` file does (it may be being written)."""
+        def unknown(entry: Path, known: set[str]) -> bool:
+            return entry.name not in known and (older_than is None or _mtime(entry) < older_than)
+
         removed = 0
         if known_models is not None:
             for entry in self.models_dir.iterdir():
-                if entry.name not in known_models:
+                if unknown(entry, known_models):
                     shutil.rmtree(entry, ignore_errors=True)
                     removed += 1
         for entry in self.jobs_dir.iterdir():
-            if entry.name not in known_ids:
+            if unknown(entry, known_ids):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
-                continue
-            self.discard_partials(entry.name)
+            elif older_than is None and entry.name in known_ids:
+                self.discard_partials(entry.name)
         return removed
 
     def discard_partials(self, job_id: str, keep: tuple[str, ...] = FINAL_NAMES) -> None:

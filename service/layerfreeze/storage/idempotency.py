@@ -12,6 +12,8 @@ import json
 import time
 from dataclasses import dataclass
 
+from sqlalchemy import text
+
 from layerfreeze.storage.jobs import JobStore
 
 
@@ -25,31 +27,40 @@ class StoredAnswer:
 
 class IdempotencyStore:
     def __init__(self, jobs: JobStore) -> None:
-        self.jobs = jobs
+        self.db = jobs.db
 
     def claim(self, tenant: str, key: str) -> StoredAnswer | None:
-        """None when the key is now ours; else what is stored under it (in flight or answered)."""
-        with self.jobs._tx() as db:
-            row = db.execute("SELECT fingerprint, status, headers, body FROM idempotency "
-                             "WHERE tenant=? AND key=?", (tenant, key)).fetchone()
-            if row is None:
-                db.execute("INSERT INTO idempotency (tenant, key, fingerprint, created_at) "
-                           "VALUES (?, ?, '', ?)", (tenant, key, time.time()))
+        """None when the key is now ours; else what is stored under it (in flight or answered). Of
+        concurrent claims in any processes, exactly one gets None (the primary key decides)."""
+        with self.db.tx() as db:
+            mine = db.execute(text("INSERT INTO idempotency (tenant, key, fingerprint, created_at) "
+                                   "VALUES (:tenant, :key, '', :now) ON CONFLICT (tenant, key) DO NOTHING "
+                                   "RETURNING tenant"),
+                              {"tenant": tenant, "key": key, "now": time.time()}).fetchone()
+            if mine is not None:
                 return None
+            row = db.execute(text("SELECT fingerprint, status, headers, body FROM idempotency "
+                                  "WHERE tenant=:tenant AND key=:key"),
+                             {"tenant": tenant, "key": key}).fetchone()
+        if row is None:  # released by its holder between the two statements: in flight as far as we know
+            return StoredAnswer("", None, {}, b"")
         fingerprint, status, headers, body = row
-        return StoredAnswer(fingerprint, status, json.loads(headers) if headers else {}, body or b"")
+        return StoredAnswer(fingerprint, status, json.loads(headers) if headers else {}, bytes(body or b""))
 
     def complete(self, tenant: str, key: str, fingerprint: str, status: int, headers: dict[str, str],
                  body: bytes) -> None:
-        with self.jobs._tx() as db:
-            db.execute("UPDATE idempotency SET fingerprint=?, status=?, headers=?, body=? "
-                       "WHERE tenant=? AND key=?",
-                       (fingerprint, status, json.dumps(headers), body, tenant, key))
+        with self.db.tx() as db:
+            db.execute(text("UPDATE idempotency SET fingerprint=:fingerprint, status=:status, "
+                            "headers=:headers, body=:body WHERE tenant=:tenant AND key=:key"),
+                       {"fingerprint": fingerprint, "status": status, "headers": json.dumps(headers),
+                        "body": body, "tenant": tenant, "key": key})
 
     def release(self, tenant: str, key: str) -> None:
-        with self.jobs._tx() as db:
-            db.execute("DELETE FROM idempotency WHERE tenant=? AND key=? AND status IS NULL", (tenant, key))
+        with self.db.tx() as db:
+            db.execute(text("DELETE FROM idempotency WHERE tenant=:tenant AND key=:key AND status IS NULL"),
+                       {"tenant": tenant, "key": key})
 
     def expire(self, before: float) -> int:
-        with self.jobs._tx() as db:
-            return db.execute("DELETE FROM idempotency WHERE created_at < ?", (before,)).rowcount
+        with self.db.tx() as db:
+            return db.execute(text("DELETE FROM idempotency WHERE created_at < :before"),
+                              {"before": before}).rowcount

@@ -1,14 +1,12 @@
-"""Job records in SQLite (WAL). The only module that imports sqlite3.
+"""Job records, in the SQLite file of the data directory or in PostgreSQL (``storage.db``).
 
-One connection shared by the API's event loop and the worker supervisors, serialized by a lock;
-every statement is a short transaction, so holding the lock costs microseconds.
+Every change is one short transaction; a state change that several processes may race on (a claim, a
+success, a deletion) is a single conditional statement or locks its row first, so exactly one wins.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,89 +14,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection, text
+
 from layerfreeze.errors import JobConflict, JobNotFound, StoreError
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-    id              TEXT NOT NULL UNIQUE,
-    tenant          TEXT NOT NULL,
-    status          TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
-    created_at      REAL NOT NULL,
-    started_at      REAL,
-    finished_at     REAL,
-    dry_run         INTEGER NOT NULL,
-    spec            TEXT NOT NULL,
-    input_filename  TEXT NOT NULL,
-    input_bytes     INTEGER NOT NULL,
-    input_sha256    TEXT NOT NULL,
-    output_filename TEXT,
-    output_bytes    INTEGER,
-    output_sha256   TEXT,
-    error           TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_tenant_seq ON jobs (tenant, seq);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
-CREATE TABLE IF NOT EXISTS heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS job_files (
-    job_id      TEXT NOT NULL,
-    path        TEXT NOT NULL,
-    bytes       INTEGER NOT NULL,
-    sha256      TEXT NOT NULL,
-    PRIMARY KEY (job_id, path)
-);
-CREATE INDEX IF NOT EXISTS job_files_sha256 ON job_files (sha256);
-"""
-# job_files: the files of the model directory a job freezes, each a blob the job holds as a single-file job
-# holds its input (while jobs.holds_blob), so deleting the model never breaks the job's downloads.
-
-# Schema version 2 (PRAGMA user_version): uploads become blobs addressed by sha256, referenced by models
-# (model_files) and by jobs (jobs.input_sha256 while jobs.holds_blob); a job may name its model.
-SCHEMA_VERSION = 2
-MIGRATE_TO_2 = """
-ALTER TABLE jobs ADD COLUMN model_id TEXT;
-ALTER TABLE jobs ADD COLUMN holds_blob INTEGER NOT NULL DEFAULT 1;
-ALTER TABLE jobs ADD COLUMN inline_digest INTEGER NOT NULL DEFAULT 1;
-CREATE INDEX IF NOT EXISTS jobs_input_sha256 ON jobs (input_sha256);
-CREATE TABLE IF NOT EXISTS blobs (
-    sha256      TEXT PRIMARY KEY,
-    bytes       INTEGER NOT NULL,
-    created_at  REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS models (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    id          TEXT NOT NULL UNIQUE,
-    tenant      TEXT NOT NULL,
-    sha256      TEXT NOT NULL,
-    bytes       INTEGER NOT NULL,
-    format      TEXT NOT NULL,
-    created_at  REAL NOT NULL,
-    summary     TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS models_tenant_sha256 ON models (tenant, sha256);
-CREATE INDEX IF NOT EXISTS models_tenant_seq ON models (tenant, seq);
-CREATE TABLE IF NOT EXISTS model_files (
-    model_id    TEXT NOT NULL,
-    idx         INTEGER NOT NULL,
-    path        TEXT NOT NULL,
-    bytes       INTEGER NOT NULL,
-    sha256      TEXT NOT NULL,
-    PRIMARY KEY (model_id, idx)
-);
-CREATE INDEX IF NOT EXISTS model_files_sha256 ON model_files (sha256);
-CREATE TABLE IF NOT EXISTS idempotency (
-    tenant      TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    status      INTEGER,
-    headers     TEXT,
-    body        BLOB,
-    created_at  REAL NOT NULL,
-    PRIMARY KEY (tenant, key)
-);
-"""
+from layerfreeze.storage import schema
+from layerfreeze.storage.db import Database, storable
 
 STATUSES = ("queued", "running", "succeeded", "failed")
+_ATTEMPT = " AND attempts=:attempt"  # a change only the job's latest attempt may make
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +44,7 @@ class JobRecord:
     error: dict[str, Any] | None = None
     model_id: str | None = None
     inline_digest: bool = True  # the output sha256 is part of the job (multipart jobs, as in v1)
+    attempts: int = 0  # times the job was started; only the latest attempt may finish it
     files: tuple[tuple[str, int, str], ...] = ()  # a model directory's (path, bytes, sha256): job_files
 
     @property
@@ -135,147 +59,168 @@ class JobRecord:
 
 _COLUMNS = (
     "seq, id, tenant, status, created_at, started_at, finished_at, dry_run, spec, input_filename, "
-    "input_bytes, input_sha256, output_filename, output_bytes, output_sha256, error, model_id, inline_digest"
+    "input_bytes, input_sha256, output_filename, output_bytes, output_sha256, error, model_id, "
+    "inline_digest, attempts"
 )
 
 
 def _row_to_record(row: tuple[Any, ...]) -> JobRecord:
     (seq, id_, tenant, status, created, started, finished, dry_run, spec, in_name, in_bytes, in_sha,
-     out_name, out_bytes, out_sha, error, model_id, inline_digest) = row
+     out_name, out_bytes, out_sha, error, model_id, inline_digest, attempts) = row
     return JobRecord(
         id=id_, tenant=tenant, status=status, created_at=created, dry_run=bool(dry_run), spec=spec,
         input_filename=in_name, input_bytes=in_bytes, input_sha256=in_sha, seq=seq, started_at=started,
         finished_at=finished, output_filename=out_name, output_bytes=out_bytes, output_sha256=out_sha,
         error=json.loads(error) if error else None, model_id=model_id, inline_digest=bool(inline_digest),
+        attempts=attempts,
     )
 
 
-def _drop_files(db: sqlite3.Connection, job_id: str) -> tuple[tuple[str, int, str], ...]:
-    rows = db.execute("SELECT path, bytes, sha256 FROM job_files WHERE job_id=? ORDER BY path", (job_id,))
-    files = tuple((str(p), int(n), str(s)) for p, n, s in rows.fetchall())
-    db.execute("DELETE FROM job_files WHERE job_id=?", (job_id,))
+_FILES = "SELECT path, bytes, sha256 FROM job_files WHERE job_id=:id ORDER BY path"
+
+
+def _files(db: Connection, job_id: str) -> tuple[tuple[str, int, str], ...]:
+    return tuple((str(p), int(n), str(s)) for p, n, s in db.execute(text(_FILES), {"id": job_id}))
+
+
+def _with_files(db: Connection, row: Any) -> JobRecord | None:
+    """The record of a row just claimed, with its model directory's files (None for no row)."""
+    if row is None:
+        return None
+    record = _row_to_record(tuple(row))
+    return replace(record, files=_files(db, record.id))
+
+
+def _drop_files(db: Connection, job_id: str) -> tuple[tuple[str, int, str], ...]:
+    files = _files(db, job_id)
+    db.execute(text("DELETE FROM job_files WHERE job_id=:id"), {"id": job_id})
     return files
 
 
 class JobStore:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                       timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
-            self._db.executescript(SCHEMA)
-            self._migrate()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the job database at {self.path}: {exc}") from exc
+    """``JobStore(path)``: the SQLite file at ``path``; ``JobStore(path, url)`` with a PostgreSQL URL: that
+    database (``path`` unused). Opening brings the schema up to date (``storage.schema``)."""
 
-    def _migrate(self) -> None:
-        """Bring an older database up to SCHEMA_VERSION in one transaction (files move later:
-        ``storage.models.migrate_files``)."""
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"the job database has schema version {version}; this release reads up to "
-                             f"{SCHEMA_VERSION}")
-        if version >= SCHEMA_VERSION:
-            return
-        self._db.execute("BEGIN IMMEDIATE")
+    def __init__(self, path: Path, url: str = "") -> None:
+        self.path = Path(path)
+        self.db = Database.open(self.path, url)
         try:
-            for statement in MIGRATE_TO_2.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            schema.prepare(self.db)
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self.db.close()
             raise
-        self._db.execute("COMMIT")
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()
 
     @contextmanager
-    def _tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction. ``durable=False`` skips the WAL fsync for changes a crash may undo
-        harmlessly (queued -> running: recovery treats both the same); the next durable commit persists
-        them too."""
-        with self._lock:
-            try:
-                self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StoreError(f"job database error: {exc}") from exc
+    def _tx(self, durable: bool = True) -> Iterator[Connection]:
+        """One write transaction (``Database.tx``)."""
+        with self.db.tx(durable) as conn:
+            yield conn
 
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return self._db.execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
-                raise StoreError(f"job database error: {exc}") from exc
+    def _query(self, sql: str, args: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.db.query(sql, args)
 
     # -- writes -------------------------------------------------------------------------------------
 
     def create(self, job: JobRecord) -> JobRecord:
         with self._tx() as db:
-            cur = db.execute(
+            seq = db.execute(text(
                 "INSERT INTO jobs (id, tenant, status, created_at, dry_run, spec, input_filename, "
                 "input_bytes, input_sha256, output_filename, model_id, inline_digest) "
-                "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job.id, job.tenant, job.created_at, int(job.dry_run), job.spec, job.input_filename,
-                 job.input_bytes, job.input_sha256, job.output_filename, job.model_id,
-                 int(job.inline_digest)),
-            )
-            db.executemany("INSERT INTO job_files (job_id, path, bytes, sha256) VALUES (?, ?, ?, ?)",
-                           [(job.id, *f) for f in job.files])
-            return replace(job, seq=cur.lastrowid or 0, status="queued")
+                "VALUES (:id, :tenant, 'queued', :created_at, :dry_run, :spec, :input_filename, "
+                ":input_bytes, :input_sha256, :output_filename, :model_id, :inline_digest) RETURNING seq"),
+                {"id": job.id, "tenant": job.tenant, "created_at": job.created_at,
+                 "dry_run": int(job.dry_run), "spec": job.spec, "input_filename": job.input_filename,
+                 "input_bytes": job.input_bytes,
+                 "input_sha256": job.input_sha256, "output_filename": job.output_filename,
+                 "model_id": job.model_id, "inline_digest": int(job.inline_digest)},
+            ).scalar_one()
+            if job.files:
+                db.execute(text("INSERT INTO job_files (job_id, path, bytes, sha256) "
+                                "VALUES (:id, :path, :bytes, :sha)"),
+                           [{"id": job.id, "path": p, "bytes": n, "sha": s} for p, n, s in job.files])
+        return replace(job, seq=seq, status="queued")
 
     def claim(self, job_id: str) -> JobRecord | None:
-        """queued -> running, with the job's directory files; None when the job is gone or no longer
-        queued (deleted meanwhile)."""
+        """queued -> running (attempt 1), with the job's directory files; None when the job is gone or no
+        longer queued (deleted, or claimed by another process meanwhile)."""
         with self._tx(durable=False) as db:
-            cur = db.execute("UPDATE jobs SET status='running', started_at=? WHERE id=? AND status='queued'",
-                             (time.time(), job_id))
-            if cur.rowcount != 1:
-                return None
-            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
-            files = db.execute("SELECT path, bytes, sha256 FROM job_files WHERE job_id=? ORDER BY path",
-                               (job_id,)).fetchall()
-        return replace(_row_to_record(row), files=tuple((str(p), int(n), str(s)) for p, n, s in files))
+            row = db.execute(text(f"UPDATE jobs SET status='running', started_at=:now, attempts=attempts+1 "
+                                  f"WHERE id=:id AND status='queued' RETURNING {_COLUMNS}"),
+                             {"now": time.time(), "id": job_id}).fetchone()
+            return _with_files(db, row)
+
+    def take_over(self, job_id: str, attempt: int) -> JobRecord | None:
+        """Start attempt ``attempt + 1`` of a job left running by a lost worker; None when another
+        process took it over first (or it finished meanwhile)."""
+        with self._tx() as db:
+            row = db.execute(text(f"UPDATE jobs SET started_at=:now, attempts=attempts+1 WHERE id=:id "
+                                  f"AND status='running' AND attempts=:attempt RETURNING {_COLUMNS}"),
+                             {"now": time.time(), "id": job_id, "attempt": attempt}).fetchone()
+            return _with_files(db, row)
 
     def succeed(self, job_id: str, *, output_bytes: int | None, output_sha256: str | None,
-                output_filename: str | None = None) -> None:
+                output_filename: str | None = None, attempt: int | None = None) -> bool:
+        """running -> succeeded; with ``attempt``, only while that attempt is the job's latest. False when
+        nothing changed (failed or deleted meanwhile, or a stale attempt)."""
         with self._tx() as db:
-            db.execute(
-                "UPDATE jobs SET status='succeeded', finished_at=?, output_bytes=?, output_sha256=?, "
-                "output_filename=COALESCE(?, output_filename), error=NULL, "
-                "holds_blob=CASE WHEN dry_run THEN 0 ELSE holds_blob END WHERE id=? AND status='running'",
-                (time.time(), output_bytes, output_sha256, output_filename, job_id),
-            )
+            return db.execute(text(
+                "UPDATE jobs SET status='succeeded', finished_at=:now, output_bytes=:bytes, "
+                "output_sha256=:sha, output_filename=COALESCE(:name, output_filename), error=NULL, "
+                "holds_blob=CASE WHEN dry_run=1 THEN 0 ELSE holds_blob END "
+                f"WHERE id=:id AND status='running'{_ATTEMPT if attempt is not None else ''}"),
+                {"now": time.time(), "bytes": output_bytes, "sha": output_sha256, "name": output_filename,
+                 "id": job_id, "attempt": attempt},
+            ).rowcount == 1
 
-    def fail(self, job_id: str, problem: dict[str, Any]) -> None:
-        """A failed job has no artifact: it stops holding its input blob (the caller may release it)."""
+    def fail(self, job_id: str, problem: dict[str, Any], attempt: int | None = None) -> bool:
+        """A failed job has no artifact: it stops holding its input blob (the caller may release it).
+        With ``attempt``, only while that attempt is the job's latest. False when nothing changed (the
+        job had already finished, is gone, or a stale attempt)."""
         with self._tx() as db:
-            db.execute(
-                "UPDATE jobs SET status='failed', finished_at=?, error=?, holds_blob=0 WHERE id=? "
-                "AND status IN ('queued', 'running')",
-                (time.time(), json.dumps(problem), job_id),
-            )
+            return db.execute(text(
+                "UPDATE jobs SET status='failed', finished_at=:now, error=:error, holds_blob=0 WHERE id=:id "
+                f"AND status IN ('queued', 'running'){_ATTEMPT if attempt is not None else ''}"),
+                {"now": time.time(), "error": json.dumps(problem), "id": job_id, "attempt": attempt},
+            ).rowcount == 1
+
+    def mark_dispatched(self, job_id: str) -> None:
+        with self._tx(durable=False) as db:
+            db.execute(text("UPDATE jobs SET dispatched_at=:now WHERE id=:id"),
+                       {"now": time.time(), "id": job_id})
+
+    def undispatched(self, queued_before: float, running_before: float) -> list[str]:
+        """Jobs the broker may have lost (a broker restarted without its data): queued and not handed
+        over since ``queued_before``, or running since before ``running_before`` (past their lease) and
+        not handed over again since. Oldest first."""
+        rows = self._query(
+            "SELECT id FROM jobs WHERE (status='queued' AND COALESCE(dispatched_at, created_at) < :q) "
+            "OR (status='running' AND started_at < :r AND COALESCE(dispatched_at, 0) < :q) ORDER BY seq",
+            {"q": queued_before, "r": running_before})
+        return [r[0] for r in rows]
+
+    def take_chore(self, name: str, owner: str, lease_s: float) -> bool:
+        """A lease on a periodic chore, so that one process of many does it: True when ``owner`` holds it
+        for the next ``lease_s`` seconds."""
+        now = time.time()
+        with self._tx(durable=False) as db:
+            return db.execute(text(
+                "INSERT INTO chores (name, owner, until) VALUES (:name, :owner, :until) ON CONFLICT (name) "
+                "DO UPDATE SET owner=excluded.owner, until=excluded.until "
+                "WHERE chores.until < :now OR chores.owner=:owner"),
+                {"name": name, "owner": owner, "until": now + lease_s, "now": now}).rowcount == 1
 
     def set_model(self, job_id: str, model_id: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE jobs SET model_id=? WHERE id=?", (model_id, job_id))
+            db.execute(text("UPDATE jobs SET model_id=:model WHERE id=:id"),
+                       {"model": model_id, "id": job_id})
 
     def set_output_digest(self, job_id: str, sha256: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE jobs SET output_sha256=? WHERE id=? AND output_sha256 IS NULL",
-                       (sha256, job_id))
+            db.execute(text("UPDATE jobs SET output_sha256=:sha WHERE id=:id AND output_sha256 IS NULL"),
+                       {"sha": sha256, "id": job_id})
 
     def undigested(self) -> list[str]:
         """Succeeded jobs with an artifact whose digest is not yet known (oldest first)."""
@@ -285,15 +230,18 @@ class JobStore:
 
     def delete(self, job_id: str, tenant: str | None) -> JobRecord:
         """Remove a job's record unless it is running (JobConflict). The caller removes its files."""
+        if not storable(job_id):
+            raise JobNotFound(f"no job {job_id}", job_id=job_id)
         with self._tx() as db:
-            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = db.execute(text(f"SELECT {_COLUMNS} FROM jobs WHERE id=:id{self.db.for_update}"),
+                             {"id": job_id}).fetchone()
             if row is None or (tenant is not None and row[2] != tenant):
                 raise JobNotFound(f"no job {job_id}", job_id=job_id)
-            record = _row_to_record(row)
+            record = _row_to_record(tuple(row))
             if record.status == "running":
                 raise JobConflict(f"job {job_id} is running; delete it once it has finished",
                                   job_id=job_id, status=record.status)
-            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+            db.execute(text("DELETE FROM jobs WHERE id=:id"), {"id": job_id})
             files = _drop_files(db, job_id)
         return replace(record, files=files)
 
@@ -301,33 +249,34 @@ class JobStore:
         """After a restart: fail jobs that were running (with ``problem``), return the queued ones
         oldest first."""
         with self._tx() as db:
-            for (job_id,) in db.execute("SELECT id FROM jobs WHERE status='running'").fetchall():
-                db.execute("UPDATE jobs SET status='failed', finished_at=?, error=?, holds_blob=0 WHERE id=?",
-                           (time.time(), json.dumps(problem), job_id))
-            rows = db.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY seq").fetchall()
+            db.execute(text("UPDATE jobs SET status='failed', finished_at=:now, error=:error, holds_blob=0 "
+                            "WHERE status='running'"),
+                       {"now": time.time(), "error": json.dumps(problem)})
+            rows = db.execute(text("SELECT id FROM jobs WHERE status='queued' ORDER BY seq")).fetchall()
         return [r[0] for r in rows]
 
     def expired(self, before: float) -> list[str]:
-        rows = self._query("SELECT id FROM jobs WHERE status IN ('succeeded', 'failed') AND finished_at < ?",
-                           (before,))
+        rows = self._query("SELECT id FROM jobs WHERE status IN ('succeeded', 'failed') "
+                           "AND finished_at < :before", {"before": before})
         return [r[0] for r in rows]
 
     def purge(self, job_id: str) -> tuple[tuple[str, int, str], ...]:
         """Remove a finished job's record; the files it held (the caller releases them)."""
         with self._tx() as db:
-            cur = db.execute("DELETE FROM jobs WHERE id=? AND status IN ('succeeded', 'failed')", (job_id,))
-            return _drop_files(db, job_id) if cur.rowcount else ()
+            deleted = db.execute(text("DELETE FROM jobs WHERE id=:id AND status IN ('succeeded', 'failed')"),
+                                 {"id": job_id}).rowcount
+            return _drop_files(db, job_id) if deleted else ()
 
     def job_files(self, job_id: str) -> tuple[tuple[str, int, str], ...]:
         """The model directory's files a job freezes, by path; () for a single-file job."""
-        rows = self._query("SELECT path, bytes, sha256 FROM job_files WHERE job_id=? ORDER BY path",
-                           (job_id,))
+        rows = self._query(_FILES, {"id": job_id})
         return tuple((str(p), int(n), str(s)) for p, n, s in rows)
 
     def writable(self) -> bool:
         try:
             with self._tx(durable=False) as db:
-                db.execute("INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, ?)", (time.time(),))
+                db.execute(text("INSERT INTO heartbeat (id, at) VALUES (1, :now) "
+                                "ON CONFLICT (id) DO UPDATE SET at=excluded.at"), {"now": time.time()})
         except StoreError:
             return False
         return True
@@ -336,7 +285,8 @@ class JobStore:
 
     def get(self, job_id: str, tenant: str | None = None) -> JobRecord:
         """The job, or JobNotFound (also for another tenant's job: its existence is not disclosed)."""
-        rows = self._query(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,))
+        rows = self._query(f"SELECT {_COLUMNS} FROM jobs WHERE id=:id", {"id": job_id}) \
+            if storable(job_id) else []
         if not rows or (tenant is not None and rows[0][2] != tenant):
             raise JobNotFound(f"no job {job_id}", job_id=job_id)
         return _row_to_record(rows[0])
@@ -344,16 +294,15 @@ class JobStore:
     def list(self, tenant: str | None, limit: int, before_seq: int | None) -> list[JobRecord]:
         """Newest first; ``before_seq`` is the cursor (the seq of the last job of the previous page)."""
         where: list[str] = []
-        args: list[str | int] = []
+        args: dict[str, Any] = {"limit": limit}
         if tenant is not None:
-            where.append("tenant=?")
-            args.append(tenant)
+            where.append("tenant=:tenant")
+            args["tenant"] = tenant
         if before_seq is not None:
-            where.append("seq<?")
-            args.append(before_seq)
+            where.append("seq<:before")
+            args["before"] = before_seq
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._query(f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ?",
-                           (*args, limit))
+        rows = self._query(f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT :limit", args)
         return [_row_to_record(r) for r in rows]
 
     def ids(self) -> set[str]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,13 @@ class Digester:
         self._inflight: dict[str, threading.Event] = {}
         self._thread = threading.Thread(target=self._loop, name="layerfreeze-digests", daemon=True)
 
-    def start(self) -> None:
+    def start(self, catch_up: bool = True) -> None:
+        """Start the background thread; ``catch_up``: first queue every job still without a digest
+        (the embedded mode; in the distributed mode workers compute digests and downloads the rest)."""
         self._thread.start()
-        for job_id in self.store.undigested():
-            self.submit(job_id)
+        if catch_up:
+            for job_id in self.store.undigested():
+                self.submit(job_id)
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -111,8 +116,8 @@ class Digester:
         report = json.loads(path.read_bytes())
         if report.get("output"):
             report["output"]["sha256"] = sha
-            part = path.with_name("report.json.digest.part")
-            part.unlink(missing_ok=True)
+            # A name of its own: another process (an API replica, a worker) may be doing the same.
+            part = path.with_name(f"report.json.digest.{os.getpid()}.{secrets.token_hex(4)}.part")
             write_file(part, json.dumps(report, separators=(",", ":")).encode())
             publish(part, path)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
-from layerfreeze.errors import JobTimeLimit, ModelNotFound, StoreError, WorkerLost
+from layerfreeze.errors import JobNotFound, JobTimeLimit, ModelNotFound, StoreError, WorkerLost
 from layerfreeze.metrics import Metrics
 from layerfreeze.problems import problem_for
 from layerfreeze.settings import Settings
@@ -170,6 +170,24 @@ class _Slot:
                 pool.replaced(replace)
                 self.respawn()
 
+    def run_job(self, record: JobRecord) -> tuple[Outcome, str | None]:
+        """Run one claimed job; never raises (a supervisor's failure is the job's failure)."""
+        self.busy = True
+        try:
+            return self._run(record)
+        except Exception as exc:
+            log.exception("supervisor failed on job %s", record.id)
+            return Outcome(record.id, ok=False, problem=problem_for(exc)), None
+        finally:
+            self.busy = False
+
+    def ensure_alive(self) -> None:
+        """Replace a process that died while idle, before a job is claimed for it."""
+        if not self.alive():
+            self.retire(kill=True)
+            self.pool.replaced("died_idle")
+            self.spawn()
+
     def _call(self, call: _Call) -> None:
         self.busy = True
         replace: str | None = None
@@ -272,7 +290,9 @@ class LocalWorkerPool:
         self._started = False
         self.running = False
 
-    def start(self) -> None:
+    def start(self, supervise: bool = True) -> None:
+        """Start the worker processes and, unless ``supervise`` is False (a caller that drives the slots
+        itself, as ``layerfreeze worker`` does), their supervisor threads."""
         if self._started:
             return
         self._started = True
@@ -281,8 +301,13 @@ class LocalWorkerPool:
         for slot in self._slots:
             slot.await_ready()
         self.running = True
-        for slot in self._slots:
-            slot.thread.start()
+        if supervise:
+            for slot in self._slots:
+                slot.thread.start()
+
+    @property
+    def slots(self) -> list[_Slot]:
+        return list(self._slots)
 
     def stop(self) -> None:
         if not self._started:
@@ -294,7 +319,8 @@ class LocalWorkerPool:
             if not slot.busy:
                 slot.retire(kill=False)
         for slot in self._slots:
-            slot.thread.join(timeout=2)
+            if slot.thread.is_alive():
+                slot.thread.join(timeout=2)
             slot.retire(kill=True)
         self._started = False
 
@@ -329,6 +355,9 @@ class LocalWorkerPool:
 
     def finish(self, record: JobRecord, outcome: Outcome, elapsed: float) -> None:
         try:
+            if not self._latest(record):  # another attempt took the job over: it finishes it
+                log.warning("job %s: attempt %d is stale; its outcome is dropped", record.id, record.attempts)
+                return
             if outcome.ok:
                 if outcome.model is not None:
                     self._record_model(record, outcome.model)
@@ -337,11 +366,11 @@ class LocalWorkerPool:
                     record.id,
                     output_bytes=out.get("bytes") if out else None,
                     output_sha256=out.get("sha256") if out else None,
-                    output_filename=out.get("filename") if out else None,
+                    output_filename=out.get("filename") if out else None, attempt=record.attempts,
                 )
             else:
                 self._discard_outputs(record.id)
-                self.store.fail(record.id, outcome.problem or {})
+                self.store.fail(record.id, outcome.problem or {}, attempt=record.attempts)
                 model_id = record.model_id or record.id
                 if model_id not in self.models.ids():  # a first read that failed: no model appears
                     self.blobs.remove_model(model_id)
@@ -354,6 +383,14 @@ class LocalWorkerPool:
         log.info("job finished", extra={"job_id": record.id, "status": status,
                                          "seconds": round(elapsed, 4)})
         self.on_finished(record.id)
+
+    def _latest(self, record: JobRecord) -> bool:
+        """The job still runs as this attempt."""
+        try:
+            current = self.store.get(record.id)
+        except JobNotFound:
+            return False
+        return current.status == "running" and current.attempts == record.attempts
 
     def _record_model(self, record: JobRecord, model: dict[str, object]) -> None:
         """The job read its upload first: the model now exists (or, when a concurrent upload of the same

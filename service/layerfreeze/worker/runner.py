@@ -330,6 +330,22 @@ def _internal(ident: str, exc: Exception) -> Outcome:
     return Outcome(ident, ok=False, problem=problem)
 
 
+def _end_with_parent() -> None:
+    """Exit when the process that started this one is gone (killed with -9, say): a job of a lost
+    parent is run again elsewhere, and an orphan must not keep writing its files meanwhile."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="layerfreeze-parent-watch", daemon=True).start()
+
+
 def worker_main(conn: Connection, memory_mb: int, log_level: str) -> None:
     """Entry point of a worker process: serve tasks until the pipe closes or a ``None`` arrives."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
@@ -340,6 +356,7 @@ def worker_main(conn: Connection, memory_mb: int, log_level: str) -> None:
     import layerfreeze.freeze  # noqa: F401
 
     _cap_memory(memory_mb)
+    _end_with_parent()
     try:
         conn.send(READY)
     except (BrokenPipeError, OSError):

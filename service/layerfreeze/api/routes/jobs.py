@@ -220,15 +220,14 @@ async def _create_job(request: Request, service: Any, record: JobRecord, wait: f
         service.pool.submit(job_id)
         if event is not None:
             deadline = time.monotonic() + wait_s
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(event.wait(), wait_s)
-            record = service.store.get(job_id)
+            await service.waiters.wait(job_id, event, wait_s)
+            record = await anyio.to_thread.run_sync(service.store.get, job_id)
             if record.status == "succeeded" and not record.dry_run and record.output_sha256 is None:
                 # A waiting client wants the finished job: its output digest too, if it comes in time.
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(anyio.to_thread.run_sync(service.digests.ensure, job_id),
                                            max(0.0, deadline - time.monotonic()))
-                record = service.store.get(job_id)
+                record = await anyio.to_thread.run_sync(service.store.get, job_id)
     finally:
         if event is not None:
             service.waiters.unregister(job_id, event)

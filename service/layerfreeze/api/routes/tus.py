@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -101,7 +102,8 @@ def load_upload(service: Service, upload_id: str, tenant: str | None) -> tuple[U
 
 
 def remove_upload(service: Service, upload_id: str) -> None:
-    for path in _paths(service, upload_id):
+    meta, data = _paths(service, upload_id)
+    for path in (meta, data, data.with_suffix(".lock")):
         with contextlib.suppress(OSError):
             path.unlink()
 
@@ -186,7 +188,7 @@ async def append(upload_id: str, request: Request, service: ServiceDep, tenant: 
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/offset+octet-stream":
         raise UnsupportedMediaType("PATCH takes Content-Type: application/offset+octet-stream")
     info, data = load_upload(service, upload_id, tenant)
-    with _claimed(upload_id, "another PATCH of this upload is in progress"):
+    with _claimed(data, upload_id, "another PATCH of this upload is in progress"):
         offset = data.stat().st_size
         if parse_uint(request.headers.get("upload-offset", "")) != offset:
             raise OffsetMismatch(f"Upload-Offset must be {offset}, the bytes held so far", job_id=upload_id)
@@ -195,14 +197,24 @@ async def append(upload_id: str, request: Request, service: ServiceDep, tenant: 
 
 
 @contextlib.contextmanager
-def _claimed(upload_id: str, busy: str) -> Iterator[None]:
-    """One request at a time works on an upload's bytes; another one meanwhile is a 409 saying ``busy``."""
+def _claimed(data: Path, upload_id: str, busy: str) -> Iterator[None]:
+    """One request at a time works on an upload's bytes; another one meanwhile is a 409 saying ``busy``.
+    Within this process a set says so; across processes (API replicas sharing the data directory) an
+    ``flock`` on ``<id>.lock`` beside the bytes, which the kernel drops however its holder ends."""
     with _active_lock:
         if upload_id in _active:
             raise OffsetMismatch(busy, job_id=upload_id)
         _active.add(upload_id)
     try:
-        yield
+        fd = os.open(data.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise OffsetMismatch(busy, job_id=upload_id) from None
+            yield
+        finally:
+            os.close(fd)
     finally:
         with _active_lock:
             _active.discard(upload_id)
@@ -244,8 +256,8 @@ def take_many(service: Service, upload_ids: list[str], tenant: str | None) -> li
 
     loaded = [load_upload(service, upload_id, tenant) for upload_id in upload_ids]
     with contextlib.ExitStack() as claims:
-        for upload_id in upload_ids:
-            claims.enter_context(_claimed(upload_id, "the upload is still receiving bytes"))
+        for upload_id, (_info, data) in zip(upload_ids, loaded, strict=True):
+            claims.enter_context(_claimed(data, upload_id, "the upload is still receiving bytes"))
         for upload_id, (info, data) in zip(upload_ids, loaded, strict=True):
             size = data.stat().st_size if data.exists() else -1
             if size != info.length:
@@ -275,19 +287,7 @@ def take_many(service: Service, upload_ids: list[str], tenant: str | None) -> li
 def take_complete(service: Service, upload_id: str, tenant: str | None) -> tuple[Path, str, int, str]:
     """For ``POST /v1/models {"upload": id}`` (blocking): the complete upload moved to a temporary file
     and hashed; (path, filename, bytes, sha256). 409 while bytes are missing or a PATCH runs."""
-    import hashlib
-
-    info, data = load_upload(service, upload_id, tenant)
-    with _claimed(upload_id, "the upload is still receiving bytes"):
-        size = data.stat().st_size
-        if size != info.length:
-            raise OffsetMismatch(f"the upload holds {size} of its {info.length} bytes", job_id=upload_id)
-        tmp = service.blobs.temp_path("tus")
-        os.replace(data, tmp)
-        remove_upload(service, upload_id)
-    digest = hashlib.sha256()
-    with open(tmp, "rb") as f:
-        while chunk := f.read(4 << 20):
-            digest.update(chunk)
-    return tmp, info.filename, size, digest.hexdigest()
+    info, _data = load_upload(service, upload_id, tenant)
+    ((tmp, size, sha256),) = take_many(service, [upload_id], tenant)
+    return tmp, info.filename, size, sha256
 
