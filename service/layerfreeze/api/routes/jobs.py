@@ -250,11 +250,26 @@ async def _stored_job_record(request: Request, service: Any, tenant: str, job_id
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
     spec_text = body.spec if isinstance(body.spec, str) else json.dumps(body.spec)
     await check_spec(spec_text.strip() or "{}")  # 422 with pointers before anything is queued
-    model = service.models.get(body.model, tenant if service.settings.tokens else None)
+    model, files = await anyio.to_thread.run_sync(
+        _pin_model, service, body.model, tenant if service.settings.tokens else None)
+    directory = bool(files)
+    return JobRecord(
+        id=job_id, tenant=tenant, status="queued", created_at=time.time(), dry_run=body.dry_run,
+        spec=spec_text.strip() or "{}", input_filename="model" if directory else model.filename,
+        input_bytes=model.bytes,
+        input_sha256=model.sha256, model_id=model.id, inline_digest=False, files=files,
+    )
+
+
+def _pin_model(service: Any, model_id: str,
+               tenant: str | None) -> tuple[Any, tuple[tuple[str, int, str], ...]]:
+    """Blocking: the stored model and, for a directory, its files (path, bytes, sha256), every blob pinned
+    until the job is recorded (a directory's job holds each of its files, as a single file's its blob)."""
+    model = service.models.get(model_id, tenant)
     directory = len(model.files) > 1
     files = tuple((f.path, f.bytes, f.sha256) for f in model.files) if directory else ()
     pinned: list[str] = []
-    try:  # a directory's job holds each of its files, as a single file's job holds its blob
+    try:
         for sha in dict.fromkeys((model.sha256, *(sha for _p, _n, sha in files))):
             service.models.pin(sha, blob=not directory or sha != model.sha256)
             pinned.append(sha)
@@ -262,12 +277,7 @@ async def _stored_job_record(request: Request, service: Any, tenant: str, job_id
         for sha in pinned:
             service.models.unpin(sha)
         raise
-    return JobRecord(
-        id=job_id, tenant=tenant, status="queued", created_at=time.time(), dry_run=body.dry_run,
-        spec=spec_text.strip() or "{}", input_filename="model" if directory else model.filename,
-        input_bytes=model.bytes,
-        input_sha256=model.sha256, model_id=model.id, inline_digest=False, files=files,
-    )
+    return model, files
 
 
 async def _upload_job_record(request: Request, service: Any, tenant: str, job_id: str) -> JobRecord:
@@ -331,8 +341,12 @@ def get_job(job_id: str, service: ServiceDep, tenant: TenantDep) -> JobPublic:
     return job_public(service.store.get(job_id, tenant))
 
 
-def _finished(service: Any, job_id: str, tenant: str | None) -> JobRecord:
+def _finished(service: Any, job_id: str, tenant: str | None, output: bool = False) -> JobRecord:
+    """Blocking: the record of a finished, successful job (409 otherwise); with ``output``, 404 for a dry
+    run, which has none."""
     record = service.store.get(job_id, tenant)
+    if output and record.dry_run:
+        raise JobNotFound(f"job {job_id} was a dry run: it has no output", job_id=job_id)
     if record.status in ("queued", "running"):
         raise JobConflict(f"job {job_id} is {record.status}; try again when it has finished",
                           job_id=job_id, status=record.status)
@@ -345,7 +359,7 @@ def _finished(service: Any, job_id: str, tenant: str | None) -> JobRecord:
 @router.get("/{job_id}/report", responses=_RESPONSES)
 async def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
     """The parameter-state report of a finished job."""
-    _finished(service, job_id, tenant)
+    await anyio.to_thread.run_sync(_finished, service, job_id, tenant)
     path = service.blobs.report_path(job_id)
     try:  # read whole, in a thread: the file is replaced once the output's digest is known
         body = await anyio.to_thread.run_sync(path.read_bytes)
@@ -362,10 +376,7 @@ async def get_report(job_id: str, service: ServiceDep, tenant: TenantDep) -> Res
 async def get_artifact(job_id: str, request: Request, service: ServiceDep, tenant: TenantDep) -> Response:
     """The modified checkpoint: strong ETag and Repr-Digest from its sha256, Range support. For a model
     directory: one uncompressed tar of the output directory (``<name>/<path>`` entries), Range too."""
-    record = service.store.get(job_id, tenant)
-    if record.dry_run:
-        raise JobNotFound(f"job {job_id} was a dry run: it has no artifact", job_id=job_id)
-    record = _finished(service, job_id, tenant)
+    record = await anyio.to_thread.run_sync(_finished, service, job_id, tenant, True)
     directory = await anyio.to_thread.run_sync(_directory_patch, service, record)
     if directory is not None:  # a model directory: one uncompressed tar of the output directory
         return _tar_response(service, *directory, request)
@@ -442,10 +453,7 @@ async def get_file(job_id: str, path: str, request: Request, service: ServiceDep
                    tenant: TenantDep) -> Response:
     """One file of a model directory's output, by its relative path: strong ETag and Repr-Digest from
     its sha256, Range support, as ``/artifact`` for a single file."""
-    record = service.store.get(job_id, tenant)
-    if record.dry_run:
-        raise JobNotFound(f"job {job_id} was a dry run: it has no output", job_id=job_id)
-    record = _finished(service, job_id, tenant)
+    record = await anyio.to_thread.run_sync(_finished, service, job_id, tenant, True)
     directory = await anyio.to_thread.run_sync(_directory_patch, service, record)
     if directory is None:
         raise JobNotFound(f"job {job_id} froze a single file: download it from /v1/jobs/{job_id}/artifact",
@@ -478,10 +486,7 @@ def _segments(service: Any, record: JobRecord) -> list[Segment]:
 async def get_patch(job_id: str, service: ServiceDep, tenant: TenantDep) -> Response:
     """The output as a delta against the stored input (``layerfreeze-patch/1``): a client that holds
     the input rebuilds the output exactly and checks it against ``output.sha256``."""
-    record = service.store.get(job_id, tenant)
-    if record.dry_run:
-        raise JobNotFound(f"job {job_id} was a dry run: it has no artifact", job_id=job_id)
-    record = _finished(service, job_id, tenant)
+    record = await anyio.to_thread.run_sync(_finished, service, job_id, tenant, True)
     path = service.blobs.patch_path(job_id)
     if not path.is_file():
         raise JobNotFound(f"job {job_id} has no patch (its artifact predates stored models)", job_id=job_id)

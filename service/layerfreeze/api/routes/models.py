@@ -416,7 +416,7 @@ async def preview(model_id: str, request: Request, service: ServiceDep, tenant: 
                       "front end that previews on every edit")) -> Response:
     """The report a freeze by this spec would give: no job, nothing written. Computed from the stored
     inventory in a thread, so the event loop keeps serving."""
-    model = service.models.get(model_id, tenant)
+    model = await anyio.to_thread.run_sync(service.models.get, model_id, tenant)
     raw = await request.body()
     if len(raw) > service.settings.max_form_field_bytes:
         raise BadRequest(f"the spec is larger than {service.settings.max_form_field_bytes} bytes")
