@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from testing import child_env
-from testing.procs import descendants, pool_workers
+from testing.procs import descendants, end_session, pool_workers
 from testing.redis import RedisServer
 from testing.service import Service, free_port, setting_name
 
@@ -79,17 +79,7 @@ class WorkerProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        code, self.proc = self.proc.returncode, None
+        code, self.proc = end_session(self.proc, sig, timeout), None
         return code
 
     def kill(self) -> None:

@@ -1,9 +1,15 @@
-"""``/proc`` walkers (Linux): process trees, the service's pool workers, resident memory."""
+"""``/proc`` walkers (Linux): process trees, the service's pool workers, resident memory; ending a
+process started in a session of its own."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
+import signal
+import subprocess
 from pathlib import Path
+from typing import Any
 
 PROC = Path("/proc")
 
@@ -71,3 +77,20 @@ def peak_rss_mib() -> float:
     kib = _status_kib("self", "VmHWM")
     return kib / 1024 if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+
+
+def end_session(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+    """Send ``sig`` to a process started with ``start_new_session`` (SIGTERM: a graceful stop; SIGKILL: a
+    crash), wait up to ``timeout``, then kill whatever is left of its session (children orphaned by a
+    crash must not keep a port or a data directory busy). Its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+    return proc.returncode

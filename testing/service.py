@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import signal
 import socket
 import subprocess
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 
 from testing import child_env
-from testing.procs import descendants, pool_workers, rss_mib
+from testing.procs import descendants, end_session, pool_workers, rss_mib
 
 # Where services that name no database keep their records: None = the SQLite file of their data directory;
 # else a function that makes a fresh database and returns its URL (the tests' --database=postgresql).
@@ -105,17 +104,7 @@ class Service:
         its session (workers orphaned by a crash must not keep the port or the data directory busy)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-        code, self.proc = self.proc.returncode, None
+        code, self.proc = end_session(self.proc, sig, timeout), None
         return code
 
     def kill(self) -> None:

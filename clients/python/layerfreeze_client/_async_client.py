@@ -25,7 +25,7 @@ from ._patch import rebuild, rebuild_directory, sha256_file, single_file
 from ._progress import Progress, ProgressLike
 from ._retry import Retry
 from ._spec import SpecLike, spec_json
-from ._upload import MultipartFiles
+from ._upload import MultipartFiles, MultipartUpload
 
 __all__ = ["AsyncClient"]
 
@@ -100,6 +100,13 @@ class AsyncClient(BaseClient):
         """
         upload = self._upload(model, spec, dry_run)
         params, read_timeout = self._submit_params(wait)
+        return self._job(await self._post_upload("/v1/jobs", upload, progress, params=params,
+                                                 read_timeout=read_timeout))
+
+    async def _post_upload(self, path: str, upload: MultipartUpload | MultipartFiles, progress: ProgressLike,
+                           *, params: Mapping[str, Any] | None = None, read_timeout: float | None = None,
+                           ) -> httpx.Response:
+        """POST a multipart upload with a progress bar; a retry streams it again from the start."""
         with Progress(progress, upload.file_size, f"upload {upload.filename}") as bar:
             attempts = 0
 
@@ -108,11 +115,10 @@ class AsyncClient(BaseClient):
                 if attempts:
                     bar.restart()
                 attempts += 1
-                return self._request("POST", "/v1/jobs", params=params, headers=upload.headers(),
+                return self._request("POST", path, params=params, headers=upload.headers(),
                                      content=upload.async_body(bar), read_timeout=read_timeout)
 
-            response = await self._send(build, replayable=upload.restreamable)
-        return self._job(response)
+            return await self._send(build, replayable=upload.restreamable)
 
     async def job(self, job: JobRef) -> Job:
         return self._job(await self._call("GET", self._job_path(job)))
@@ -301,18 +307,7 @@ class AsyncClient(BaseClient):
         named by its relative path); the model, new or the one already stored. Unsafe names and links are
         refused here, before anything is sent."""
         upload = MultipartFiles(directory_files(directory), file_field="file")
-        with Progress(progress, upload.file_size, f"upload {upload.filename}") as bar:
-            attempts = 0
-
-            def build() -> httpx.Request:
-                nonlocal attempts
-                if attempts:
-                    bar.restart()
-                attempts += 1
-                return self._request("POST", "/v1/models", headers=upload.headers(),
-                                     content=upload.async_body(bar))
-
-            return dict(self._json(await self._send(build)))
+        return dict(self._json(await self._post_upload("/v1/models", upload, progress)))
 
     async def submit_stored(self, model_id: str, spec: SpecLike = None, *, dry_run: bool = False,
                             wait: float = 0) -> Job:
