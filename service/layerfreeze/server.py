@@ -162,9 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(args.host, args.port)
     except StartupError as exc:
+        from layerfreeze.cli.exit_codes import exit_code_for
+
         print(f"layerfreeze-server: error: {exc.detail}", file=sys.stderr)
-        # sysexits EX_CONFIG for a bad setting, as `layerfreeze serve`
-        raise SystemExit(78 if isinstance(exc, InvalidSettings) else 1) from None
+        raise SystemExit(exit_code_for(exc)) from None  # the codes of `layerfreeze serve` (78: a setting)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ def test_a_second_service_on_the_same_data_dir_refuses_and_changes_nothing(
     shared = {k: v for k, v in first.settings.items() if k == "LAYERFREEZE_DATABASE_URL"}
     second = Service(first.data_dir, {"workers": "1", **shared}, env=subprocess_env)
     for module, args in (("layerfreeze.server", ()), ("layerfreeze.cli.main", ("serve",))):
-        err = start_and_fail(second.env, module, args).stderr
+        out = start_and_fail(second.env, module, args)
+        err = out.stderr
+        assert out.returncode == 12, module  # the same code from either entry point
         assert f"the data directory {first.data_dir.resolve()} is in use" in err
         assert first.proc is not None and f"pid {first.proc.pid}" in err
         assert f"127.0.0.1:{first.port}" in err and "LAYERFREEZE_DATA_DIR" in err
@@ -68,6 +70,8 @@ def test_a_port_in_use_is_a_clear_error_naming_the_setting(tmp_path: Path,
         env = {**subprocess_env, "LAYERFREEZE_HOST": "127.0.0.1", "LAYERFREEZE_PORT": str(port),
                "LAYERFREEZE_DATA_DIR": str(tmp_path / "data"), "LAYERFREEZE_WORKERS": "1"}
         for module, args in (("layerfreeze.server", ()), ("layerfreeze.cli.main", ("serve",))):
-            err = start_and_fail(env, module, args).stderr
+            out = start_and_fail(env, module, args)
+            err = out.stderr
+            assert out.returncode == 12, module
             assert f"127.0.0.1:{port} is already in use" in err and "LAYERFREEZE_PORT" in err, err
     assert not (tmp_path / "data" / "jobs").exists()  # refused before the service touched its directory
