@@ -1,7 +1,8 @@
 // The page: load or pick a model, show its tree, preview the spec on every edit, run the job.
 import { ApiError, api, auth, saveFile, uploadDirectory, uploadModel } from "./api.js";
 import { fromDrop, fromPicked } from "./files.js";
-import { PagedList, deleteButton, el } from "./lists.js";
+import { el } from "./dom.js";
+import { PagedList, deleteButton } from "./lists.js";
 import { SpecEditor, formatSpec } from "./spec.js";
 import { Tree, number, percent } from "./tree.js";
 

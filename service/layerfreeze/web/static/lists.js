@@ -1,17 +1,7 @@
 // The stored-model and job lists: a page at a time (the API's cursors), and deleting with a confirmation
 // in place. Every control is a labelled button; an error (a running job's 409, say) shows in the row.
 import { ApiError, api } from "./api.js";
-
-export function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") e.className = v;
-    else if (k in e && typeof v !== "string") e[k] = v;
-    else e.setAttribute(k, v);
-  }
-  e.append(...children);
-  return e;
-}
+import { el } from "./dom.js";
 
 const CONTROLS = "button, a[href]";
 

@@ -1,5 +1,6 @@
 // The spec editor: one spec object, shown twice (rules as rows, and the raw JSON), kept in step both ways.
 // Problems from the service arrive as JSON pointers (/rules/0/names/1) and are shown beside that field.
+import { el } from "./dom.js";
 
 const LIST_KINDS = ["names", "regex", "types", "params"];
 const KINDS = [...LIST_KINDS, "until"];
@@ -11,16 +12,6 @@ const KIND_HELP = {
   until: "a module path: everything defined before it, and it",
 };
 
-function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") e.className = v;
-    else if (k in e && typeof v !== "string") e[k] = v;
-    else e.setAttribute(k, v);
-  }
-  e.append(...children);
-  return e;
-}
 
 /** A rule the rows can show: an action and exactly one selector the rows know. */
 export function simpleKind(rule) {
