@@ -36,10 +36,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Route layerfreeze's and uvicorn's logs through one JSON handler on stderr."""
+    """Route layerfreeze's, uvicorn's, (distributed mode) Celery's and kombu's logs, and Python's warnings,
+    through one JSON handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    for name in ("layerfreeze", "uvicorn", "uvicorn.error"):
+    logging.captureWarnings(True)
+    for name in ("layerfreeze", "uvicorn", "uvicorn.error", "celery", "kombu", "py.warnings"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level)

@@ -3,6 +3,8 @@ cleanly by SIGTERM."""
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 
@@ -47,6 +49,11 @@ def test_worker_stops_cleanly_on_sigterm(make_cluster) -> None:
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.proc.wait(30) == 0, worker.log_tail()
     assert all(gone(pid) for pid in freeze)  # it ended its freeze processes itself
+    # Celery's log records and Python's warnings are JSON lines too (only Celery's printed shutdown
+    # notice is plain text), never in Celery's own "[date: LEVEL/Process] message" format.
+    records = [json.loads(line) for line in worker.log.read_text().splitlines() if line.startswith("{")]
+    assert any(r["logger"].startswith("celery") for r in records), worker.log_tail()
+    assert not re.search(r"^\[\d{4}-\d\d-\d\d ", worker.log.read_text(), re.M), worker.log_tail()
     worker.stop()
     with cluster.client() as c:  # the cluster goes on with the other worker
         assert c.get("/readyz").status_code == 200

@@ -22,6 +22,7 @@ import os
 import queue
 import socket
 import time
+from typing import Any
 
 from layerfreeze.errors import JobNotFound, StoreError, WorkerLost
 from layerfreeze.metrics import Metrics
@@ -112,8 +113,14 @@ class JobRunner:
             log.debug("digest of job %s not computed", job_id, exc_info=True)
 
 
+def _keep_our_logging(**_: Any) -> None:
+    return None
+
+
 def run_worker(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT (a warm shutdown: running jobs finish, within their time limit)."""
+    from celery import signals
+
     blobs = BlobStore(settings.data_dir, private_tmp=True)
     blobs.prepare()
     store = JobStore(blobs.db_path, settings.database_url)
@@ -128,6 +135,9 @@ def run_worker(settings: Settings) -> None:
             # published again from the database once it answers (CeleryQueue.redispatch)
             log.exception("job %s: database error", job_id)
 
+    # Celery sets up no logging of its own when a receiver answers setup_logging: its lines go through
+    # the JSON handler that configure_logging gave the celery and kombu loggers.
+    signals.setup_logging.connect(_keep_our_logging, weak=False)
     runner.start()
     log.info("layerfreeze worker ready", extra={"broker": describe(app), "workers": settings.workers,
                                                 "data_dir": str(blobs.root)})
