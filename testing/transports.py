@@ -103,16 +103,21 @@ class AsyncHoldsFirstPatch(_BreaksFirstPatch, httpx.AsyncHTTPTransport):
 
 
 class AsyncGateway(httpx.AsyncHTTPTransport):
-    """Passes requests on and records each one's method and path; ``refuse`` is a path prefix it answers
-    with 404 itself, as a gateway that does not route it (e.g. ``/v1/uploads``)."""
+    """Passes requests on and records them; ``refuse`` is a path prefix it answers with 404 itself, as a
+    gateway that does not route it (e.g. ``/v1/uploads``)."""
 
     def __init__(self, refuse: str | None = None) -> None:
         super().__init__()
         self.refuse = refuse
-        self.calls: list[tuple[str, str]] = []
+        self.requests: list[httpx.Request] = []
+
+    @property
+    def calls(self) -> list[tuple[str, str]]:
+        """Each request's method and path."""
+        return [(r.method, r.url.path) for r in self.requests]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.calls.append((request.method, request.url.path))
+        self.requests.append(request)
         if self.refuse is not None and request.url.path.startswith(self.refuse):
             return httpx.Response(404, text="not found", request=request)
         return await super().handle_async_request(request)

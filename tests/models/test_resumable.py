@@ -169,3 +169,24 @@ def test_async_client_sends_one_multipart_request_without_resumable_uploads(serv
     assert gateway.calls == [("OPTIONS", "/v1/uploads"), ("POST", "/v1/models")]  # asked, went without
     assert by_form["id"] == by_tus["id"]
     assert _stored(data_dir, by_form["sha256"]) == src.read_bytes()
+
+
+def test_async_freeze_with_delta_skips_the_upload_of_a_stored_file(service, tmp_path: Path) -> None:
+    url, _ = service
+    src = save(build("cnn", seed=37), tmp_path / "c.pt", "checkpoint")
+    gateway = AsyncGateway()
+
+    async def run() -> tuple[dict, Path]:
+        async with AsyncClient(url, token=TOKENS["alice"]) as c:
+            stored = await c.upload_model(src)
+        async with AsyncClient(url, token=TOKENS["alice"], transport=gateway) as c:
+            result = await c.freeze(src, {"rules": [{"action": "freeze", "names": ["*"]}]},
+                                    tmp_path / "out.pt", progress=False, delta=True)
+        assert result.job.model == stored["id"]
+        return stored, result.output
+
+    _stored_model, output = asyncio.run(run())
+    assert not [c for c in gateway.calls if c[0] in ("PATCH", "POST") and "upload" in c[1]]
+    jobs = [r for r in gateway.requests if (r.method, r.url.path) == ("POST", "/v1/jobs")]
+    assert [r.headers["content-type"] for r in jobs] == ["application/json"]  # by the stored model's id
+    assert output.is_file()

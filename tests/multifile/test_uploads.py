@@ -443,3 +443,32 @@ def test_async_client_without_resumable_uploads_sends_one_multipart_request(
     by_form, by_tus = asyncio.run(run())
     assert gateway.calls == [("OPTIONS", "/v1/uploads"), ("POST", "/v1/models")]
     assert by_form["id"] == by_tus["id"]
+
+
+def test_async_client_freezes_a_directory_through_tus_and_skips_a_stored_upload(
+        url: str, gpt2: dict[str, Path], tmp_path: Path) -> None:
+    """``freeze`` uploads each file resumably; with ``delta=True`` it hashes them first and, the
+    directory being stored, uploads nothing; both outputs are the same files."""
+    import asyncio
+
+    from layerfreeze_client import AsyncClient
+
+    from testing.transports import AsyncGateway
+
+    src = gpt2["safetensors"]
+    first, second = AsyncGateway(), AsyncGateway()
+
+    async def run() -> tuple[Any, Any]:
+        async with AsyncClient(url, transport=first) as client:
+            frozen = await client.freeze(src, SPEC, tmp_path / "out", progress=False)
+        async with AsyncClient(url, transport=second) as client:
+            again = await client.freeze(src, SPEC, tmp_path / "again", progress=False, delta=True)
+        return frozen, again
+
+    frozen, again = asyncio.run(run())
+    n = len(directory_files(src))
+    assert sum(c == ("POST", "/v1/uploads") for c in first.calls) == n
+    assert sum(m == "PATCH" for m, _p in first.calls) == n
+    assert not [c for c in second.calls if c[1].startswith("/v1/uploads")]
+    assert again.job.model == frozen.job.model
+    assert directory_files(tmp_path / "again") == directory_files(tmp_path / "out")
