@@ -3,6 +3,7 @@ stored model is byte-identical to the file; the Python client resumes by itself.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import socket
@@ -11,10 +12,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fixtures.models import build, save
-from layerfreeze_client import Client, Retry
+from layerfreeze_client import AsyncClient, Client, Retry
 
 from models.conftest import TOKENS, client
-from testing.transports import DropsFirstPatch, HoldsFirstPatch
+from testing.transports import (
+    AsyncDropsFirstPatch,
+    AsyncGateway,
+    AsyncHoldsFirstPatch,
+    DropsFirstPatch,
+    HoldsFirstPatch,
+)
 
 TUS = {"tus-resumable": "1.0.0"}
 OCTETS = "application/offset+octet-stream"
@@ -118,3 +125,68 @@ def test_malformed_upload_numbers_are_4xx_and_change_nothing(service, tmp_path: 
         assert status.split()[1] in (b"409", b"431"), (bad[:8], status)
     with client(url) as c:
         assert c.head(location, headers=TUS).headers["upload-offset"] == "0"  # nothing was taken
+
+
+def _stored(data_dir: Path, sha: str) -> bytes:
+    return (data_dir / "blobs" / sha[:2] / sha).read_bytes()
+
+
+def test_async_client_uploads_resumably_and_resumes_by_itself(service, tmp_path: Path) -> None:
+    """A whole upload is one PATCH; a dropped PATCH and one the service still holds are resumed, and
+    the stored model is byte-identical to the file each time."""
+    url, data_dir = service
+    fast = Retry(retries=6, backoff=0.2)
+
+    async def upload(src: Path, transport: AsyncDropsFirstPatch | AsyncHoldsFirstPatch) -> dict:
+        async with AsyncClient(url, token=TOKENS["alice"], transport=transport, retry=fast) as c:
+            return await c.upload_model(src)
+
+    for seed, transport in ((34, AsyncDropsFirstPatch()), (35, AsyncHoldsFirstPatch(hold=1.0))):
+        src = save(build("cnn", seed=seed), tmp_path / f"c{seed}.pt", "checkpoint")
+        model = asyncio.run(upload(src, transport))
+        sha = hashlib.sha256(src.read_bytes()).hexdigest()
+        assert transport.patches >= 2  # the broken PATCH, then the rest from the service's offset
+        assert model["sha256"] == sha and model["files"][0]["path"] == src.name
+        assert _stored(data_dir, sha) == src.read_bytes()
+
+
+def test_async_client_sends_one_multipart_request_without_resumable_uploads(service, tmp_path: Path
+                                                                             ) -> None:
+    """Behind a gateway that does not pass /v1/uploads the model goes as one multipart request, and it
+    is the same stored model as by tus."""
+    url, data_dir = service
+    src = save(build("cnn", seed=36), tmp_path / "c.pt", "checkpoint")
+    gateway = AsyncGateway(refuse="/v1/uploads")
+
+    async def upload() -> tuple[dict, dict]:
+        async with AsyncClient(url, token=TOKENS["alice"], transport=gateway) as c:
+            by_form = await c.upload_model(src)
+        async with AsyncClient(url, token=TOKENS["alice"]) as c:
+            by_tus = await c.upload_model(src)
+        return by_form, by_tus
+
+    by_form, by_tus = asyncio.run(upload())
+    assert gateway.calls == [("OPTIONS", "/v1/uploads"), ("POST", "/v1/models")]  # asked, went without
+    assert by_form["id"] == by_tus["id"]
+    assert _stored(data_dir, by_form["sha256"]) == src.read_bytes()
+
+
+def test_async_freeze_with_delta_skips_the_upload_of_a_stored_file(service, tmp_path: Path) -> None:
+    url, _ = service
+    src = save(build("cnn", seed=37), tmp_path / "c.pt", "checkpoint")
+    gateway = AsyncGateway()
+
+    async def run() -> tuple[dict, Path]:
+        async with AsyncClient(url, token=TOKENS["alice"]) as c:
+            stored = await c.upload_model(src)
+        async with AsyncClient(url, token=TOKENS["alice"], transport=gateway) as c:
+            result = await c.freeze(src, {"rules": [{"action": "freeze", "names": ["*"]}]},
+                                    tmp_path / "out.pt", progress=False, delta=True)
+        assert result.job.model == stored["id"]
+        return stored, result.output
+
+    _stored_model, output = asyncio.run(run())
+    assert not [c for c in gateway.calls if c[0] in ("PATCH", "POST") and "upload" in c[1]]
+    jobs = [r for r in gateway.requests if (r.method, r.url.path) == ("POST", "/v1/jobs")]
+    assert [r.headers["content-type"] for r in jobs] == ["application/json"]  # by the stored model's id
+    assert output.is_file()

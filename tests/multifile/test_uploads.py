@@ -383,3 +383,92 @@ def test_a_lost_answer_to_the_directory_request_is_replayed_not_refused(
         model = client.upload_directory(src)  # the retry carries the same Idempotency-Key
     assert transport.lost
     assert sorted(f["path"] for f in model["files"]) == sorted(directory_files(src))
+
+
+def test_async_client_uploads_a_directory_resumably_and_resumes_by_itself(
+        service: tuple[str, Path], gpt2: dict[str, Path], tmp_path: Path) -> None:
+    """Each file goes as a tus upload and all become one model; a PATCH dropped inside a file and one
+    the service still holds are resumed, and every stored file is byte-identical to the local one."""
+    import asyncio
+    import hashlib
+
+    from layerfreeze_client import AsyncClient, Retry
+    from layerfreeze_client._patch import listing_sha256
+
+    from testing.transports import AsyncDropsFirstPatch, AsyncGateway, AsyncHoldsFirstPatch
+
+    url, data_dir = service
+    for name, transport in (("plain", AsyncGateway()), ("dropped", AsyncDropsFirstPatch()),
+                            ("held", AsyncHoldsFirstPatch(hold=1.0))):
+        src = shutil.copytree(gpt2["safetensors"], tmp_path / name)
+        (src / "README.md").write_text(f"a directory this service has not seen: {name}\n")
+        files = directory_files(src)
+
+        async def run(src: Path = src, transport: httpx.AsyncBaseTransport = transport) -> dict[str, Any]:
+            async with AsyncClient(url, transport=transport, retry=Retry(retries=6, backoff=0.2)) as client:
+                return await client.upload_directory(src)
+
+        model = asyncio.run(run())
+        digests = {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
+        assert model["sha256"] == listing_sha256(digests), name
+        assert sorted(f["path"] for f in model["files"]) == sorted(files)
+        for path, sha in digests.items():
+            assert (data_dir / "blobs" / sha[:2] / sha).read_bytes() == files[path], (name, path)
+        if isinstance(transport, AsyncGateway):
+            uploads = [p for m, p in transport.calls if m == "POST" and p == "/v1/uploads"]
+            patched = {p for m, p in transport.calls if m == "PATCH"}
+            assert len(uploads) == len(patched) == len(files)
+            for upload in patched:  # taken over by the model
+                assert httpx.head(f"{url}{upload}", headers=TUS, timeout=10).status_code == 404
+        else:
+            assert transport.dropped and transport.patches > len(files)  # one file took a second PATCH
+
+
+def test_async_client_without_resumable_uploads_sends_one_multipart_request(
+        url: str, gpt2: dict[str, Path]) -> None:
+    import asyncio
+
+    from layerfreeze_client import AsyncClient
+
+    from testing.transports import AsyncGateway
+
+    gateway = AsyncGateway(refuse="/v1/uploads")
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with AsyncClient(url, transport=gateway) as client:
+            by_form = await client.upload_directory(gpt2["bin"])
+        async with AsyncClient(url) as client:
+            return by_form, await client.upload_directory(gpt2["bin"])
+
+    by_form, by_tus = asyncio.run(run())
+    assert gateway.calls == [("OPTIONS", "/v1/uploads"), ("POST", "/v1/models")]
+    assert by_form["id"] == by_tus["id"]
+
+
+def test_async_client_freezes_a_directory_through_tus_and_skips_a_stored_upload(
+        url: str, gpt2: dict[str, Path], tmp_path: Path) -> None:
+    """``freeze`` uploads each file resumably; with ``delta=True`` it hashes them first and, the
+    directory being stored, uploads nothing; both outputs are the same files."""
+    import asyncio
+
+    from layerfreeze_client import AsyncClient
+
+    from testing.transports import AsyncGateway
+
+    src = gpt2["safetensors"]
+    first, second = AsyncGateway(), AsyncGateway()
+
+    async def run() -> tuple[Any, Any]:
+        async with AsyncClient(url, transport=first) as client:
+            frozen = await client.freeze(src, SPEC, tmp_path / "out", progress=False)
+        async with AsyncClient(url, transport=second) as client:
+            again = await client.freeze(src, SPEC, tmp_path / "again", progress=False, delta=True)
+        return frozen, again
+
+    frozen, again = asyncio.run(run())
+    n = len(directory_files(src))
+    assert sum(c == ("POST", "/v1/uploads") for c in first.calls) == n
+    assert sum(m == "PATCH" for m, _p in first.calls) == n
+    assert not [c for c in second.calls if c[1].startswith("/v1/uploads")]
+    assert again.job.model == frozen.job.model
+    assert directory_files(tmp_path / "again") == directory_files(tmp_path / "out")

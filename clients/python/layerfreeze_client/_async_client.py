@@ -16,16 +16,16 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from ._base import MAX_SERVER_WAIT, BaseClient, JobRef, default_output
+from ._base import MAX_SERVER_WAIT, TUS_HEADERS, BaseClient, JobRef, default_output
 from ._directory import check_paths, default_output_dir, directory_files, publish_dir, staging_dir
 from ._download import DownloadSink
 from ._errors import APIError, IntegrityError, TransportError, WaitTimeout
 from ._models import FreezeResult, Job, JobPage, Report
-from ._patch import rebuild, rebuild_directory, sha256_file, single_file
+from ._patch import listing_sha256, rebuild, rebuild_directory, sha256_file, single_file
 from ._progress import Progress, ProgressLike
 from ._retry import Retry
 from ._spec import SpecLike, spec_json
-from ._upload import MultipartFiles, MultipartUpload
+from ._upload import FileTail, MultipartFiles, MultipartUpload
 
 __all__ = ["AsyncClient"]
 
@@ -246,14 +246,19 @@ class AsyncClient(BaseClient):
                                                 timeout=timeout, delta=delta)
         start = time.monotonic()
         wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
-        job = await self.submit(model_path, spec, wait=wait, progress=progress)
+        local = await anyio.to_thread.run_sync(sha256_file, model_path) if delta else None
+        stored = await self.find_model(local) if local else None
+        if stored is not None:
+            job = await self.submit_stored(stored["id"], spec, wait=wait)
+        else:
+            job = await self.submit(model_path, spec, wait=wait, progress=progress)
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
         job = await self.wait(job, left)
         report = await self.report(job)
         target = Path(output) if output is not None else default_output(model_path)
         digest = report.output.sha256 if report.output else None
         if delta is not False and job.links.patch and job.output is not None:
-            local = await anyio.to_thread.run_sync(sha256_file, model_path)
+            local = local or await anyio.to_thread.run_sync(sha256_file, model_path)
             if delta or job.input.sha256 == local:
                 with contextlib.suppress(IntegrityError, APIError):
                     patch = single_file(await self.patch(job))
@@ -267,13 +272,18 @@ class AsyncClient(BaseClient):
     async def _freeze_directory(self, model_dir: str | os.PathLike[str], spec: SpecLike,
                                 output: str | os.PathLike[str] | None, *, progress: ProgressLike,
                                 timeout: float | None, delta: bool | None) -> FreezeResult:
-        """As ``Client.freeze`` on a directory, the upload being one multipart request."""
+        """As ``Client.freeze`` on a directory: each file a resumable upload when the service offers them;
+        ``delta=True`` hashes the files first and skips the upload when the service stores them."""
         start = time.monotonic()
         files = directory_files(model_dir)
         target = Path(output) if output is not None else default_output_dir(model_dir)
         staging = staging_dir(target)
         try:
-            model = await self.upload_directory(model_dir, progress=progress)
+            stored = None
+            if delta:
+                digests = {p: await anyio.to_thread.run_sync(sha256_file, f) for p, f in files.items()}
+                stored = await self.find_model(listing_sha256(digests))
+            model = stored or await self.upload_directory(model_dir, progress=progress)
             wait = MAX_SERVER_WAIT if timeout is None else min(timeout, MAX_SERVER_WAIT)
             job = await self.submit_stored(model["id"], spec, wait=wait)
             left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
@@ -301,13 +311,85 @@ class AsyncClient(BaseClient):
             raise
         return FreezeResult(job=job, report=report, output=target)
 
-    async def upload_directory(self, directory: str | os.PathLike[str], *,
-                               progress: ProgressLike = False) -> dict[str, Any]:
-        """Store a model directory as one model (one multipart request, a ``file`` part per file, each
-        named by its relative path); the model, new or the one already stored. Unsafe names and links are
-        refused here, before anything is sent."""
-        upload = MultipartFiles(directory_files(directory), file_field="file")
+    async def find_model(self, sha256: str) -> dict[str, Any] | None:
+        """This token's stored model with that content, or None (then upload it; also from a service
+        that has no stored models)."""
+        return self._found_model(await self._call("GET", "/v1/models", params={"sha256": sha256, "limit": 1}))
+
+    async def upload_model(self, model: str | os.PathLike[str] | Any, *, progress: ProgressLike = False,
+                           resumable: bool = True) -> dict[str, Any]:
+        """As ``Client.upload_model``: a path goes as a resumable upload (tus 1.0) when the service offers
+        it, resuming by itself after a dropped connection; else (or ``resumable=False``) one multipart
+        request. The model, new or the one already stored."""
+        if isinstance(model, str | os.PathLike) and Path(model).is_dir():
+            return await self.upload_directory(model, progress=progress, resumable=resumable)
+        if resumable and isinstance(model, str | os.PathLike) and await self._tus_limits() is not None:
+            upload_id = await self.upload_resumable(model, progress=progress)
+            return dict(self._json(await self._post_taking("/v1/models", {"upload": upload_id})))
+        upload = MultipartUpload(model, {}, file_field="file")
         return dict(self._json(await self._post_upload("/v1/models", upload, progress)))
+
+    async def upload_directory(self, directory: str | os.PathLike[str], *, progress: ProgressLike = False,
+                               resumable: bool = True) -> dict[str, Any]:
+        """As ``Client.upload_directory``: each file a resumable upload when the service offers them, then
+        one request names them all; otherwise one multipart request with a ``file`` part per file. Unsafe
+        names, links and a directory over the service's limits are refused before anything is sent."""
+        tus = await self._tus_limits() if resumable else None
+        limits = tus or {}
+        files = directory_files(directory, max_files=limits.get("files"), max_bytes=limits.get("bytes"))
+        if tus is not None:
+            named = [{"path": rel, "upload": await self.upload_resumable(path, progress=progress)}
+                     for rel, path in files.items()]
+            return dict(self._json(await self._post_taking("/v1/models", {"files": named})))
+        upload = MultipartFiles(files, file_field="file")
+        return dict(self._json(await self._post_upload("/v1/models", upload, progress)))
+
+    async def _post_taking(self, path: str, body: dict[str, Any], patience: float = 600.0) -> httpx.Response:
+        """As ``Client._post_taking``: one Idempotency-Key; waits while the first request still runs."""
+        headers, content = self._taking_request(body)
+        deadline = time.monotonic() + patience
+        while True:
+            response = await self._call("POST", path, headers=headers, content=content)
+            delay = self._taking_busy(response)
+            if delay is None or time.monotonic() > deadline:
+                return response
+            await anyio.sleep(delay)
+
+    async def _tus_limits(self) -> dict[str, int] | None:
+        return self._tus_limits_of(await self._call("OPTIONS", "/v1/uploads"))
+
+    async def upload_resumable(self, path: str | os.PathLike[str], *, progress: ProgressLike = False,
+                               chunk_size: int = 1 << 20) -> str:
+        """As ``Client.upload_resumable``: tus 1.0 under ``/v1/uploads``, resuming after dropped connections
+        within the retry policy, the file read in a worker thread; the upload's id."""
+        path = Path(path)
+        size = (await anyio.Path(path).stat()).st_size
+        created = await self._call("POST", "/v1/uploads", headers=self._tus_create_headers(path, size))
+        self._raise_for_status(created)
+        location = created.headers["location"]
+        offset, attempt = 0, 0
+        with Progress(progress, size, f"upload {path.name}") as bar:
+            while offset < size:
+                body = FileTail(path, offset, bar, chunk_size)
+                try:
+                    response = await self._http.send(self._tus_patch(location, offset, body.async_body()))
+                    patched = self._tus_patched(response, attempt)
+                    if patched is not None:
+                        offset = patched
+                        if offset != bar.done:  # the service kept fewer bytes than were read: count those
+                            bar.restart(offset)
+                        continue
+                    delay = self.retry.backoff_delay(attempt)
+                except httpx.TransportError as exc:
+                    delay = self.retry.delay_for_error(exc, attempt)
+                    if delay is None:
+                        raise TransportError(f"upload of {path.name} broke off at byte {offset}: {exc}"
+                                             ) from exc
+                await anyio.sleep(delay)
+                attempt += 1
+                offset = self._tus_offset(await self._call("HEAD", location, headers=TUS_HEADERS))
+                bar.restart(offset)  # resume where the service's bytes end
+        return location.rsplit("/", 1)[-1]
 
     async def submit_stored(self, model_id: str, spec: SpecLike = None, *, dry_run: bool = False,
                             wait: float = 0) -> Job:

@@ -6,9 +6,11 @@ decision about what to send and what an answer means is made here, once.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Union
@@ -24,6 +26,8 @@ from ._upload import MultipartUpload
 __all__ = ["DEFAULT_URL", "BaseClient", "JobRef"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+TUS_VERSION = "1.0.0"
+TUS_HEADERS = {"tus-resumable": TUS_VERSION}
 MAX_SERVER_WAIT = 60  # the service clamps ?wait= to this
 JobRef = Union[Job, str]  # noqa: UP007 (a runtime alias)
 
@@ -96,6 +100,69 @@ class BaseClient:
     def _submit_params(self, wait: float) -> tuple[dict[str, Any], float]:
         wait_s = max(0, min(MAX_SERVER_WAIT, int(wait)))
         return ({"wait": wait_s} if wait_s else {}), self.timeout + wait_s
+
+    # -- resumable uploads (tus 1.0) and the request that takes them over --------------------------------
+
+    @staticmethod
+    def _tus_limits_of(response: httpx.Response) -> dict[str, int] | None:
+        """From the answer to OPTIONS /v1/uploads: None when the service takes no resumable uploads; else
+        its limits as it states them (the total bytes of a model, and the files of a model directory)."""
+        if response.status_code != 204 or response.headers.get("tus-resumable") != TUS_VERSION:
+            return None
+        limits = {}
+        for key, header in (("bytes", "tus-max-size"), ("files", "layerfreeze-max-model-files")):
+            value = response.headers.get(header, "")
+            if value.isdigit():
+                limits[key] = int(value)
+        return limits
+
+    @staticmethod
+    def _tus_create_headers(path: Path, size: int) -> dict[str, str]:
+        name = base64.b64encode(path.name.encode()).decode()
+        return {**TUS_HEADERS, "upload-length": str(size), "upload-metadata": f"filename {name}"}
+
+    def _tus_patch(self, location: str, offset: int, content: Any) -> httpx.Request:
+        """A PATCH sending the upload's bytes from ``offset`` (``content``: the rest of the file)."""
+        return self._request("PATCH", location, content=content, headers={
+            **TUS_HEADERS, "upload-offset": str(offset), "content-type": "application/offset+octet-stream"})
+
+    def _tus_patched(self, response: httpx.Response, attempt: int) -> int | None:
+        """The service's offset after a PATCH; None when it answers 409 after a break, within the retry
+        policy: it may still hold the broken PATCH until it notices the hang-up (and keep more bytes than
+        the client knew), so wait, then ask for the offset. Any other error is raised."""
+        if response.status_code == 409 and 0 < attempt < self.retry.retries:
+            return None
+        self._raise_for_status(response)
+        return int(response.headers["upload-offset"])
+
+    def _tus_offset(self, head: httpx.Response) -> int:
+        """Where the service's bytes of an upload end (the answer to HEAD)."""
+        self._raise_for_status(head)
+        return int(head.headers["upload-offset"])
+
+    @staticmethod
+    def _taking_request(body: dict[str, Any]) -> tuple[dict[str, str], bytes]:
+        """Headers and content of a POST that takes something over (complete uploads become a model).
+        It carries an Idempotency-Key, so a retry after a lost answer gets that answer rather than a 404
+        for uploads already taken."""
+        headers = {"content-type": "application/json", "idempotency-key": secrets.token_hex(16)}
+        return headers, json.dumps(body).encode()
+
+    def _taking_busy(self, response: httpx.Response) -> float | None:
+        """How long to wait before asking again while the first request with that key still runs (409,
+        key in use); None when this answer is the one to use."""
+        problem = self._decode(response) if response.status_code == 409 else None
+        if not (isinstance(problem, dict) and str(problem.get("type")).endswith("idempotency-key-in-use")):
+            return None
+        return min(5.0, parse_retry_after(response.headers.get("retry-after")) or 1.0)
+
+    def _found_model(self, response: httpx.Response) -> dict[str, Any] | None:
+        """The stored model a ``GET /v1/models?sha256=`` found, or None (also from a service that has no
+        stored models)."""
+        if response.status_code in (404, 405):
+            return None
+        items = self._json(response).get("items") or []
+        return dict(items[0]) if items else None
 
     # -- response parsing ---------------------------------------------------------------------------------
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -16,22 +14,18 @@ from urllib.parse import quote
 
 import httpx
 
-from ._base import MAX_SERVER_WAIT, BaseClient, JobRef, default_output
+from ._base import MAX_SERVER_WAIT, TUS_HEADERS, BaseClient, JobRef, default_output
 from ._directory import check_paths, default_output_dir, directory_files, publish_dir, staging_dir
 from ._download import DownloadSink
 from ._errors import APIError, IntegrityError, TransportError, WaitTimeout
 from ._models import FreezeResult, Job, JobPage, Report
 from ._patch import listing_sha256, rebuild, rebuild_directory, sha256_file, single_file
 from ._progress import Progress, ProgressLike
-from ._retry import Retry, parse_retry_after
+from ._retry import Retry
 from ._spec import SpecLike, spec_json
-from ._upload import MultipartFiles, MultipartUpload
+from ._upload import FileTail, MultipartFiles, MultipartUpload
 
 __all__ = ["Client"]
-
-TUS_VERSION = "1.0.0"
-
-
 
 class Client(BaseClient):
     """Talks to a layerfreeze service. Use as a context manager (or call ``close()``).
@@ -322,12 +316,7 @@ class Client(BaseClient):
     def find_model(self, sha256: str) -> dict[str, Any] | None:
         """This token's stored model with that content, or None (then upload it; also from a service
         that has no stored models)."""
-        response = self._call("GET", "/v1/models", params={"sha256": sha256, "limit": 1})
-        if response.status_code in (404, 405):
-            return None
-        page = self._json(response)
-        items = page.get("items") or []
-        return dict(items[0]) if items else None
+        return self._found_model(self._call("GET", "/v1/models", params={"sha256": sha256, "limit": 1}))
 
     def upload_model(self, model: str | os.PathLike[str] | Any, *, progress: ProgressLike = False,
                      resumable: bool = True) -> dict[str, Any]:
@@ -338,7 +327,7 @@ class Client(BaseClient):
         """
         if isinstance(model, str | os.PathLike) and Path(model).is_dir():
             return self.upload_directory(model, progress=progress, resumable=resumable)
-        if resumable and isinstance(model, str | os.PathLike) and self._speaks_tus():
+        if resumable and isinstance(model, str | os.PathLike) and self._tus_limits() is not None:
             upload_id = self.upload_resumable(model, progress=progress)
             return dict(self._json(self._post_taking("/v1/models", {"upload": upload_id})))
         upload = MultipartUpload(model, {}, file_field="file")
@@ -362,35 +351,19 @@ class Client(BaseClient):
         return dict(self._json(self._post_upload("/v1/models", upload, progress)))
 
     def _post_taking(self, path: str, body: dict[str, Any], patience: float = 600.0) -> httpx.Response:
-        """POST a JSON body that takes something over (complete uploads become a model). It carries an
-        Idempotency-Key, so a retry after a lost answer gets that answer rather than a 404 for uploads
-        already taken; while the first request still runs (409, key in use) it waits and asks again."""
-        headers = {"content-type": "application/json", "idempotency-key": secrets.token_hex(16)}
-        content = json.dumps(body).encode()
+        """POST a JSON body that takes something over, with an Idempotency-Key; while the first request
+        still runs (409, key in use) it waits and asks again."""
+        headers, content = self._taking_request(body)
         deadline = time.monotonic() + patience
         while True:
             response = self._call("POST", path, headers=headers, content=content)
-            problem = self._decode(response) if response.status_code == 409 else None
-            busy = isinstance(problem, dict) and str(problem.get("type")).endswith("idempotency-key-in-use")
-            if not busy or time.monotonic() > deadline:
+            delay = self._taking_busy(response)
+            if delay is None or time.monotonic() > deadline:
                 return response
-            time.sleep(min(5.0, parse_retry_after(response.headers.get("retry-after")) or 1.0))
-
-    def _speaks_tus(self) -> bool:
-        return self._tus_limits() is not None
+            time.sleep(delay)
 
     def _tus_limits(self) -> dict[str, int] | None:
-        """None when the service takes no resumable uploads; else its limits as it states them (the
-        total bytes of a model, and the files of a model directory)."""
-        response = self._call("OPTIONS", "/v1/uploads")
-        if response.status_code != 204 or response.headers.get("tus-resumable") != TUS_VERSION:
-            return None
-        limits = {}
-        for key, header in (("bytes", "tus-max-size"), ("files", "layerfreeze-max-model-files")):
-            value = response.headers.get(header, "")
-            if value.isdigit():
-                limits[key] = int(value)
-        return limits
+        return self._tus_limits_of(self._call("OPTIONS", "/v1/uploads"))
 
     def upload_resumable(self, path: str | os.PathLike[str], *, progress: ProgressLike = False,
                          chunk_size: int = 1 << 20) -> str:
@@ -398,35 +371,21 @@ class Client(BaseClient):
         the retry policy allows; the upload's id (``POST /v1/models {"upload": id}`` makes it a model)."""
         path = Path(path)
         size = path.stat().st_size
-        name = base64.b64encode(path.name.encode()).decode()
-        created = self._call("POST", "/v1/uploads", headers={
-            "tus-resumable": TUS_VERSION, "upload-length": str(size), "upload-metadata": f"filename {name}"})
+        created = self._call("POST", "/v1/uploads", headers=self._tus_create_headers(path, size))
         self._raise_for_status(created)
         location = created.headers["location"]
-        upload_id = location.rsplit("/", 1)[-1]
         offset, attempt = 0, 0
         with Progress(progress, size, f"upload {path.name}") as bar:
             while offset < size:
-                def body(start: int = offset) -> Iterator[bytes]:
-                    with open(path, "rb") as f:
-                        f.seek(start)
-                        while chunk := f.read(chunk_size):
-                            bar.update(len(chunk))
-                            yield chunk
-
+                body = FileTail(path, offset, bar, chunk_size)
                 try:
-                    response = self._http.send(self._request(
-                        "PATCH", location, content=body(), headers={
-                            "tus-resumable": TUS_VERSION, "upload-offset": str(offset),
-                            "content-type": "application/offset+octet-stream"}))
-                    if not (response.status_code == 409 and 0 < attempt < self.retry.retries):
-                        self._raise_for_status(response)
-                        offset = int(response.headers["upload-offset"])
+                    response = self._http.send(self._tus_patch(location, offset, body.sync_body()))
+                    patched = self._tus_patched(response, attempt)
+                    if patched is not None:
+                        offset = patched
                         if offset != bar.done:  # the service kept fewer bytes than were read: count those
                             bar.restart(offset)
                         continue
-                    # After a break the service may still hold the broken PATCH until it notices the
-                    # hang-up, and it may keep more bytes than we knew: wait, then ask for the offset.
                     delay = self.retry.backoff_delay(attempt)
                 except httpx.TransportError as exc:
                     delay = self.retry.delay_for_error(exc, attempt)
@@ -435,11 +394,9 @@ class Client(BaseClient):
                                              ) from exc
                 time.sleep(delay)
                 attempt += 1
-                head = self._call("HEAD", location, headers={"tus-resumable": TUS_VERSION})
-                self._raise_for_status(head)
-                offset = int(head.headers["upload-offset"])  # resume where the service's bytes end
-                bar.restart(offset)
-        return upload_id
+                offset = self._tus_offset(self._call("HEAD", location, headers=TUS_HEADERS))
+                bar.restart(offset)  # resume where the service's bytes end
+        return location.rsplit("/", 1)[-1]
 
     def submit_stored(self, model_id: str, spec: SpecLike = None, *, dry_run: bool = False,
                       wait: float = 0) -> Job:

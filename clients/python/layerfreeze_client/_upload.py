@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from ._progress import Progress
 
-__all__ = ["MultipartUpload"]
+__all__ = ["FileTail", "MultipartFiles", "MultipartUpload"]
 
 CHUNK_SIZE = 1 << 20
 
@@ -201,3 +201,32 @@ class MultipartFiles:
                 f.close()
             yield b"\r\n"
         yield self._tail
+
+
+class FileTail:
+    """A file's bytes from ``start`` to its end, read in chunks: the body of a tus PATCH."""
+
+    def __init__(self, path: Path, start: int, progress: Progress, chunk_size: int = CHUNK_SIZE) -> None:
+        self.path, self.start, self.progress, self.chunk_size = path, start, progress, chunk_size
+
+    def _open(self) -> BinaryIO:
+        f = self.path.open("rb")
+        f.seek(self.start)
+        return f
+
+    def sync_body(self) -> Iterator[bytes]:
+        with self._open() as f:
+            while chunk := f.read(self.chunk_size):
+                self.progress.update(len(chunk))
+                yield chunk
+
+    async def async_body(self) -> AsyncIterator[bytes]:
+        from anyio import to_thread  # reads leave the event loop free
+
+        f = await to_thread.run_sync(self._open)
+        try:
+            while chunk := await to_thread.run_sync(f.read, self.chunk_size):
+                self.progress.update(len(chunk))
+                yield chunk
+        finally:
+            f.close()
