@@ -15,7 +15,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,10 +119,7 @@ def freeze_directory(
     changed = {p for p, segs in plans.items() if segs != ([(0, sizes[p])] if sizes[p] else [])}
     if dst is not None:
         dst = Path(dst)
-        if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-            raise FileExistsError(errno.EEXIST, "the output directory exists and is not empty", str(dst))
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.absolute().parent))
-        try:
+        with new_directory(dst) as tmp:
             for path, segments in plans.items():
                 target = tmp / path
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -130,13 +127,6 @@ def freeze_directory(
                                          hash_output=digest)
                 out_sha[path] = written.sha256 or None
                 os.chmod(target, new_file_mode())
-            os.chmod(tmp, new_dir_mode())
-            if dst.exists():
-                dst.rmdir()
-            os.replace(tmp, dst)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     roles = file_roles(model)
     out_sizes = {p: output_size(segs) for p, segs in plans.items()}
     listing = [ModelFile(path=p, bytes=out_sizes[p] if dst is not None else sizes[p],
@@ -182,6 +172,24 @@ def listing_sha256(digests: Mapping[str, str | None]) -> str | None:
         return None
     text = "".join(f"{digests[p]}  {p}\n" for p in sorted(digests))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@contextlib.contextmanager
+def new_directory(dst: Path) -> Iterator[Path]:
+    """A staging directory beside ``dst`` (which must not exist, or be empty) that becomes ``dst``, with
+    the mode ``mkdir`` gives, when the block ends without error; removed with its contents otherwise."""
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise FileExistsError(errno.EEXIST, "the output directory exists and is not empty", str(dst))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.absolute().parent))
+    try:
+        yield tmp
+        os.chmod(tmp, new_dir_mode())
+        if dst.exists():
+            dst.rmdir()
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def new_file_mode() -> int:

@@ -7,7 +7,6 @@ literal bytes); ``apply`` refuses a base that is not the one named, and checks t
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import tempfile
@@ -105,17 +104,12 @@ def _read_patch(patch: Path) -> list[dict[str, Any]]:
 def _apply_directory_patch(entries: list[dict[str, Any]], model: Path, output: Path) -> int:
     """Rebuild every file of the patch from the file of the same path under ``model`` into the new
     directory ``output`` (written beside it, renamed into place when every sha256 has been checked)."""
-    import shutil
-
     from layerfreeze.formats.copying import write_segments
     from layerfreeze.formats.sharded import check_paths
-    from layerfreeze.freeze import new_dir_mode, new_file_mode
+    from layerfreeze.freeze import new_directory, new_file_mode
 
     check_paths(e["path"] for e in entries)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise FileExistsError(errno.EEXIST, "the output directory exists and is not empty", str(output))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.absolute().parent))
-    try:
+    with new_directory(output) as tmp:
         for entry in entries:
             path, base, want = entry["path"], entry.get("base") or {}, entry.get("output") or {}
             source = model / path
@@ -130,13 +124,6 @@ def _apply_directory_patch(entries: list[dict[str, Any]], model: Path, output: P
                 raise FormatError(f"the rebuilt {path!r} has sha256 {written.sha256}, not the patch's "
                                   f"{want.get('sha256')}")
             os.chmod(target, new_file_mode())
-        os.chmod(tmp, new_dir_mode())  # as `cp -r` would make them
-        if output.exists():
-            output.rmdir()
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return exit_codes.OK
 
 

@@ -32,6 +32,16 @@ def stream_copy(
                           source_sha256=source_sha256)
 
 
+def _copy_segments(src: Path, dst: Path, segments: Sequence[Segment]) -> None:
+    """``dst`` made of ``segments``: literal bytes, and byte ranges of ``src`` copied in the kernel."""
+    with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
+        for seg in segments:
+            if isinstance(seg, bytes):
+                _write_all(fout.fileno(), seg)
+            else:
+                _copy_range(fin.fileno(), fout.fileno(), seg[0], seg[1] - seg[0])
+
+
 def write_segments(src: Path, dst: Path, segments: Sequence[Segment], *,
                    source_sha256: str | None = None, hash_source: bool = True,
                    hash_output: bool = True) -> WrittenFile:
@@ -41,12 +51,7 @@ def write_segments(src: Path, dst: Path, segments: Sequence[Segment], *,
     size = os.stat(src).st_size
     check(segments, size)
     if not hash_output and not (hash_source and source_sha256 is None):
-        with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
-            for seg in segments:
-                if isinstance(seg, bytes):
-                    _write_all(fout.fileno(), seg)
-                else:
-                    _copy_range(fin.fileno(), fout.fileno(), seg[0], seg[1] - seg[0])
+        _copy_segments(src, dst, segments)
         return WrittenFile(bytes=output_size(segments), sha256="", source_sha256=source_sha256 or "")
     src_hash = hashlib.sha256()
     out_hash = hashlib.sha256()
@@ -87,12 +92,7 @@ def write_segments(src: Path, dst: Path, segments: Sequence[Segment], *,
     for thread in threads:
         thread.start()
     try:
-        with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
-            for seg in segments:
-                if isinstance(seg, bytes):
-                    _write_all(fout.fileno(), seg)
-                else:
-                    _copy_range(fin.fileno(), fout.fileno(), seg[0], seg[1] - seg[0])
+        _copy_segments(src, dst, segments)
     finally:
         for thread in threads:
             thread.join()
